@@ -1,0 +1,271 @@
+// Package rtctest provides a pion WebRTC client for tests: it publishes
+// audio and video tracks carrying recognisable payloads and records what it
+// receives, so tests can check that media crossed the SFU intact.
+package rtctest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Options configures a Peer.
+type Options struct {
+	ICEServers []webrtc.ICEServer
+	RelayOnly  bool
+	Configure  func(*webrtc.SettingEngine) // e.g. SetNet for vnet tests
+}
+
+// Peer is a test client with one PeerConnection.
+type Peer struct {
+	t     testing.TB
+	PC    *webrtc.PeerConnection
+	Audio *webrtc.TrackLocalStaticRTP
+	Video *webrtc.TrackLocalStaticRTP
+
+	plis    atomic.Int64 // PLI/FIR received on the video sender
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	stopped sync.Once
+
+	mu       sync.Mutex
+	closed   bool
+	received map[webrtc.RTPCodecType]*Received
+	remote   map[webrtc.RTPCodecType]*webrtc.TrackRemote
+	changed  chan struct{}
+}
+
+// Received summarises the packets that arrived on one remote track.
+type Received struct {
+	Packets  int
+	Corrupt  int // payloads that do not match what a Peer sends
+	LastSeq  uint16
+	SeqJumps int // sequence numbers that did not follow the previous one
+}
+
+// NewPeer creates a client PeerConnection with a sendrecv audio and video
+// transceiver. It is closed when the test ends.
+func NewPeer(t testing.TB, o Options) *Peer {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
+	if o.Configure != nil {
+		o.Configure(&se)
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	cfg := webrtc.Configuration{ICEServers: o.ICEServers}
+	if o.RelayOnly {
+		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	pc, err := api.NewPeerConnection(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Peer{t: t, PC: pc, stop: make(chan struct{}), changed: make(chan struct{}, 1),
+		received: map[webrtc.RTPCodecType]*Received{}, remote: map[webrtc.RTPCodecType]*webrtc.TrackRemote{}}
+	p.Audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus}, "audio", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "video", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []*webrtc.TrackLocalStaticRTP{p.Audio, p.Video} {
+		sender, err := pc.AddTrack(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.wg.Add(1)
+		go p.readRTCP(sender)
+	}
+	pc.OnTrack(p.onTrack)
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Close stops sending and closes the PeerConnection; idempotent.
+func (p *Peer) Close() {
+	p.stopped.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		close(p.stop)
+		_ = p.PC.Close()
+		p.wg.Wait()
+	})
+}
+
+func (p *Peer) readRTCP(s *webrtc.RTPSender) {
+	defer p.wg.Done()
+	for {
+		pkts, _, err := s.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			switch pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				p.plis.Add(1)
+			}
+		}
+	}
+}
+
+// KeyframeRequests is the number of PLI/FIR this peer's senders received.
+func (p *Peer) KeyframeRequests() int64 { return p.plis.Load() }
+
+// Payload returns the payload a Peer sends as packet n of a track of kind.
+// Its length varies with n so truncation shows too.
+func Payload(kind webrtc.RTPCodecType, n uint32) []byte {
+	size := 20 + int(n%200)
+	b := make([]byte, size)
+	binary.BigEndian.PutUint32(b, n)
+	for i := 4; i < size; i++ {
+		b[i] = byte(n) ^ byte(i) ^ byte(kind)
+	}
+	return b
+}
+
+func validPayload(kind webrtc.RTPCodecType, b []byte) bool {
+	if len(b) < 4 {
+		return false
+	}
+	want := Payload(kind, binary.BigEndian.Uint32(b))
+	return string(want) == string(b)
+}
+
+// StartSending sends audio and video packets (50 per second each) until
+// the peer is closed or stop is called.
+func (p *Peer) StartSending() (stop func()) {
+	done := make(chan struct{})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for n := uint32(0); ; n++ {
+			select {
+			case <-p.stop:
+				return
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			p.send(p.Audio, webrtc.RTPCodecTypeAudio, n, n*960)
+			p.send(p.Video, webrtc.RTPCodecTypeVideo, n, n*1800)
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
+}
+
+func (p *Peer) send(tr *webrtc.TrackLocalStaticRTP, kind webrtc.RTPCodecType, n, ts uint32) {
+	pkt := &rtp.Packet{
+		Header:  rtp.Header{Version: 2, Marker: true, SequenceNumber: uint16(n), Timestamp: ts},
+		Payload: Payload(kind, n),
+	}
+	_ = tr.WriteRTP(pkt)
+}
+
+// SendPLI asks the remote side for a keyframe of the received video track.
+func (p *Peer) SendPLI() error {
+	p.mu.Lock()
+	tr := p.remote[webrtc.RTPCodecTypeVideo]
+	p.mu.Unlock()
+	if tr == nil {
+		return fmt.Errorf("no remote video track yet")
+	}
+	return p.PC.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(tr.SSRC())}})
+}
+
+func (p *Peer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	kind := tr.Kind()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.wg.Add(1)
+	defer p.wg.Done()
+	p.remote[kind] = tr
+	if p.received[kind] == nil {
+		p.received[kind] = &Received{}
+	}
+	p.mu.Unlock()
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	for {
+		n, _, err := tr.Read(buf)
+		if err != nil {
+			return
+		}
+		if pkt.Unmarshal(buf[:n]) != nil {
+			continue
+		}
+		p.record(kind, &pkt)
+	}
+}
+
+func (p *Peer) record(kind webrtc.RTPCodecType, pkt *rtp.Packet) {
+	p.mu.Lock()
+	r := p.received[kind]
+	if r.Packets > 0 && pkt.SequenceNumber != r.LastSeq+1 {
+		r.SeqJumps++
+	}
+	r.Packets++
+	r.LastSeq = pkt.SequenceNumber
+	if !validPayload(kind, pkt.Payload) {
+		r.Corrupt++
+	}
+	p.mu.Unlock()
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Received returns a snapshot of what arrived on the remote track of kind.
+func (p *Peer) Received(kind webrtc.RTPCodecType) Received {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r := p.received[kind]; r != nil {
+		return *r
+	}
+	return Received{}
+}
+
+// WaitPackets waits until at least n packets of kind arrived.
+func (p *Peer) WaitPackets(kind webrtc.RTPCodecType, n int, timeout time.Duration) error {
+	deadline := time.After(timeout)
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		if got := p.Received(kind).Packets; got >= n {
+			return nil
+		}
+		select {
+		case <-p.changed:
+		case <-poll.C:
+		case <-deadline:
+			return fmt.Errorf("%s: got %d packets, want %d within %v", kind, p.Received(kind).Packets, n, timeout)
+		}
+	}
+}

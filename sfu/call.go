@@ -1,0 +1,118 @@
+package sfu
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Signaler is how the SFU talks to one participant's client. Every method
+// must return without blocking (queue and return).
+type Signaler interface {
+	// SendDescription delivers the server's offer or answer.
+	SendDescription(webrtc.SessionDescription)
+	// SendCandidate delivers one of the server's ICE candidates. It is only
+	// called after the description it belongs to has been sent.
+	SendCandidate(webrtc.ICECandidateInit)
+	// Failed reports that the participant's connection failed for good.
+	Failed(err error)
+}
+
+// Call is a set of participants whose media is forwarded to each other.
+type Call struct {
+	sfu *SFU
+	id  string
+
+	mu     sync.Mutex
+	parts  []*Participant
+	closed bool
+}
+
+// NewCall creates an empty call. id names it in logs and recordings.
+func (s *SFU) NewCall(id string) *Call {
+	return &Call{sfu: s, id: id}
+}
+
+// ID returns the call's id.
+func (c *Call) ID() string { return c.id }
+
+// Join adds a participant with its own PeerConnection. Its outgoing audio
+// and video tracks exist from the start, so the first negotiation already
+// carries the other participants' media.
+func (c *Call) Join(name string, sig Signaler) (*Participant, error) {
+	p, err := newParticipant(c, name, sig)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		p.closePC()
+		return nil, ErrClosed
+	}
+	others := append([]*Participant(nil), c.parts...)
+	c.parts = append(c.parts, p)
+	c.mu.Unlock()
+
+	for _, o := range others {
+		for _, up := range o.upTracks() {
+			up.addSink(p.down[up.kind()])
+		}
+	}
+	c.sfu.log.Debug("participant joined", "call", c.id, "name", name)
+	return p, nil
+}
+
+// publish subscribes every other participant to a new incoming track.
+func (c *Call) publish(from *Participant, up *upTrack) {
+	for _, o := range c.others(from) {
+		if d := o.down[up.kind()]; d != nil {
+			up.addSink(d)
+		}
+	}
+}
+
+// remove takes p out of the call and unsubscribes it from everyone.
+func (c *Call) remove(p *Participant) {
+	c.mu.Lock()
+	for i, q := range c.parts {
+		if q == p {
+			c.parts = append(c.parts[:i], c.parts[i+1:]...)
+			break
+		}
+	}
+	others := append([]*Participant(nil), c.parts...)
+	c.mu.Unlock()
+	for _, o := range others {
+		for _, up := range o.upTracks() {
+			up.removeSink(p.down[up.kind()])
+		}
+	}
+}
+
+func (c *Call) others(p *Participant) []*Participant {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*Participant, 0, len(c.parts))
+	for _, q := range c.parts {
+		if q != p {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// Close ends the call: every participant's PeerConnection is closed and its
+// goroutines have ended when Close returns.
+func (c *Call) Close() {
+	c.mu.Lock()
+	c.closed = true
+	parts := append([]*Participant(nil), c.parts...)
+	c.mu.Unlock()
+	for _, p := range parts {
+		p.Close()
+	}
+}
+
+func (c *Call) String() string { return fmt.Sprintf("call %s", c.id) }

@@ -1,0 +1,149 @@
+package sfu
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// downTrack is one outgoing track of a subscriber's PeerConnection. It is
+// created before negotiation (so a 1:1 call needs no renegotiation) and is
+// fed by whichever upTrack of the other participant has the same kind.
+type downTrack struct {
+	id, streamID string
+	kind         webrtc.RTPCodecType
+	mime         string
+
+	mu     sync.Mutex
+	rw     rewriter
+	ssrc   uint32
+	pt     uint8
+	writer webrtc.TrackLocalWriter // nil while unbound
+
+	source atomic.Pointer[upTrack] // feeds this track; target of keyframe requests
+
+	stats downStats
+}
+
+type downStats struct {
+	packets, bytes, plis, firs, nacks atomic.Uint64
+}
+
+func newDownTrack(kind webrtc.RTPCodecType, streamID string) *downTrack {
+	d := &downTrack{id: kind.String(), streamID: streamID, kind: kind}
+	switch kind {
+	case webrtc.RTPCodecTypeAudio:
+		d.mime, d.rw = webrtc.MimeTypeOpus, newRewriter(960) // 20 ms at 48 kHz
+	default:
+		d.mime, d.rw = webrtc.MimeTypeVP8, newRewriter(3000) // one frame at 30 fps
+	}
+	return d
+}
+
+// Bind implements webrtc.TrackLocal.
+func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	for _, c := range ctx.CodecParameters() {
+		if !strings.EqualFold(c.MimeType, d.mime) {
+			continue
+		}
+		d.mu.Lock()
+		d.ssrc, d.pt, d.writer = uint32(ctx.SSRC()), uint8(c.PayloadType), ctx.WriteStream()
+		d.mu.Unlock()
+		d.requestKeyframe()
+		return c, nil
+	}
+	return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+}
+
+// Unbind implements webrtc.TrackLocal.
+func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
+	d.mu.Lock()
+	d.writer = nil
+	d.mu.Unlock()
+	return nil
+}
+
+// ID, RID, StreamID and Kind implement webrtc.TrackLocal.
+func (d *downTrack) ID() string                { return d.id }
+func (d *downTrack) RID() string               { return "" }
+func (d *downTrack) StreamID() string          { return d.streamID }
+func (d *downTrack) Kind() webrtc.RTPCodecType { return d.kind }
+
+// setSource makes up feed this track from its next packet on.
+func (d *downTrack) setSource(up *upTrack) {
+	d.source.Store(up)
+	d.mu.Lock()
+	d.rw.sourceChanged()
+	d.mu.Unlock()
+	d.requestKeyframe()
+}
+
+// clearSource detaches up if it is still the source.
+func (d *downTrack) clearSource(up *upTrack) { d.source.CompareAndSwap(up, nil) }
+
+func (d *downTrack) requestKeyframe() {
+	if up := d.source.Load(); up != nil && d.kind == webrtc.RTPCodecTypeVideo {
+		up.requestKeyframe()
+	}
+}
+
+// write forwards one packet. in is the source header; out is scratch space
+// owned by the calling read loop. No lock is held during the network write.
+func (d *downTrack) write(in, out *rtp.Header, ext []rtp.Extension, payload []byte) error {
+	d.mu.Lock()
+	w := d.writer
+	if w == nil {
+		d.mu.Unlock()
+		return nil
+	}
+	seq, ts := d.rw.rewrite(in.SSRC, in.SequenceNumber, in.Timestamp)
+	*out = rtp.Header{
+		Version: 2, Padding: in.Padding, PaddingSize: in.PaddingSize, Marker: in.Marker,
+		PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts, SSRC: d.ssrc,
+		CSRC: in.CSRC, Extensions: ext[:0],
+	}
+	d.mu.Unlock()
+	if _, err := w.WriteRTP(out, payload); err != nil {
+		return err
+	}
+	d.stats.packets.Add(1)
+	d.stats.bytes.Add(uint64(len(payload)))
+	return nil
+}
+
+// readRTCP drains the sender's RTCP (so the NACK responder works) and turns
+// PLI/FIR from the receiver into a keyframe request for the source. It
+// returns when the PeerConnection closes.
+func (d *downTrack) readRTCP(sender *webrtc.RTPSender) {
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := sender.Read(buf)
+		if err != nil {
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		d.handleRTCP(pkts)
+	}
+}
+
+func (d *downTrack) handleRTCP(pkts []rtcp.Packet) {
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.PictureLossIndication:
+			d.stats.plis.Add(1)
+			d.requestKeyframe()
+		case *rtcp.FullIntraRequest:
+			d.stats.firs.Add(1)
+			d.requestKeyframe()
+		case *rtcp.TransportLayerNack:
+			d.stats.nacks.Add(uint64(len(p.Nacks)))
+		}
+	}
+}

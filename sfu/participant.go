@@ -1,0 +1,248 @@
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// maxEarlyCandidates bounds the candidates held before a remote description.
+const maxEarlyCandidates = 64
+
+// Participant is one user's PeerConnection inside a call.
+type Participant struct {
+	sfu  *SFU
+	call *Call
+	name string
+	sig  Signaler
+	pc   *webrtc.PeerConnection
+	down map[webrtc.RTPCodecType]*downTrack // fixed at creation
+
+	negMu sync.Mutex // serialises offer/answer steps
+
+	mu        sync.Mutex
+	up        []*upTrack
+	remoteSet bool
+	early     []webrtc.ICECandidateInit // remote candidates before the description
+	descSent  bool
+	ownQueue  []webrtc.ICECandidateInit // our candidates before our description went out
+	closed    bool
+	wg        sync.WaitGroup // RTCP readers and track read loops
+
+	failOnce, closeOnce sync.Once
+}
+
+func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
+	pc, err := c.sfu.api.NewPeerConnection(webrtc.Configuration{
+		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
+		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sfu: new peer connection: %w", err)
+	}
+	p := &Participant{sfu: c.sfu, call: c, name: name, sig: sig, pc: pc,
+		down: map[webrtc.RTPCodecType]*downTrack{}}
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+		d := newDownTrack(kind, "videochat")
+		sender, err := pc.AddTrack(d)
+		if err != nil {
+			_ = pc.Close()
+			return nil, fmt.Errorf("sfu: add %s track: %w", kind, err)
+		}
+		p.down[kind] = d
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); d.readRTCP(sender) }()
+	}
+	pc.OnICECandidate(p.onCandidate)
+	pc.OnTrack(p.onTrack)
+	pc.OnConnectionStateChange(p.onState)
+	return p, nil
+}
+
+// Name returns the participant's name.
+func (p *Participant) Name() string { return p.name }
+
+// HandleOffer applies the client's offer and sends the server's answer. If
+// the server's own offer is outstanding (glare), the server yields.
+func (p *Participant) HandleOffer(sdp string) error {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	if p.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+		if err := p.pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback}); err != nil {
+			return fmt.Errorf("rollback: %w", err)
+		}
+	}
+	if err := p.setRemote(webrtc.SDPTypeOffer, sdp); err != nil {
+		return err
+	}
+	answer, err := p.pc.CreateAnswer(nil)
+	if err != nil {
+		return fmt.Errorf("create answer: %w", err)
+	}
+	return p.setLocalAndSend(answer)
+}
+
+// SendOffer makes a server offer (for the callee, or to renegotiate).
+func (p *Participant) SendOffer() error {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	offer, err := p.pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("create offer: %w", err)
+	}
+	return p.setLocalAndSend(offer)
+}
+
+// HandleAnswer applies the client's answer to the server's offer.
+func (p *Participant) HandleAnswer(sdp string) error {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	if p.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+		return errors.New("no offer is waiting for an answer")
+	}
+	return p.setRemote(webrtc.SDPTypeAnswer, sdp)
+}
+
+// AddCandidate adds a client candidate, holding it until the remote
+// description arrives if necessary. An empty candidate ends the list.
+func (p *Participant) AddCandidate(c webrtc.ICECandidateInit) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	if !p.remoteSet {
+		defer p.mu.Unlock()
+		if len(p.early) >= maxEarlyCandidates {
+			return errors.New("too many candidates before the description")
+		}
+		p.early = append(p.early, c)
+		return nil
+	}
+	p.mu.Unlock()
+	return p.addCandidate(c)
+}
+
+func (p *Participant) addCandidate(c webrtc.ICECandidateInit) error {
+	if c.Candidate == "" {
+		return nil // end of candidates; ICE-lite needs nothing more
+	}
+	if err := p.pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("bad candidate: %w", err)
+	}
+	return nil
+}
+
+func (p *Participant) setRemote(t webrtc.SDPType, sdp string) error {
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: t, SDP: sdp}); err != nil {
+		return fmt.Errorf("bad %s: %w", t, err)
+	}
+	p.mu.Lock()
+	p.remoteSet = true
+	early := p.early
+	p.early = nil
+	p.mu.Unlock()
+	for _, c := range early {
+		if err := p.addCandidate(c); err != nil {
+			p.sfu.log.Debug("early candidate rejected", "name", p.name, "err", err)
+		}
+	}
+	return nil
+}
+
+func (p *Participant) setLocalAndSend(d webrtc.SessionDescription) error {
+	if err := p.pc.SetLocalDescription(d); err != nil {
+		return fmt.Errorf("set local %s: %w", d.Type, err)
+	}
+	if ld := p.pc.LocalDescription(); ld != nil {
+		d = *ld
+	}
+	p.sig.SendDescription(d)
+	p.mu.Lock()
+	p.descSent = true
+	queued := p.ownQueue
+	p.ownQueue = nil
+	p.mu.Unlock()
+	for _, c := range queued {
+		p.sig.SendCandidate(c)
+	}
+	return nil
+}
+
+func (p *Participant) onCandidate(c *webrtc.ICECandidate) {
+	if c == nil {
+		return
+	}
+	init := c.ToJSON()
+	p.mu.Lock()
+	if !p.descSent {
+		p.ownQueue = append(p.ownQueue, init)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.sig.SendCandidate(init)
+}
+
+func (p *Participant) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	up := newUpTrack(p, track)
+	p.up = append(p.up, up)
+	p.wg.Add(1)
+	p.mu.Unlock()
+	defer p.wg.Done()
+
+	p.sfu.log.Debug("track started", "call", p.call.id, "name", p.name,
+		"kind", track.Kind().String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
+	p.call.publish(p, up)
+	up.run()
+	up.close()
+}
+
+func (p *Participant) onState(s webrtc.PeerConnectionState) {
+	p.sfu.log.Debug("peer connection state", "call", p.call.id, "name", p.name, "state", s.String())
+	switch s {
+	case webrtc.PeerConnectionStateConnected:
+		// Media can flow to this participant now: ask for fresh keyframes.
+		for _, d := range p.down {
+			d.requestKeyframe()
+		}
+	case webrtc.PeerConnectionStateFailed:
+		p.failOnce.Do(func() { p.sig.Failed(errors.New("connection failed")) })
+	}
+}
+
+func (p *Participant) upTracks() []*upTrack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*upTrack(nil), p.up...)
+}
+
+// Close leaves the call and releases the PeerConnection. When it returns,
+// every goroutine the participant started has ended. Idempotent.
+func (p *Participant) Close() {
+	p.closeOnce.Do(func() {
+		p.call.remove(p)
+		p.closePC()
+	})
+}
+
+func (p *Participant) closePC() {
+	p.mu.Lock()
+	p.closed = true
+	ups := p.up
+	p.mu.Unlock()
+	for _, u := range ups {
+		u.close()
+	}
+	if err := p.pc.Close(); err != nil {
+		p.sfu.log.Debug("close peer connection", "name", p.name, "err", err)
+	}
+	p.wg.Wait()
+}

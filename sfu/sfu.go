@@ -1,0 +1,197 @@
+// Package sfu terminates each participant's WebRTC PeerConnection and
+// forwards RTP between the participants of a call.
+//
+// It knows nothing of WebSocket or JSON: the outside world reaches a
+// participant through the Signaler interface, which must never block.
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/transport/v4"
+	"github.com/pion/webrtc/v4"
+)
+
+// Config configures an SFU. The zero value is usable: media on an
+// ephemeral UDP port of every interface.
+type Config struct {
+	// UDPPort is the one UDP port all media uses (0 = ephemeral).
+	UDPPort int
+	// PublicIPs, if set, replace the host candidates' addresses (1:1 NAT).
+	PublicIPs []string
+	// IncludeLoopback offers loopback candidates; needed when the host's
+	// only interface is loopback (tests in network namespaces).
+	IncludeLoopback bool
+	// Net replaces the real network (pion transport/v4/vnet in tests).
+	Net transport.Net
+	// KeyframeInterval is the minimum interval between two keyframe
+	// requests sent to one publisher track (default 500 ms).
+	KeyframeInterval time.Duration
+	Logger           *slog.Logger
+}
+
+// SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
+type SFU struct {
+	cfg Config
+	api *webrtc.API
+	mux *ice.MultiUDPMuxDefault
+	log *slog.Logger
+}
+
+// New builds an SFU and binds its media port.
+func New(cfg Config) (*SFU, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.KeyframeInterval <= 0 {
+		cfg.KeyframeInterval = 500 * time.Millisecond
+	}
+	opts := []ice.UDPMuxFromPortOption{
+		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4, ice.NetworkTypeUDP6),
+	}
+	if cfg.IncludeLoopback {
+		opts = append(opts, ice.UDPMuxFromPortWithLoopback())
+	}
+	if cfg.Net != nil {
+		opts = append(opts, ice.UDPMuxFromPortWithNet(cfg.Net))
+	}
+	mux, err := ice.NewMultiUDPMuxFromPort(cfg.UDPPort, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("sfu: media port %d: %w", cfg.UDPPort, err)
+	}
+	api, err := newAPI(cfg, mux)
+	if err != nil {
+		_ = mux.Close()
+		return nil, err
+	}
+	return &SFU{cfg: cfg, api: api, mux: mux, log: cfg.Logger}, nil
+}
+
+// MediaAddrs returns the local addresses of the media socket(s).
+func (s *SFU) MediaAddrs() []*net.UDPAddr {
+	var out []*net.UDPAddr
+	for _, a := range s.mux.GetListenAddresses() {
+		if u, ok := a.(*net.UDPAddr); ok {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// Close releases the media port. Calls must be closed first.
+func (s *SFU) Close() error {
+	return s.mux.Close()
+}
+
+func newAPI(cfg Config, mux ice.UDPMux) (*webrtc.API, error) {
+	m, err := newMediaEngine()
+	if err != nil {
+		return nil, err
+	}
+	reg := &interceptor.Registry{}
+	if err := registerInterceptors(m, reg); err != nil {
+		return nil, err
+	}
+
+	se := webrtc.SettingEngine{}
+	se.SetICEUDPMux(mux)
+	se.SetLite(true) // we are reachable; clients nominate, relay pairs connect fast
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
+	se.SetDTLSRetransmissionInterval(100 * time.Millisecond)
+	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	if len(cfg.PublicIPs) > 0 {
+		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
+	}
+	if cfg.Net != nil {
+		se.SetNet(cfg.Net)
+	}
+	return webrtc.NewAPI(
+		webrtc.WithMediaEngine(m),
+		webrtc.WithInterceptorRegistry(reg),
+		webrtc.WithSettingEngine(se),
+	), nil
+}
+
+// Payload types match Chrome's usual choices so that SDP stays readable.
+const (
+	ptOpus   = 111
+	ptVP8    = 96
+	ptVP8RTX = 97
+)
+
+func newMediaEngine() (*webrtc.MediaEngine, error) {
+	m := &webrtc.MediaEngine{}
+	videoFB := []webrtc.RTCPFeedback{
+		{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"},
+		{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "transport-cc"},
+	}
+	codecs := []struct {
+		c    webrtc.RTPCodecParameters
+		kind webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{
+				MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2,
+				SDPFmtpLine: "minptime=10;useinbandfec=1", RTCPFeedback: []webrtc.RTCPFeedback{{Type: "transport-cc"}},
+			},
+			PayloadType: ptOpus,
+		}, webrtc.RTPCodecTypeAudio},
+		{webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFB},
+			PayloadType:        ptVP8,
+		}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: fmt.Sprintf("apt=%d", ptVP8)},
+			PayloadType:        ptVP8RTX,
+		}, webrtc.RTPCodecTypeVideo},
+	}
+	for _, c := range codecs {
+		if err := m.RegisterCodec(c.c, c.kind); err != nil {
+			return nil, fmt.Errorf("sfu: register %s: %w", c.c.MimeType, err)
+		}
+	}
+	return m, nil
+}
+
+// NACK tuning measured on this project (see ../shared/NOTES.md): a short
+// interval and a per-packet limit keep loss repair fast without NACK storms
+// for packets already recovered over RTX.
+const (
+	nackInterval      = 20 * time.Millisecond
+	nackMaxPerPacket  = 5
+	nackResponderSize = 1024
+	nackGeneratorSize = 512
+)
+
+func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry) error {
+	gen := []nack.GeneratorOption{
+		nack.GeneratorInterval(nackInterval),
+		nack.GeneratorMaxNacksPerPacket(nackMaxPerPacket),
+		nack.GeneratorSize(nackGeneratorSize),
+	}
+	resp := []nack.ResponderOption{nack.ResponderSize(nackResponderSize)}
+	steps := []func() error{
+		func() error { return webrtc.ConfigureNackWithOptions(m, reg, gen, resp...) },
+		func() error { return webrtc.ConfigureRTCPReports(reg) },
+		func() error { return webrtc.ConfigureTWCCSender(m, reg) },
+		func() error { return webrtc.ConfigureTWCCHeaderExtensionSender(m, reg) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return fmt.Errorf("sfu: interceptors: %w", err)
+		}
+	}
+	return nil
+}
+
+// ErrClosed is returned by operations on a closed call or participant.
+var ErrClosed = errors.New("sfu: closed")

@@ -1,0 +1,137 @@
+package sfu
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// maxPacket is the largest RTP packet read from a publisher.
+const maxPacket = 1500
+
+// upTrack is one incoming track of a publisher. Its read loop forwards every
+// packet to the downTracks subscribed to it.
+type upTrack struct {
+	track *webrtc.TrackRemote
+	kf    *keyframeThrottle
+
+	mu    sync.Mutex                   // serialises changes of sinks
+	sinks atomic.Pointer[[]*downTrack] // copy-on-write; read per packet
+
+	// Owned by the read loop.
+	dup    dupFilter
+	in     rtp.Header
+	out    rtp.Header
+	outExt [4]rtp.Extension
+	buf    [maxPacket]byte
+
+	stats upStats
+}
+
+type upStats struct {
+	packets, bytes, duplicates, keyframeRequests atomic.Uint64
+}
+
+func newUpTrack(p *Participant, track *webrtc.TrackRemote) *upTrack {
+	u := &upTrack{track: track}
+	ssrc := uint32(track.SSRC())
+	u.kf = newKeyframeThrottle(p.sfu.cfg.KeyframeInterval, func() {
+		u.stats.keyframeRequests.Add(1)
+		_ = p.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
+	})
+	return u
+}
+
+func (u *upTrack) kind() webrtc.RTPCodecType { return u.track.Kind() }
+
+func (u *upTrack) requestKeyframe() {
+	if u.kind() == webrtc.RTPCodecTypeVideo {
+		u.kf.request()
+	}
+}
+
+// addSink subscribes d; the next packet reaches it.
+func (u *upTrack) addSink(d *downTrack) {
+	u.mu.Lock()
+	old := u.loadSinks()
+	next := make([]*downTrack, 0, len(old)+1)
+	next = append(append(next, old...), d)
+	u.sinks.Store(&next)
+	u.mu.Unlock()
+	d.setSource(u)
+}
+
+// removeSink unsubscribes d.
+func (u *upTrack) removeSink(d *downTrack) {
+	u.mu.Lock()
+	old := u.loadSinks()
+	next := make([]*downTrack, 0, len(old))
+	for _, s := range old {
+		if s != d {
+			next = append(next, s)
+		}
+	}
+	u.sinks.Store(&next)
+	u.mu.Unlock()
+	d.clearSource(u)
+}
+
+func (u *upTrack) loadSinks() []*downTrack {
+	if s := u.sinks.Load(); s != nil {
+		return *s
+	}
+	return nil
+}
+
+// run forwards packets until the track ends (its PeerConnection closed).
+func (u *upTrack) run() {
+	for {
+		n, _, err := u.track.Read(u.buf[:])
+		if err != nil {
+			return
+		}
+		u.forward(u.buf[:n])
+	}
+}
+
+// forward parses one packet in place and writes it to every sink.
+func (u *upTrack) forward(pkt []byte) {
+	hdrLen, err := u.in.Unmarshal(pkt)
+	if err != nil {
+		return
+	}
+	end := len(pkt)
+	u.in.PaddingSize = 0
+	if u.in.Padding {
+		pad := int(pkt[end-1])
+		if pad == 0 || hdrLen+pad > end {
+			return
+		}
+		end -= pad
+		u.in.PaddingSize = byte(pad)
+	}
+	if !u.dup.accept(u.in.SequenceNumber) {
+		u.stats.duplicates.Add(1)
+		return
+	}
+	u.stats.packets.Add(1)
+	u.stats.bytes.Add(uint64(len(pkt)))
+	payload := pkt[hdrLen:end]
+	for _, d := range u.loadSinks() {
+		_ = d.write(&u.in, &u.out, u.outExt[:], payload)
+	}
+}
+
+func (u *upTrack) close() {
+	u.kf.close()
+	u.mu.Lock()
+	old := u.loadSinks()
+	u.sinks.Store(nil)
+	u.mu.Unlock()
+	for _, d := range old {
+		d.clearSource(u)
+	}
+}
