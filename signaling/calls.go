@@ -1,0 +1,298 @@
+package signaling
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// maxEarlyCandidates bounds the candidates a client may send before its offer.
+const maxEarlyCandidates = 64
+
+// call is one 1:1 call. Its fields are guarded by Server.mu.
+type call struct {
+	id             string
+	caller, callee *client
+	media          MediaCall
+	peers          map[*client]Peer
+	offered        bool // the callee has been sent the offer
+	accepted       bool
+	ended          bool
+	timer          *time.Timer
+}
+
+func (cl *call) other(c *client) *client {
+	if c == cl.caller {
+		return cl.callee
+	}
+	return cl.caller
+}
+
+// offer starts a call to name, or renegotiates the caller's media in one.
+func (s *Server) offer(c *client, name, sdp string) {
+	s.mu.Lock()
+	if cl := c.call; cl != nil {
+		peer, other := cl.peers[c], cl.other(c)
+		s.mu.Unlock()
+		switch {
+		case other.name != name:
+			c.sendError("you are already in a call with " + other.name + "; hang up first")
+		case peer == nil:
+			c.sendError("the call with " + name + " is still being set up; try again")
+		default:
+			if err := peer.HandleOffer(sdp); err != nil {
+				c.sendError("could not apply your offer: " + err.Error())
+			}
+		}
+		return
+	}
+	callee, problem, busy := s.checkCallee(c, name)
+	if problem != "" {
+		s.mu.Unlock()
+		c.sendError(problem)
+		if busy {
+			c.sendMsg(&Message{Type: typeLeave, Name: name, Reason: ReasonBusy})
+		}
+		return
+	}
+	id := newID()
+	cl := &call{id: id, caller: c, callee: callee, media: s.cfg.Media.NewCall(id), peers: map[*client]Peer{}}
+	c.call, callee.call = cl, cl
+	s.calls[cl] = struct{}{}
+	early := c.early
+	c.early = nil
+	s.mu.Unlock()
+	s.log.Info("call", "id", cl.id, "caller", c.name, "callee", callee.name)
+	s.setUp(cl, sdp, early)
+}
+
+// checkCallee is called with s.mu held.
+func (s *Server) checkCallee(c *client, name string) (callee *client, problem string, busy bool) {
+	callee = s.names[name]
+	switch {
+	case callee == nil:
+		return nil, name + " is not online", false
+	case callee == c:
+		return nil, "you cannot call yourself", false
+	case callee.call != nil:
+		return nil, name + " is in another call", true
+	}
+	return callee, "", false
+}
+
+// setUp creates both PeerConnections: the caller's offer is answered at
+// once and the callee gets the server's offer, so both legs connect in
+// parallel while the callee decides.
+func (s *Server) setUp(cl *call, sdp string, early []webrtc.ICECandidateInit) {
+	caller, callee := cl.caller, cl.callee
+	pa, err := cl.media.Join(caller.name, &peerSignal{srv: s, call: cl, c: caller, other: callee.name})
+	if err != nil {
+		s.abort(cl, "could not start the call: "+err.Error())
+		return
+	}
+	pb, err := cl.media.Join(callee.name, &peerSignal{srv: s, call: cl, c: callee, other: caller.name})
+	if err != nil {
+		s.abort(cl, "could not start the call: "+err.Error())
+		return
+	}
+	s.mu.Lock()
+	if cl.ended {
+		s.mu.Unlock()
+		cl.media.Close()
+		return
+	}
+	cl.peers[caller], cl.peers[callee] = pa, pb
+	s.mu.Unlock()
+	for _, cand := range early {
+		_ = pa.AddCandidate(cand)
+	}
+	if err := pa.HandleOffer(sdp); err != nil {
+		s.abort(cl, "could not apply your offer: "+err.Error())
+		return
+	}
+	s.mu.Lock()
+	cl.offered = true
+	s.mu.Unlock()
+	if err := pb.SendOffer(); err != nil {
+		s.abort(cl, "could not reach "+callee.name+": "+err.Error())
+		return
+	}
+	s.startRinging(cl)
+}
+
+func (s *Server) startRinging(cl *call) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl.ended || cl.accepted {
+		return
+	}
+	cl.timer = time.AfterFunc(s.cfg.RingTimeout, func() {
+		s.async(func() { s.endCall(cl, ReasonNoAnswer, cl.caller, cl.callee) })
+	})
+}
+
+// abort ends a call that failed during setup: the caller gets the error;
+// the callee hears of it only if it was already ringing.
+func (s *Server) abort(cl *call, msg string) {
+	cl.caller.sendError(msg)
+	s.mu.Lock()
+	offered := cl.offered
+	s.mu.Unlock()
+	if offered {
+		s.endCall(cl, ReasonFailed, cl.callee)
+	} else {
+		s.endCall(cl, ReasonFailed)
+	}
+}
+
+// answer applies the client's answer to the server's offer.
+func (s *Server) answer(c *client, sdp string) {
+	s.mu.Lock()
+	cl := c.call
+	var peer Peer
+	if cl != nil {
+		peer = cl.peers[c]
+	}
+	s.mu.Unlock()
+	if peer == nil {
+		c.sendError("there is no call to answer")
+		return
+	}
+	if err := peer.HandleAnswer(sdp); err != nil {
+		c.sendError("could not apply your answer: " + err.Error())
+		return
+	}
+	s.mu.Lock()
+	first := c == cl.callee && !cl.accepted && !cl.ended
+	if first {
+		cl.accepted = true
+		if cl.timer != nil {
+			cl.timer.Stop()
+		}
+	}
+	s.mu.Unlock()
+	if first {
+		s.log.Info("call accepted", "id", cl.id, "callee", c.name)
+		cl.caller.sendMsg(&Message{Type: typeAccepted, Name: c.name})
+	}
+}
+
+func (s *Server) candidate(c *client, m *Message) {
+	cand := webrtc.ICECandidateInit{}
+	if m.Candidate != nil {
+		cand = *m.Candidate
+	}
+	s.mu.Lock()
+	var peer Peer
+	if c.call != nil {
+		peer = c.call.peers[c]
+	}
+	if peer == nil {
+		full := len(c.early) >= maxEarlyCandidates
+		if !full {
+			c.early = append(c.early, cand)
+		}
+		s.mu.Unlock()
+		if full {
+			c.sendError("too many candidates before an offer")
+		}
+		return
+	}
+	s.mu.Unlock()
+	if err := peer.AddCandidate(cand); err != nil {
+		c.sendError("could not add your candidate: " + err.Error())
+	}
+}
+
+// leave hangs up or declines; outside a call it is harmless.
+func (s *Server) leave(c *client) {
+	s.mu.Lock()
+	c.early = nil
+	cl := c.call
+	reason := ReasonHangup
+	if cl != nil && c == cl.callee && !cl.accepted {
+		reason = ReasonDeclined
+	}
+	s.mu.Unlock()
+	if cl != nil {
+		s.endCall(cl, reason, cl.other(c))
+	}
+}
+
+// endCall ends cl once: the clients in tell are told why, then media is closed.
+func (s *Server) endCall(cl *call, reason string, tell ...*client) {
+	s.mu.Lock()
+	if cl.ended {
+		s.mu.Unlock()
+		return
+	}
+	cl.ended = true
+	delete(s.calls, cl)
+	if cl.timer != nil {
+		cl.timer.Stop()
+	}
+	for _, c := range []*client{cl.caller, cl.callee} {
+		if c.call == cl {
+			c.call, c.early = nil, nil
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("call ended", "id", cl.id, "reason", reason)
+	for _, c := range tell {
+		c.sendMsg(&Message{Type: typeLeave, Name: cl.other(c).name, Reason: reason})
+	}
+	cl.media.Close()
+}
+
+// async runs f on a goroutine the server waits for, unless it is closed.
+func (s *Server) async(f func()) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() { defer s.wg.Done(); f() }()
+}
+
+// peerSignal carries the SFU's messages for one participant to its client.
+type peerSignal struct {
+	srv   *Server
+	call  *call
+	c     *client
+	other string
+}
+
+func (p *peerSignal) current() bool {
+	p.srv.mu.Lock()
+	defer p.srv.mu.Unlock()
+	return p.c.call == p.call
+}
+
+func (p *peerSignal) SendDescription(d webrtc.SessionDescription) {
+	if !p.current() {
+		return
+	}
+	m := &Message{Type: d.Type.String(), Name: p.other}
+	if d.Type == webrtc.SDPTypeOffer {
+		m.Offer = &d
+	} else {
+		m.Answer = &d
+	}
+	p.c.sendMsg(m)
+}
+
+func (p *peerSignal) SendCandidate(c webrtc.ICECandidateInit) {
+	if p.current() {
+		p.c.sendMsg(&Message{Type: typeCandidate, Candidate: &c})
+	}
+}
+
+func (p *peerSignal) Failed(err error) {
+	p.srv.log.Warn("peer connection failed", "call", p.call.id, "name", p.c.name, "err", err)
+	p.srv.async(func() { p.srv.endCall(p.call, ReasonFailed, p.call.caller, p.call.callee) })
+}
+
+func jsonFrame(m *Message) ([]byte, error) { return json.Marshal(m) }
