@@ -1,0 +1,51 @@
+// Command videochat is a video chat server: open its page in two browsers,
+// sign in with two names, and call one from the other. Media flows through
+// the server's SFU; an embedded TURN server gets calls through firewalls.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "videochat:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run() error {
+	cfg, err := parseConfig(os.Args[1:], envLookup, os.Stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	app, err := NewApp(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- app.Serve() }()
+	log.Info("videochat is running; open this in two browser tabs", "url", app.URL())
+
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		log.Info("shutting down")
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, app.Close(closeCtx))
+}
