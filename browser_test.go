@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"videochat/internal/browsertest"
+)
+
+// tabStats is what statsJS reports from a tab.
+type tabStats struct {
+	State          string  `json:"state"`
+	LastEndReason  string  `json:"lastEndReason"`
+	FramesDecoded  int     `json:"framesDecoded"`
+	FreezeSeconds  float64 `json:"freeze"`
+	AudioPackets   int     `json:"audioPackets"`
+	VideoWidth     int     `json:"videoWidth"`
+	TimeOrigin     float64 `json:"timeOrigin"`
+	CallClicked    float64 `json:"callClicked"`
+	FirstRemoteFrm float64 `json:"firstRemoteFrame"`
+	Local, Remote  struct {
+		Type     string `json:"type"`
+		Address  string `json:"address"`
+		Port     int    `json:"port"`
+		Protocol string `json:"protocol"`
+	}
+}
+
+const statsJS = `(async () => {
+  const a = window.app, out = {state: a.state, lastEndReason: a.lastEndReason || '',
+    timeOrigin: performance.timeOrigin, callClicked: a.marks.callClicked || 0,
+    firstRemoteFrame: a.marks.firstRemoteFrame || 0,
+    videoWidth: document.getElementById('remote-video').videoWidth,
+    framesDecoded: 0, freeze: 0, audioPackets: 0, local: {}, remote: {}};
+  if (!a.pc) return out;
+  const s = await a.pc.getStats(), byId = new Map();
+  s.forEach(r => byId.set(r.id, r));
+  s.forEach(r => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') { out.framesDecoded = r.framesDecoded || 0; out.freeze = r.totalFreezesDuration || 0; }
+    if (r.type === 'inbound-rtp' && r.kind === 'audio') out.audioPackets = r.packetsReceived || 0;
+    if (r.type === 'transport' && r.selectedCandidatePairId) {
+      const p = byId.get(r.selectedCandidatePairId), l = byId.get(p.localCandidateId), m = byId.get(p.remoteCandidateId);
+      out.local = {type: l.candidateType, address: l.address, port: l.port, protocol: l.protocol};
+      out.remote = {type: m.candidateType, address: m.address, port: m.port, protocol: m.protocol};
+    }
+  });
+  return out;
+})()`
+
+func stats(tab *browsertest.Tab) tabStats {
+	var s tabStats
+	tab.Eval(statsJS, &s)
+	return s
+}
+
+// signIn opens the app in a new tab and signs in as name.
+func signIn(t *testing.T, b *browsertest.Browser, url, name string) *browsertest.Tab {
+	t.Helper()
+	tab := b.Open(t, url)
+	tab.WaitFor(`window.app && document.body.dataset.state === 'signin'`, 10*time.Second)
+	tab.Eval(fmt.Sprintf(`(() => { document.getElementById('name-input').value = %q;
+		document.getElementById('login-btn').click(); return true; })()`, name), new(bool))
+	tab.WaitFor(`window.app.state === 'idle'`, 10*time.Second)
+	return tab
+}
+
+// autoAccept makes the tab press Accept as soon as the incoming prompt shows.
+func autoAccept(tab *browsertest.Tab) {
+	tab.Eval(`(() => { const iv = setInterval(() => {
+		if (!document.getElementById('incoming').hidden) { clearInterval(iv); document.getElementById('accept-btn').click(); }
+	}, 2); return true; })()`, new(bool))
+}
+
+// browserCall signs two tabs in, calls from the first, accepts in the
+// second, and waits until both decode remote video.
+func browserCall(t *testing.T, b *browsertest.Browser, url string) (caller, callee *browsertest.Tab) {
+	t.Helper()
+	caller = signIn(t, b, url, "alice")
+	callee = signIn(t, b, url, "bob")
+	caller.WaitFor(`document.querySelector('#users [data-name="bob"]')`, 10*time.Second)
+	autoAccept(callee)
+	caller.Eval(`(() => { document.querySelector('#users [data-name="bob"]').click(); return true; })()`, new(bool))
+	for _, tab := range []*browsertest.Tab{caller, callee} {
+		tab.WaitFor(`window.app.state === 'connected'`, 15*time.Second)
+	}
+	for _, tab := range []*browsertest.Tab{caller, callee} {
+		waitDecoding(t, tab, 30)
+	}
+	return caller, callee
+}
+
+// waitDecoding waits until the tab decoded at least n remote video frames.
+func waitDecoding(t *testing.T, tab *browsertest.Tab, n int) tabStats {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := stats(tab)
+		if s.FramesDecoded >= n && s.VideoWidth > 0 && s.AudioPackets > 0 {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("remote media not decoding: %+v", s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestBrowserCall(t *testing.T) {
+	app := startApp(t, nil)
+	b := browsertest.Launch(t)
+	caller, callee := browserCall(t, b, app.URL())
+
+	var serverPorts []int
+	for _, a := range app.sfu.MediaAddrs() {
+		serverPorts = append(serverPorts, a.Port)
+	}
+	sc, se := stats(caller), stats(callee)
+	for name, s := range map[string]tabStats{"caller": sc, "callee": se} {
+		// The media path ends at the server, not at the other tab.
+		if !slices.Contains(serverPorts, s.Remote.Port) {
+			t.Errorf("%s: selected pair ends at %s:%d, not at the server's media ports %v", name, s.Remote.Address, s.Remote.Port, serverPorts)
+		}
+	}
+	if sc.Remote.Port == se.Local.Port && sc.Remote.Address == se.Local.Address {
+		t.Error("caller's media path ends at the callee's tab")
+	}
+	// Frames keep coming.
+	before := sc.FramesDecoded
+	after := waitDecoding(t, caller, before+20)
+	t.Logf("call to first remote frame: caller %.0f ms, callee %.0f ms (from pressing Call); frames %d->%d",
+		sc.FirstRemoteFrm-sc.CallClicked,
+		se.TimeOrigin+se.FirstRemoteFrm-(sc.TimeOrigin+sc.CallClicked), before, after.FramesDecoded)
+	if sc.FirstRemoteFrm == 0 || se.FirstRemoteFrm == 0 {
+		t.Error("the page did not record its first remote frame")
+	}
+
+	// Hang up from the caller; both return to idle.
+	caller.Eval(`(() => { document.getElementById('hangup-btn').click(); return true; })()`, new(bool))
+	for _, tab := range []*browsertest.Tab{caller, callee} {
+		tab.WaitFor(`window.app.state === 'idle' && window.app.pc === null`, 10*time.Second)
+	}
+	if r := stats(callee).LastEndReason; r != "hangup" {
+		t.Errorf("callee's end reason %q, want hangup", r)
+	}
+}

@@ -1,0 +1,369 @@
+// @ts-check
+// UI module: DOM only. Everything about the server and WebRTC lives in
+// protocol.js (VideoChatClient).
+import { VideoChatClient } from './protocol.js';
+
+/**
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @returns {T}
+ */
+function $(id) {
+    const el = document.getElementById(id);
+    if (!el) throw new Error(`missing #${id}`);
+    return /** @type {T} */ (el);
+}
+
+const signinView = $('signin-view');
+const callView = $('call-view');
+const loginForm = /** @type {HTMLFormElement} */ ($('login-form'));
+const nameInput = /** @type {HTMLInputElement} */ ($('name-input'));
+const loginBtn = /** @type {HTMLButtonElement} */ ($('login-btn'));
+const loginError = $('login-error');
+const me = $('me');
+const usersList = $('users');
+const callForm = /** @type {HTMLFormElement} */ ($('call-form'));
+const calleeInput = /** @type {HTMLInputElement} */ ($('callee-input'));
+const callBtn = /** @type {HTMLButtonElement} */ ($('call-btn'));
+const incoming = $('incoming');
+const incomingName = $('incoming-name');
+const acceptBtn = /** @type {HTMLButtonElement} */ ($('accept-btn'));
+const declineBtn = /** @type {HTMLButtonElement} */ ($('decline-btn'));
+const hangupBtn = /** @type {HTMLButtonElement} */ ($('hangup-btn'));
+const muteBtn = /** @type {HTMLButtonElement} */ ($('mute-btn'));
+const cameraBtn = /** @type {HTMLButtonElement} */ ($('camera-btn'));
+const statusLine = $('status');
+const errorBanner = $('error');
+const errorText = $('error-text');
+const errorClose = $('error-close');
+const remoteVideo = /** @type {HTMLVideoElement} */ ($('remote-video'));
+const localVideo = /** @type {HTMLVideoElement} */ ($('local-video'));
+
+const params = new URLSearchParams(location.search);
+const relay = ['1', 'true', 'yes'].includes(params.get('relay') || '');
+const client = new VideoChatClient({
+    url: `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`,
+    iceTransportPolicy: relay ? 'relay' : 'all',
+});
+
+/** @type {MediaStream|null} */
+let localStream = null;
+let micOn = true;
+let cameraOn = true;
+let loggedIn = false;
+let starting = false; // getUserMedia in flight for Call/Accept
+let frameWatch = 0; // invalidates first-frame watchers of earlier calls
+/** @type {string[]} */
+let users = [];
+
+/** @type {{callClicked?: number, firstRemoteFrame?: number}} */
+const marks = {};
+
+// Test and debugging hooks.
+const app = {
+    get state() { return client.state; },
+    get peer() { return client.peer; },
+    get pc() { return client.pc; },
+    get lastEndReason() { return client.lastEndReason; },
+    client,
+    marks,
+};
+/** @type {any} */ (window).app = app;
+
+// ---- rendering ----
+
+/** @param {string} text */
+function setStatus(text) {
+    statusLine.textContent = text;
+}
+
+/** @param {string} message */
+function showError(message) {
+    errorText.textContent = message;
+    errorBanner.hidden = false;
+}
+
+function clearError() {
+    errorBanner.hidden = true;
+    errorText.textContent = '';
+}
+
+function render() {
+    const state = client.state;
+    document.body.dataset.state = state;
+    signinView.hidden = state !== 'signin';
+    callView.hidden = state === 'signin';
+    incoming.hidden = state !== 'incoming';
+    incomingName.textContent = state === 'incoming' ? client.peer : '';
+    const idle = state === 'idle' && !starting;
+    callBtn.disabled = !idle;
+    calleeInput.disabled = !idle;
+    for (const b of usersList.querySelectorAll('button')) b.disabled = !idle;
+    hangupBtn.disabled = state !== 'calling' && state !== 'connected';
+    acceptBtn.disabled = starting;
+    if (state === 'calling') setStatus(`Calling ${client.peer}…`);
+    else if (state === 'incoming') setStatus(`${client.peer} is calling`);
+    else if (state === 'connected') setStatus(`Connected with ${client.peer}`);
+    me.textContent = client.name ? `Signed in as ${client.name}` : '';
+}
+
+function renderUsers() {
+    usersList.replaceChildren();
+    const others = users.filter((u) => u !== client.name);
+    for (const name of others) {
+        const li = document.createElement('li');
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'user';
+        b.dataset.name = name;
+        b.textContent = name;
+        b.title = `Call ${name}`;
+        li.append(b);
+        usersList.append(li);
+    }
+    if (others.length === 0) {
+        const li = document.createElement('li');
+        li.className = 'empty';
+        li.textContent = 'No one else is online';
+        usersList.append(li);
+    }
+    render();
+}
+
+function renderToggles() {
+    muteBtn.textContent = micOn ? 'Mute' : 'Unmute';
+    muteBtn.setAttribute('aria-pressed', String(!micOn));
+    muteBtn.classList.toggle('off', !micOn);
+    cameraBtn.textContent = cameraOn ? 'Camera off' : 'Camera on';
+    cameraBtn.setAttribute('aria-pressed', String(!cameraOn));
+    cameraBtn.classList.toggle('off', !cameraOn);
+}
+
+// ---- media ----
+
+/** @returns {Promise<MediaStream|null>} */
+async function getMedia() {
+    try {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+        for (const t of stream.getAudioTracks()) t.enabled = micOn;
+        for (const t of stream.getVideoTracks()) t.enabled = cameraOn;
+        return stream;
+    } catch (e) {
+        const err = /** @type {Error} */ (e);
+        showError(`Cannot use camera or microphone: ${err.message || err.name}`);
+        return null;
+    }
+}
+
+/** @param {MediaStream} stream */
+function setLocal(stream) {
+    stopLocal();
+    localStream = stream;
+    localVideo.srcObject = stream;
+    localVideo.classList.add('live');
+    localVideo.play().catch(() => {});
+}
+
+function stopLocal() {
+    if (localStream) for (const t of localStream.getTracks()) t.stop();
+    localStream = null;
+    localVideo.srcObject = null;
+    localVideo.classList.remove('live');
+}
+
+function resetMarks() {
+    delete marks.callClicked;
+    delete marks.firstRemoteFrame;
+}
+
+/**
+ * Records marks.firstRemoteFrame when the remote video shows its first frame:
+ * requestVideoFrameCallback where available, and the media events (first
+ * frame decoded: videoWidth > 0) too, since a hidden tab renders no frames.
+ */
+function watchFirstFrame() {
+    const token = ++frameWatch;
+    if ('requestVideoFrameCallback' in remoteVideo) {
+        remoteVideo.requestVideoFrameCallback(() => firstFrame(token));
+    }
+}
+
+/** @param {number} token */
+function firstFrame(token) {
+    if (token !== frameWatch || marks.firstRemoteFrame !== undefined) return;
+    if (!remoteVideo.srcObject) return;
+    marks.firstRemoteFrame = performance.now();
+}
+
+for (const ev of ['loadeddata', 'playing', 'resize']) {
+    remoteVideo.addEventListener(ev, () => {
+        if (remoteVideo.videoWidth > 0) firstFrame(frameWatch);
+    });
+}
+
+function playRemote() {
+    remoteVideo.play().catch(() => {
+        // Autoplay with sound was refused: play muted, unmute on a click.
+        remoteVideo.muted = true;
+        remoteVideo.play().catch(() => {});
+        showError('Sound is off: click the video to turn it on');
+        remoteVideo.addEventListener('click', () => {
+            remoteVideo.muted = false;
+            clearError();
+        }, { once: true });
+    });
+}
+
+// ---- actions ----
+
+/** @param {string} name */
+async function startCall(name) {
+    name = name.trim();
+    if (!name) {
+        showError('Enter the name of the person to call');
+        return;
+    }
+    if (client.state !== 'idle' || starting) return;
+    clearError();
+    resetMarks();
+    marks.callClicked = performance.now();
+    starting = true;
+    render();
+    const stream = await getMedia();
+    starting = false;
+    if (!stream) return render();
+    if (client.state !== 'idle') { // e.g. someone called us meanwhile
+        for (const t of stream.getTracks()) t.stop();
+        return render();
+    }
+    setLocal(stream);
+    // Failures during negotiation arrive through onError.
+    await client.call(name, stream).catch((e) => showError(e.message));
+}
+
+async function acceptCall() {
+    if (client.state !== 'incoming' || starting) return;
+    clearError();
+    resetMarks();
+    marks.callClicked = performance.now();
+    starting = true;
+    render();
+    const stream = await getMedia();
+    starting = false;
+    if (!stream) {
+        client.decline();
+        return render();
+    }
+    if (client.state !== 'incoming') { // the caller gave up meanwhile
+        for (const t of stream.getTracks()) t.stop();
+        return render();
+    }
+    setLocal(stream);
+    await client.accept(stream).catch((e) => showError(e.message));
+}
+
+loginForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const name = nameInput.value.trim();
+    if (!name) {
+        loginError.textContent = 'Enter a name';
+        return;
+    }
+    loginError.textContent = '';
+    clearError();
+    loginBtn.disabled = true;
+    try {
+        const r = await client.login(name);
+        if (r.success) loggedIn = true;
+        else loginError.textContent = r.message || 'Sign-in failed';
+    } catch (err) {
+        loginError.textContent = /** @type {Error} */ (err).message || 'Cannot connect to server';
+    } finally {
+        loginBtn.disabled = false;
+    }
+});
+
+callForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    startCall(calleeInput.value);
+});
+
+usersList.addEventListener('click', (e) => {
+    const target = /** @type {HTMLElement} */ (e.target);
+    const b = target.closest('button[data-name]');
+    if (b instanceof HTMLButtonElement && b.dataset.name) startCall(b.dataset.name);
+});
+
+acceptBtn.addEventListener('click', () => { acceptCall(); });
+declineBtn.addEventListener('click', () => client.decline());
+hangupBtn.addEventListener('click', () => client.hangUp());
+errorClose.addEventListener('click', clearError);
+
+muteBtn.addEventListener('click', () => {
+    micOn = !micOn;
+    if (localStream) for (const t of localStream.getAudioTracks()) t.enabled = micOn;
+    renderToggles();
+});
+
+cameraBtn.addEventListener('click', () => {
+    cameraOn = !cameraOn;
+    if (localStream) for (const t of localStream.getVideoTracks()) t.enabled = cameraOn;
+    renderToggles();
+});
+
+// ---- protocol events ----
+
+client.onStateChange = () => render();
+
+client.onLogin = (/** @type {boolean} */ success) => {
+    if (!success) return;
+    setStatus('Ready: pick someone to call');
+    render();
+};
+
+client.onUsers = (/** @type {string[]} */ list) => {
+    users = list;
+    renderUsers();
+};
+
+client.onIncomingCall = () => render();
+
+client.onAccepted = () => render();
+
+/** @param {MediaStreamTrack} _track @param {MediaStream} stream */
+client.onRemoteTrack = (_track, stream) => {
+    if (remoteVideo.srcObject !== stream) {
+        remoteVideo.muted = false;
+        remoteVideo.srcObject = stream;
+        watchFirstFrame();
+    }
+    playRemote();
+};
+
+client.onCallEnded = (/** @type {string} */ reason) => {
+    stopLocal();
+    remoteVideo.srcObject = null;
+    frameWatch++;
+    setStatus(`Call ended: ${reason}`);
+    render();
+};
+
+client.onError = (/** @type {string} */ message) => showError(message);
+
+client.onClose = () => {
+    stopLocal();
+    remoteVideo.srcObject = null;
+    users = [];
+    renderUsers();
+    setStatus('');
+    if (loggedIn) {
+        loggedIn = false;
+        loginError.textContent = 'Disconnected from server';
+        showError('Disconnected from server');
+    }
+    render();
+};
+
+renderToggles();
+renderUsers();
+render();
