@@ -155,6 +155,25 @@ async function getMedia() {
     }
 }
 
+/** @type {Promise<MediaStream|null>|null} */
+let mediaPromise = null;
+
+/**
+ * Starts the camera preview once, right after sign-in, so that pressing
+ * Call or Accept does not wait for the camera; calls reuse the stream.
+ * @returns {Promise<MediaStream|null>}
+ */
+function ensureMedia() {
+    if (!mediaPromise) {
+        mediaPromise = getMedia().then((stream) => {
+            if (stream) setLocal(stream);
+            else mediaPromise = null; // let the next attempt ask again
+            return stream;
+        });
+    }
+    return mediaPromise;
+}
+
 /** @param {MediaStream} stream */
 function setLocal(stream) {
     stopLocal();
@@ -165,6 +184,7 @@ function setLocal(stream) {
 }
 
 function stopLocal() {
+    mediaPromise = null;
     if (localStream) for (const t of localStream.getTracks()) t.stop();
     localStream = null;
     localVideo.srcObject = null;
@@ -229,14 +249,9 @@ async function startCall(name) {
     marks.callClicked = performance.now();
     starting = true;
     render();
-    const stream = await getMedia();
+    const stream = await ensureMedia();
     starting = false;
-    if (!stream) return render();
-    if (client.state !== 'idle') { // e.g. someone called us meanwhile
-        for (const t of stream.getTracks()) t.stop();
-        return render();
-    }
-    setLocal(stream);
+    if (!stream || client.state !== 'idle') return render(); // e.g. someone called us meanwhile
     // Failures during negotiation arrive through onError.
     await client.call(name, stream).catch((e) => showError(e.message));
 }
@@ -248,17 +263,13 @@ async function acceptCall() {
     marks.callClicked = performance.now();
     starting = true;
     render();
-    const stream = await getMedia();
+    const stream = await ensureMedia();
     starting = false;
     if (!stream) {
         client.decline();
         return render();
     }
-    if (client.state !== 'incoming') { // the caller gave up meanwhile
-        for (const t of stream.getTracks()) t.stop();
-        return render();
-    }
-    setLocal(stream);
+    if (client.state !== 'incoming') return render(); // the caller gave up meanwhile
     await client.accept(stream).catch((e) => showError(e.message));
 }
 
@@ -274,7 +285,10 @@ loginForm.addEventListener('submit', async (e) => {
     loginBtn.disabled = true;
     try {
         const r = await client.login(name);
-        if (r.success) loggedIn = true;
+        if (r.success) {
+            loggedIn = true;
+            ensureMedia();
+        }
         else loginError.textContent = r.message || 'Sign-in failed';
     } catch (err) {
         loginError.textContent = /** @type {Error} */ (err).message || 'Cannot connect to server';
@@ -341,7 +355,6 @@ client.onRemoteTrack = (_track, stream) => {
 };
 
 client.onCallEnded = (/** @type {string} */ reason) => {
-    stopLocal();
     remoteVideo.srcObject = null;
     frameWatch++;
     setStatus(`Call ended: ${reason}`);
