@@ -57,7 +57,7 @@ func (c *Call) Join(name string, sig Signaler) (*Participant, error) {
 
 	for _, o := range others {
 		for _, up := range o.upTracks() {
-			up.addSink(p.down[up.kind()])
+			up.addSink(p.down[up.kind])
 		}
 	}
 	c.sfu.log.Debug("participant joined", "call", c.id, "name", name)
@@ -67,7 +67,7 @@ func (c *Call) Join(name string, sig Signaler) (*Participant, error) {
 // publish subscribes every other participant to a new incoming track.
 func (c *Call) publish(from *Participant, up *upTrack) {
 	for _, o := range c.others(from) {
-		if d := o.down[up.kind()]; d != nil {
+		if d := o.down[up.kind]; d != nil {
 			up.addSink(d)
 		}
 	}
@@ -86,7 +86,7 @@ func (c *Call) remove(p *Participant) {
 	c.mu.Unlock()
 	for _, o := range others {
 		for _, up := range o.upTracks() {
-			up.removeSink(p.down[up.kind()])
+			up.removeSink(p.down[up.kind])
 		}
 	}
 }

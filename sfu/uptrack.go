@@ -16,6 +16,7 @@ const maxPacket = 1500
 // packet to the downTracks subscribed to it.
 type upTrack struct {
 	track *webrtc.TrackRemote
+	kind  webrtc.RTPCodecType
 	kf    *keyframeThrottle
 
 	mu    sync.Mutex                   // serialises changes of sinks
@@ -36,7 +37,7 @@ type upStats struct {
 }
 
 func newUpTrack(p *Participant, track *webrtc.TrackRemote) *upTrack {
-	u := &upTrack{track: track}
+	u := &upTrack{track: track, kind: track.Kind()}
 	ssrc := uint32(track.SSRC())
 	u.kf = newKeyframeThrottle(p.sfu.cfg.KeyframeInterval, func() {
 		u.stats.keyframeRequests.Add(1)
@@ -45,10 +46,8 @@ func newUpTrack(p *Participant, track *webrtc.TrackRemote) *upTrack {
 	return u
 }
 
-func (u *upTrack) kind() webrtc.RTPCodecType { return u.track.Kind() }
-
 func (u *upTrack) requestKeyframe() {
-	if u.kind() == webrtc.RTPCodecTypeVideo {
+	if u.kind == webrtc.RTPCodecTypeVideo {
 		u.kf.request()
 	}
 }
