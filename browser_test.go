@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -80,6 +81,12 @@ func browserCall(t *testing.T, b *browsertest.Browser, url string) (caller, call
 	caller = signIn(t, b, url, "alice")
 	callee = signIn(t, b, url, "bob")
 	caller.WaitFor(`document.querySelector('#users [data-name="bob"]')`, 10*time.Second)
+	idle := measure()
+	defer func() {
+		busy := measure()
+		t.Logf("server cost of one active call: %d goroutines, %.0f KiB heap",
+			busy.goroutines-idle.goroutines, float64(busy.heap-idle.heap)/1024)
+	}()
 	autoAccept(callee)
 	caller.Eval(`(() => { document.querySelector('#users [data-name="bob"]').click(); return true; })()`, new(bool))
 	for _, tab := range []*browsertest.Tab{caller, callee} {
@@ -105,6 +112,19 @@ func waitDecoding(t *testing.T, tab *browsertest.Tab, n int) tabStats {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+type usage struct {
+	goroutines int
+	heap       int64
+}
+
+// measure samples this process (the server; the browser runs outside).
+func measure() usage {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return usage{runtime.NumGoroutine(), int64(m.HeapInuse)}
 }
 
 func TestBrowserCall(t *testing.T) {
