@@ -157,3 +157,41 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool, msg string) {
 	}
 	t.Fatal(msg)
 }
+
+func TestPeerConnectionLossEndsCall(t *testing.T) {
+	app := startApp(t, nil)
+	alice, bob := establish(t, app, rtctest.Options{})
+	defer alice.StartSending()()
+	if err := bob.WaitPackets(webrtc.RTPCodecTypeVideo, 10, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	bob.Peer.Close() // the media connection dies; the WebSocket stays
+	if m := alice.expect("leave"); m.Reason != "connection failed" || m.Name != "bob" {
+		t.Fatalf("leave %+v", m)
+	}
+	if m := bob.expect("leave"); m.Reason != "connection failed" {
+		t.Fatalf("bob: leave %+v", m)
+	}
+}
+
+func TestAudioOnlyCallerGetsVideoByRenegotiation(t *testing.T) {
+	app := startApp(t, nil)
+	url := wsURLOf(app.URL(), "/ws")
+	alice := dialPeer(t, url, "alice", rtctest.Options{AudioOnly: true})
+	bob := dialPeer(t, url, "bob", rtctest.Options{})
+	alice.call("bob")
+	alice.expect("answer")
+	if m := alice.expect("offer"); m.Name != "bob" { // the server adds the video m-line
+		t.Fatalf("renegotiation offer names %q", m.Name)
+	}
+	bob.expect("offer")
+	alice.expect("accepted")
+	defer bob.StartSending()()
+	defer alice.StartSending()()
+	if err := alice.WaitPackets(webrtc.RTPCodecTypeVideo, 20, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.WaitPackets(webrtc.RTPCodecTypeAudio, 20, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -171,5 +171,7 @@ func wsURLOf(httpURL, path string) string {
 	return "ws" + strings.TrimPrefix(strings.TrimSuffix(httpURL, "/"), "http") + path
 }
 
-func signalingLeave(name string) signaling.Message { return signaling.Message{Type: "leave", Name: name} }
-func signalingMsg(typ string) signaling.Message    { return signaling.Message{Type: typ} }
+func signalingLeave(name string) signaling.Message {
+	return signaling.Message{Type: "leave", Name: name}
+}
+func signalingMsg(typ string) signaling.Message { return signaling.Message{Type: typ} }

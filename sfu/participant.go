@@ -81,13 +81,35 @@ func (p *Participant) HandleOffer(sdp string) error {
 	if err != nil {
 		return fmt.Errorf("create answer: %w", err)
 	}
-	return p.setLocalAndSend(answer)
+	if err := p.setLocalAndSend(answer); err != nil {
+		return err
+	}
+	if p.unnegotiated() {
+		// The client's offer had no room for some of our tracks (say, an
+		// audio-only offer while the other side sends video): offer them.
+		return p.offer()
+	}
+	return nil
+}
+
+// unnegotiated reports whether an outgoing track has no m-line yet.
+func (p *Participant) unnegotiated() bool {
+	for _, tr := range p.pc.GetTransceivers() {
+		if s := tr.Sender(); s != nil && s.Track() != nil && tr.Mid() == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // SendOffer makes a server offer (for the callee, or to renegotiate).
 func (p *Participant) SendOffer() error {
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
+	return p.offer()
+}
+
+func (p *Participant) offer() error {
 	offer, err := p.pc.CreateOffer(nil)
 	if err != nil {
 		return fmt.Errorf("create offer: %w", err)
@@ -213,8 +235,13 @@ func (p *Participant) onState(s webrtc.PeerConnectionState) {
 		for _, d := range p.down {
 			d.requestKeyframe()
 		}
-	case webrtc.PeerConnectionStateFailed:
-		p.failOnce.Do(func() { p.sig.Failed(errors.New("connection failed")) })
+	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+		p.mu.Lock()
+		closing := p.closed
+		p.mu.Unlock()
+		if !closing { // failed, or closed by the remote side
+			p.failOnce.Do(func() { p.sig.Failed(fmt.Errorf("peer connection %s", s)) })
+		}
 	}
 }
 

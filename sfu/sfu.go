@@ -31,6 +31,9 @@ type Config struct {
 	IncludeLoopback bool
 	// Net replaces the real network (pion transport/v4/vnet in tests).
 	Net transport.Net
+	// ICEFailedTimeout is how long a participant's connection may be
+	// unreachable before it counts as failed and its call ends (default 15 s).
+	ICEFailedTimeout time.Duration
 	// KeyframeInterval is the minimum interval between two keyframe
 	// requests sent to one publisher track (default 500 ms).
 	KeyframeInterval time.Duration
@@ -49,6 +52,9 @@ type SFU struct {
 func New(cfg Config) (*SFU, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ICEFailedTimeout <= 0 {
+		cfg.ICEFailedTimeout = 15 * time.Second
 	}
 	if cfg.KeyframeInterval <= 0 {
 		cfg.KeyframeInterval = 500 * time.Millisecond
@@ -106,7 +112,7 @@ func newAPI(cfg Config, mux ice.UDPMux) (*webrtc.API, error) {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
 	se.SetDTLSRetransmissionInterval(100 * time.Millisecond)
-	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	se.SetICETimeouts(min(5*time.Second, cfg.ICEFailedTimeout/3), cfg.ICEFailedTimeout, time.Second)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	if len(cfg.PublicIPs) > 0 {
 		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)

@@ -21,6 +21,7 @@ import (
 type Options struct {
 	ICEServers []webrtc.ICEServer
 	RelayOnly  bool
+	AudioOnly  bool                        // publish no video track (and offer no video)
 	Configure  func(*webrtc.SettingEngine) // e.g. SetNet for vnet tests
 }
 
@@ -88,7 +89,11 @@ func NewPeer(t testing.TB, o Options) *Peer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tr := range []*webrtc.TrackLocalStaticRTP{p.Audio, p.Video} {
+	tracks := []*webrtc.TrackLocalStaticRTP{p.Audio, p.Video}
+	if o.AudioOnly {
+		tracks = tracks[:1]
+	}
+	for _, tr := range tracks {
 		sender, err := pc.AddTrack(tr)
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,214 @@
+package turn
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Defaults applied by New for zero-valued Config fields.
+const (
+	DefaultListenAddr     = ":3478"
+	DefaultRealm          = "videochat"
+	DefaultCredentialTTL  = 12 * time.Hour
+	DefaultRelayPortMin   = 49152
+	DefaultRelayPortMax   = 65535
+	DefaultUserQuota      = 10
+	DefaultMaxAllocations = 1000
+)
+
+var (
+	errNoPeers       = errors.New("turn: no allowed peers configured (AllowedPeers or AllowPeer)")
+	errBadPeer       = errors.New("turn: allowed peer must be a unicast address with a non-zero port")
+	errBadPortRange  = errors.New("turn: relay port range must be 1 <= RelayPortMin <= RelayPortMax")
+	errRelayIPv4     = errors.New("turn: RelayIP must be an IPv4 address (pion/turn v4 relays over udp4 only)")
+	errTLSConfig     = errors.New("turn: TLSAddr requires TLSConfig with a certificate")
+	errNegativeLimit = errors.New("turn: quota and limits must not be negative")
+)
+
+// Config configures an embedded TURN server. The zero value of every field
+// except the allowed peers selects a default.
+type Config struct {
+	// ListenAddr is the "host:port" of the UDP and TCP listeners (default
+	// ":3478"). With port 0 both get an ephemeral port; the TCP listener tries
+	// the UDP port first, so they usually match (see UDPAddr and TCPAddr).
+	ListenAddr string
+	// TLSAddr is an optional "host:port" for TURN over TLS (turns:). It
+	// requires TLSConfig with at least one certificate (or GetCertificate).
+	TLSAddr   string
+	TLSConfig *tls.Config
+
+	// Realm is the STUN realm (default "videochat").
+	Realm string
+	// Secret is the shared secret of coturn-compatible TURN REST credentials.
+	// If empty, 32 random bytes are used (only this process can then issue
+	// credentials, through ICEServers).
+	Secret []byte
+	// CredentialTTL is how long issued credentials stay valid (default 12h).
+	// pion re-checks expiry on every Refresh, CreatePermission and
+	// ChannelBind, so a call cannot outlive its credentials by more than one
+	// allocation lifetime (at most 1h, usually 10 min). This is also the
+	// effective absolute allocation lifetime limit: pion/turn v4 caps each
+	// requested LIFETIME at 1h but has no knob for a total lifetime.
+	CredentialTTL time.Duration
+
+	// RelayIP is the IPv4 address put in XOR-RELAYED-ADDRESS (the public IP).
+	// Default: the first non-loopback IPv4 address of the host, or 127.0.0.1.
+	RelayIP net.IP
+	// RelayPortMin and RelayPortMax bound the relay ports (inclusive; default
+	// 49152-65535 when both are zero).
+	RelayPortMin, RelayPortMax uint16
+
+	// AllowedPeers are the only endpoints relays may exchange packets with
+	// (this server's own SFU media endpoints), matched exactly (IP and port;
+	// IPv4-mapped IPv6 is treated as IPv4). Loopback, private, link-local and
+	// other special-purpose addresses are reachable only if listed here.
+	AllowedPeers []netip.AddrPort
+	// AllowPeer optionally admits further public unicast endpoints; it can
+	// never admit special-purpose addresses. It is called with port 0 when a
+	// client asks for a permission for an IP (return true if some port on
+	// that IP may be allowed), and with the real port for every packet.
+	AllowPeer func(netip.AddrPort) bool
+
+	// UserQuota caps concurrent allocations per user (default 10).
+	UserQuota int
+	// MaxAllocations caps concurrent allocations in total (default 1000).
+	MaxAllocations int
+	// MaxConns caps concurrent TCP plus TLS client connections (default
+	// 2*MaxAllocations).
+	MaxConns int
+
+	// Logger receives the server's and pion's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with defaults filled in and validated.
+func (c Config) withDefaults() (Config, error) {
+	if c.ListenAddr == "" {
+		c.ListenAddr = DefaultListenAddr
+	}
+	if c.Realm == "" {
+		c.Realm = DefaultRealm
+	}
+	if c.CredentialTTL <= 0 {
+		c.CredentialTTL = DefaultCredentialTTL
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if err := c.defaultSecret(); err != nil {
+		return c, err
+	}
+	if err := c.defaultLimits(); err != nil {
+		return c, err
+	}
+	if err := c.defaultRelay(); err != nil {
+		return c, err
+	}
+	if c.TLSAddr != "" && !hasCertificate(c.TLSConfig) {
+		return c, errTLSConfig
+	}
+	if len(c.AllowedPeers) == 0 && c.AllowPeer == nil {
+		return c, errNoPeers
+	}
+
+	return c, nil
+}
+
+func (c *Config) defaultSecret() error {
+	if len(c.Secret) > 0 {
+		c.Secret = append([]byte(nil), c.Secret...)
+
+		return nil
+	}
+	c.Secret = make([]byte, 32)
+	if _, err := rand.Read(c.Secret); err != nil {
+		return fmt.Errorf("turn: generating secret: %w", err)
+	}
+
+	return nil
+}
+
+func (c *Config) defaultLimits() error {
+	if c.UserQuota < 0 || c.MaxAllocations < 0 || c.MaxConns < 0 {
+		return errNegativeLimit
+	}
+	if c.UserQuota == 0 {
+		c.UserQuota = DefaultUserQuota
+	}
+	if c.MaxAllocations == 0 {
+		c.MaxAllocations = DefaultMaxAllocations
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 2 * c.MaxAllocations
+	}
+
+	return nil
+}
+
+func (c *Config) defaultRelay() error {
+	if c.RelayPortMin == 0 && c.RelayPortMax == 0 {
+		c.RelayPortMin, c.RelayPortMax = DefaultRelayPortMin, DefaultRelayPortMax
+	}
+	if c.RelayPortMin == 0 || c.RelayPortMin > c.RelayPortMax {
+		return errBadPortRange
+	}
+	if c.RelayIP == nil {
+		c.RelayIP = defaultRelayIP()
+	}
+	ip4 := c.RelayIP.To4()
+	if ip4 == nil {
+		return errRelayIPv4
+	}
+	c.RelayIP = ip4
+
+	return nil
+}
+
+func hasCertificate(cfg *tls.Config) bool {
+	return cfg != nil && (len(cfg.Certificates) > 0 || cfg.GetCertificate != nil ||
+		cfg.GetConfigForClient != nil)
+}
+
+// defaultRelayIP returns the first non-loopback, non-link-local IPv4 address
+// of an interface that is up, or 127.0.0.1.
+func defaultRelayIP() net.IP {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return net.IPv4(127, 0, 0, 1).To4()
+	}
+	for _, iface := range ifaces {
+		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if ip := firstIPv4(iface); ip != nil {
+			return ip
+		}
+	}
+
+	return net.IPv4(127, 0, 0, 1).To4()
+}
+
+func firstIPv4(iface net.Interface) net.IP {
+	addrs, err := iface.Addrs()
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		ipNet, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip := ipNet.IP.To4()
+		if ip != nil && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
+			return ip
+		}
+	}
+
+	return nil
+}

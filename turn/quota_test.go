@@ -1,0 +1,127 @@
+package turn
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	pturn "github.com/pion/turn/v4"
+)
+
+const codeQuotaReached = 486
+
+func TestUserQuota(t *testing.T) {
+	sfu := startEcho(t)
+	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, func(c *Config) { c.UserQuota = 2 })
+	alice, alicePass := Credentials(testSecret, "alice", time.Hour, time.Now())
+	// A second credential for the same user (other expiry) counts too.
+	alice2, alice2Pass := Credentials(testSecret, "alice", 2*time.Hour, time.Now())
+
+	first := allocate(t, udpClient(t, srv, alice, alicePass))
+	allocate(t, udpClient(t, srv, alice2, alice2Pass))
+
+	_, err := udpClient(t, srv, alice, alicePass).Allocate()
+	if code := turnErrorCode(err); code != codeQuotaReached {
+		t.Fatalf("third allocation: code %d (%v), want 486", code, err)
+	}
+	bob, bobPass := Credentials(testSecret, "bob", time.Hour, time.Now())
+	allocate(t, udpClient(t, srv, bob, bobPass))
+
+	// Releasing one allocation frees a slot.
+	if err := first.Close(); err != nil {
+		t.Fatalf("closing allocation: %v", err)
+	}
+	eventually(t, "alice's allocation to be deleted", func() bool {
+		n, _ := srv.quota.counts("alice")
+
+		return n == 1
+	})
+	allocate(t, udpClient(t, srv, alice, alicePass))
+}
+
+func TestTotalQuota(t *testing.T) {
+	sfu := startEcho(t)
+	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, func(c *Config) { c.MaxAllocations = 2 })
+	for _, u := range []string{"a", "b"} {
+		user, pass := Credentials(testSecret, u, time.Hour, time.Now())
+		allocate(t, udpClient(t, srv, user, pass))
+	}
+	user, pass := Credentials(testSecret, "c", time.Hour, time.Now())
+	_, err := udpClient(t, srv, user, pass).Allocate()
+	if code := turnErrorCode(err); code != codeQuotaReached {
+		t.Fatalf("allocation over total cap: code %d (%v), want 486", code, err)
+	}
+}
+
+// TCP connections are served concurrently; the quota must still hold.
+func TestUserQuotaConcurrent(t *testing.T) {
+	sfu := startEcho(t)
+	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, func(c *Config) { c.UserQuota = 3 })
+	user, pass := Credentials(testSecret, "carol", time.Hour, time.Now())
+	clients := make([]*pturn.Client, 8)
+	for i := range clients {
+		clients[i] = tcpClient(t, srv, user, pass)
+	}
+
+	var wg sync.WaitGroup
+	codes := make([]int, len(clients))
+	relays := make([]net.PacketConn, len(clients))
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			relay, err := c.Allocate()
+			relays[i], codes[i] = relay, turnErrorCode(err)
+			if err != nil && codes[i] == 0 {
+				codes[i] = -1
+			}
+		}()
+	}
+	wg.Wait()
+
+	ok, refused := 0, 0
+	for i, code := range codes {
+		switch code {
+		case 0:
+			ok++
+			t.Cleanup(func() { _ = relays[i].Close() })
+		case codeQuotaReached:
+			refused++
+		default:
+			t.Errorf("client %d: unexpected code %d", i, code)
+		}
+	}
+	if ok != 3 || refused != 5 {
+		t.Fatalf("%d allocated, %d refused; want 3 and 5", ok, refused)
+	}
+}
+
+func TestQuotaPendingAndRelease(t *testing.T) {
+	q := newQuota(1, 10)
+	a := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1000}
+	b := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1001}
+
+	if !q.allow("123:dave", "r", a) {
+		t.Fatal("first request refused")
+	}
+	if q.allow("123:dave", "r", b) {
+		t.Fatal("pending reservation not counted")
+	}
+	q.failed(a)
+	if !q.allow("456:dave", "r", b) {
+		t.Fatal("failed reservation not released")
+	}
+	q.created(b, "456:dave")
+	if n, total := q.counts("dave"); n != 1 || total != 1 {
+		t.Fatalf("counts = %d, %d; want 1, 1", n, total)
+	}
+	q.deleted("456:dave")
+	if n, total := q.counts("dave"); n != 0 || total != 0 {
+		t.Fatalf("counts after delete = %d, %d; want 0, 0", n, total)
+	}
+	if quotaUser("99:x:y") != "x:y" || quotaUser("plain") != "plain" {
+		t.Fatal("quotaUser parses wrongly")
+	}
+}

@@ -1,0 +1,169 @@
+package turn
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	pturn "github.com/pion/turn/v4"
+)
+
+var (
+	errPeerNotAllowed  = errors.New("turn: peer not allowed")
+	errRelayCapacity   = errors.New("turn: relay capacity reached")
+	errPortOutOfRange  = errors.New("turn: requested relay port out of range")
+	errTCPRelayUnsupp  = errors.New("turn: TCP relay allocations are not supported")
+	errRelaysNotClosed = errors.New("turn: allocations still open after close timeout")
+)
+
+// relayGenerator is a pion RelayAddressGenerator that allocates relay sockets
+// in a bounded port range, enforces a hard cap on open relays and wraps every
+// relay socket so it only talks to allowed peers.
+type relayGenerator struct {
+	inner  *pturn.RelayAddressGeneratorPortRange
+	filter *peerFilter
+	log    *slog.Logger
+	min    uint16
+	max    uint16
+	limit  int
+
+	mu   sync.Mutex
+	open int
+}
+
+func newRelayGenerator(cfg Config, filter *peerFilter) (*relayGenerator, error) {
+	inner := &pturn.RelayAddressGeneratorPortRange{
+		RelayAddress: cfg.RelayIP,
+		Address:      "0.0.0.0",
+		MinPort:      cfg.RelayPortMin,
+		MaxPort:      cfg.RelayPortMax,
+		MaxRetries:   32,
+	}
+	// Validate fills in Net and Rand; run it once here rather than from
+	// pion, which calls Validate once per listener.
+	if err := inner.Validate(); err != nil {
+		return nil, fmt.Errorf("turn: relay address generator: %w", err)
+	}
+
+	return &relayGenerator{
+		inner:  inner,
+		filter: filter,
+		log:    cfg.Logger,
+		min:    cfg.RelayPortMin,
+		max:    cfg.RelayPortMax,
+		limit:  cfg.MaxAllocations,
+	}, nil
+}
+
+// Validate implements pturn.RelayAddressGenerator.
+func (g *relayGenerator) Validate() error { return nil }
+
+// AllocatePacketConn implements pturn.RelayAddressGenerator.
+func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	if requestedPort != 0 && (requestedPort < int(g.min) || requestedPort > int(g.max)) {
+		return nil, nil, fmt.Errorf("%w: %d", errPortOutOfRange, requestedPort)
+	}
+	if !g.reserve() {
+		return nil, nil, errRelayCapacity
+	}
+	conn, addr, err := g.inner.AllocatePacketConn(network, requestedPort)
+	if err != nil {
+		g.release()
+
+		return nil, nil, fmt.Errorf("turn: allocating relay socket: %w", err)
+	}
+
+	return &relayConn{PacketConn: conn, filter: g.filter, log: g.log, release: g.release}, addr, nil
+}
+
+// AllocateConn implements pturn.RelayAddressGenerator (RFC 6062 TCP relays,
+// which pion/turn v4 does not implement).
+func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, errTCPRelayUnsupp
+}
+
+func (g *relayGenerator) reserve() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open >= g.limit {
+		return false
+	}
+	g.open++
+
+	return true
+}
+
+func (g *relayGenerator) release() {
+	g.mu.Lock()
+	g.open--
+	g.mu.Unlock()
+}
+
+func (g *relayGenerator) openRelays() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+
+	return g.open
+}
+
+// waitUntil polls cond every 5 ms until it holds or timeout passes.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	return true
+}
+
+// relayConn is a relay socket that only exchanges packets with allowed
+// peers. Writes to other peers fail with errPeerNotAllowed (pion logs and
+// drops them); packets from other peers are discarded (returning an error
+// from ReadFrom would make pion delete the allocation).
+type relayConn struct {
+	net.PacketConn
+	filter  *peerFilter
+	log     *slog.Logger
+	release func()
+	once    sync.Once
+}
+
+// WriteTo sends p to addr if addr is an allowed peer.
+func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ap, ok := addrPortOf(addr)
+	if !ok || !c.filter.allow(ap) {
+		c.log.Debug("turn: dropped relay packet to disallowed peer", "peer", fmt.Sprint(addr))
+
+		return 0, fmt.Errorf("%w: %v", errPeerNotAllowed, addr)
+	}
+
+	return c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(ap))
+}
+
+// ReadFrom returns the next packet from an allowed peer.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil {
+			return n, addr, err
+		}
+		if ap, ok := addrPortOf(addr); ok && c.filter.allow(ap) {
+			return n, addr, nil
+		}
+		c.log.Debug("turn: dropped relay packet from disallowed peer", "peer", fmt.Sprint(addr))
+	}
+}
+
+// Close closes the socket and releases its slot once.
+func (c *relayConn) Close() error {
+	err := c.PacketConn.Close()
+	c.once.Do(c.release)
+
+	return err
+}

@@ -1,0 +1,255 @@
+// Package turn embeds a pion/turn v4 TURN server so browser calls work behind
+// UDP-blocking firewalls. Relays may only reach this server's own media
+// endpoints (Config.AllowedPeers); credentials are coturn-compatible TURN
+// REST credentials; allocations are limited per user and in total.
+package turn
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	pturn "github.com/pion/turn/v4"
+)
+
+// closeTimeout bounds how long Close waits for relay sockets to close.
+const closeTimeout = 5 * time.Second
+
+// Server is an embedded TURN server. Create it with New; it is safe for
+// concurrent use.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	pion   *pturn.Server
+	relays *relayGenerator
+	quota  *quota
+
+	udp net.PacketConn
+	tcp *connListener
+	tls *connListener // nil if TLS is disabled
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ ICEServerSource = (*Server)(nil)
+
+// New starts a TURN server listening on cfg.ListenAddr (UDP and TCP) and,
+// if configured, cfg.TLSAddr.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	filter, err := newPeerFilter(cfg.AllowedPeers, cfg.AllowPeer)
+	if err != nil {
+		return nil, err
+	}
+	relays, err := newRelayGenerator(cfg, filter)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, relays: relays, quota: newQuota(cfg.UserQuota, cfg.MaxAllocations)}
+	if err := s.listen(); err != nil {
+		s.closeSockets()
+
+		return nil, err
+	}
+	if err := s.startPion(filter); err != nil {
+		s.closeSockets()
+
+		return nil, err
+	}
+
+	return s, nil
+}
+
+// listen opens the UDP, TCP and optional TLS sockets.
+func (s *Server) listen() error {
+	udp, err := net.ListenPacket("udp", s.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("turn: listen udp %s: %w", s.cfg.ListenAddr, err)
+	}
+	s.udp = udp
+	tcp, err := listenTCPNear(s.cfg.ListenAddr, udp.LocalAddr())
+	if err != nil {
+		return err
+	}
+	s.tcp = newConnListener(tcp, s.cfg.MaxConns, s.log)
+	if s.cfg.TLSAddr == "" {
+		return nil
+	}
+	raw, err := net.Listen("tcp", s.cfg.TLSAddr)
+	if err != nil {
+		return fmt.Errorf("turn: listen tls %s: %w", s.cfg.TLSAddr, err)
+	}
+	s.tls = newConnListener(raw, s.cfg.MaxConns, s.log)
+
+	return nil
+}
+
+// listenTCPNear listens on addr; if addr has port 0 it first tries the port
+// the UDP socket got, so both transports share a port when possible.
+func listenTCPNear(addr string, udpAddr net.Addr) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("turn: bad ListenAddr %q: %w", addr, err)
+	}
+	if ua, ok := udpAddr.(*net.UDPAddr); ok && (port == "0" || port == "") {
+		if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(ua.Port))); err == nil {
+			return l, nil
+		}
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("turn: listen tcp %s: %w", addr, err)
+	}
+
+	return l, nil
+}
+
+func (s *Server) startPion(filter *peerFilter) error {
+	listeners := []pturn.ListenerConfig{s.listenerConfig(s.tcp, filter)}
+	if s.tls != nil {
+		// Deadlines and tracking sit below TLS, on the raw TCP connections.
+		lc := s.listenerConfig(s.tls, filter)
+		lc.Listener = tls.NewListener(s.tls, s.cfg.TLSConfig)
+		listeners = append(listeners, lc)
+	}
+	srv, err := pturn.NewServer(pturn.ServerConfig{
+		Realm:         s.cfg.Realm,
+		AuthHandler:   restAuthHandler(s.cfg.Secret, s.cfg.Realm, s.log),
+		QuotaHandler:  s.quota.allow,
+		EventHandler:  s.eventHandler(),
+		LoggerFactory: pionLoggerFactory{log: s.log},
+		PacketConnConfigs: []pturn.PacketConnConfig{{
+			PacketConn:            s.udp,
+			RelayAddressGenerator: s.relays,
+			PermissionHandler:     filter.permissionHandler,
+		}},
+		ListenerConfigs: listeners,
+	})
+	if err != nil {
+		return fmt.Errorf("turn: starting pion server: %w", err)
+	}
+	s.pion = srv
+
+	return nil
+}
+
+func (s *Server) listenerConfig(l net.Listener, filter *peerFilter) pturn.ListenerConfig {
+	return pturn.ListenerConfig{
+		Listener:              l,
+		RelayAddressGenerator: s.relays,
+		PermissionHandler:     filter.permissionHandler,
+	}
+}
+
+// eventHandler counts allocations for the quota and logs their lifecycle.
+func (s *Server) eventHandler() pturn.EventHandler {
+	h := s.quota.eventHandler()
+	created, deleted := h.OnAllocationCreated, h.OnAllocationDeleted
+	h.OnAllocationCreated = func(src, dst net.Addr, proto, user, realm string, relay net.Addr, port int) {
+		created(src, dst, proto, user, realm, relay, port)
+		s.log.Debug("turn: allocation created", "remote", addrString(src), "user", user, "relay", addrString(relay))
+	}
+	h.OnAllocationDeleted = func(src, dst net.Addr, proto, user, realm string) {
+		deleted(src, dst, proto, user, realm)
+		s.log.Debug("turn: allocation deleted", "remote", addrString(src), "user", user)
+	}
+
+	return h
+}
+
+// closeSockets closes whatever listen opened (used when New fails).
+func (s *Server) closeSockets() {
+	if s.udp != nil {
+		_ = s.udp.Close()
+	}
+	if s.tcp != nil {
+		_ = s.tcp.Close()
+	}
+	if s.tls != nil {
+		_ = s.tls.Close()
+	}
+}
+
+// Close stops the server, closes all client connections and relays, and
+// waits (up to 5 s) until every relay socket and allocation is gone. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if err := s.pion.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("turn: closing pion server: %w", err))
+		}
+		// pion closes allocations asynchronously; wait for relay sockets
+		// and allocation records to be gone so callers see a quiet server.
+		if !waitUntil(closeTimeout, func() bool {
+			return s.relays.openRelays() == 0 && s.pion.AllocationCount() == 0
+		}) {
+			errs = append(errs, fmt.Errorf("%w: %d relays, %d allocations", errRelaysNotClosed,
+				s.relays.openRelays(), s.pion.AllocationCount()))
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+
+	return s.closeErr
+}
+
+// UDPAddr returns the address of the UDP listener.
+func (s *Server) UDPAddr() *net.UDPAddr {
+	a, _ := s.udp.LocalAddr().(*net.UDPAddr)
+
+	return a
+}
+
+// TCPAddr returns the address of the TCP listener.
+func (s *Server) TCPAddr() *net.TCPAddr {
+	a, _ := s.tcp.Addr().(*net.TCPAddr)
+
+	return a
+}
+
+// TLSAddr returns the address of the TLS listener, or nil if TLS is disabled.
+func (s *Server) TLSAddr() net.Addr {
+	if s.tls == nil {
+		return nil
+	}
+
+	return s.tls.Addr()
+}
+
+// AllocationCount returns the number of active allocations.
+func (s *Server) AllocationCount() int {
+	return s.pion.AllocationCount()
+}
+
+// ICEServers implements ICEServerSource: a stun: URL and turn: URLs for UDP
+// and TCP (plus turns: when TLS is on) at host, with credentials valid for
+// Config.CredentialTTL. An empty host means RelayIP. It returns nil if host
+// is neither an IP address nor a DNS name.
+func (s *Server) ICEServers(user, host string) []ICEServer {
+	if host == "" {
+		host = s.cfg.RelayIP.String()
+	}
+	h, ok := urlHost(host)
+	if !ok {
+		return nil
+	}
+	tlsPort := 0
+	if ta, ok := s.TLSAddr().(*net.TCPAddr); ok {
+		tlsPort = ta.Port
+	}
+	stun, turnURLs := iceURLs(h, s.UDPAddr().Port, s.TCPAddr().Port, tlsPort)
+	username, password := Credentials(s.cfg.Secret, user, s.cfg.CredentialTTL, time.Now())
+
+	return []ICEServer{
+		{URLs: []string{stun}},
+		{URLs: turnURLs, Username: username, Credential: password},
+	}
+}
