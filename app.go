@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -14,23 +16,46 @@ import (
 	"videochat/sfu"
 	"videochat/signaling"
 	"videochat/static"
+	"videochat/turn"
 )
 
 // App is the whole server: web app, signaling, SFU. Tests run several in
 // one process on port 0.
 type App struct {
-	cfg  Config
-	log  *slog.Logger
-	sfu  *sfu.SFU
-	sig  *signaling.Server
-	http *http.Server
-	ln   net.Listener
+	cfg      Config
+	log      *slog.Logger
+	sfu      *sfu.SFU
+	turn     *turn.Server         // nil when disabled or external
+	ice      turn.ICEServerSource // what users get at login; nil for none
+	sig      *signaling.Server
+	http     *http.Server
+	ln       net.Listener
+	tls      bool
+	selftest selfTest
+	cancel   context.CancelFunc // stops background work (the self-test)
+	wg       sync.WaitGroup
 }
 
 // NewApp binds every port and wires the parts; Serve starts serving.
 func NewApp(cfg Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log}
-	var err error
+	if err := a.build(); err != nil {
+		a.release()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.runSelfTest(ctx) }()
+	return a, nil
+}
+
+func (a *App) build() error {
+	cfg, log := a.cfg, a.log
+	tlsCfg, err := loadTLS(cfg)
+	if err != nil {
+		return err
+	}
 	var publicIPs []string
 	if cfg.PublicIP != "" {
 		publicIPs = []string{cfg.PublicIP}
@@ -41,34 +66,60 @@ func NewApp(cfg Config, log *slog.Logger) (*App, error) {
 		Logger:          log.With("component", "sfu"),
 	})
 	if err != nil {
-		return nil, err
+		return err
+	}
+	if err := a.startTURN(tlsCfg); err != nil {
+		return err
 	}
 	a.sig, err = signaling.New(signaling.Config{
 		Media:          signaling.SFUMedia(a.sfu),
+		ICEServers:     a.iceServersFor,
 		AllowedOrigins: cfg.AllowedOrigins,
 		Logger:         log.With("component", "signaling"),
 	})
 	if err != nil {
-		_ = a.sfu.Close()
-		return nil, err
+		return err
 	}
 	a.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		_ = a.sfu.Close()
-		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
+		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	if tlsCfg != nil {
+		a.ln, a.tls = tls.NewListener(a.ln, tlsCfg), true
 	}
 	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
-	return a, nil
+	return nil
+}
+
+// release frees what build acquired, after a failure.
+func (a *App) release() {
+	if a.ln != nil {
+		_ = a.ln.Close()
+	}
+	if a.turn != nil {
+		_ = a.turn.Close()
+	}
+	if a.sfu != nil {
+		_ = a.sfu.Close()
+	}
+}
+
+func loadTLS(cfg Config) (*tls.Config, error) {
+	if cfg.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	web := static.Handler()
 	mux.Handle("/ws", a.sig)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("/healthz", a.healthz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if websocket.IsWebSocketUpgrade(r) { // tutorial clients dial ws://host:9090
 			a.sig.ServeHTTP(w, r)
@@ -86,7 +137,11 @@ func (a *App) URL() string {
 	if !addr.IP.IsUnspecified() && !addr.IP.IsLoopback() {
 		host = addr.IP.String()
 	}
-	return fmt.Sprintf("http://%s/", net.JoinHostPort(host, fmt.Sprint(addr.Port)))
+	scheme := "http"
+	if a.tls {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://%s/", scheme, net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 }
 
 // Serve serves HTTP until Close.
@@ -100,10 +155,16 @@ func (a *App) Serve() error {
 // Close tells every client the server is going away, ends all calls and
 // releases every port, within ctx.
 func (a *App) Close(ctx context.Context) error {
+	a.cancel()
+	a.wg.Wait()
 	errSig := a.sig.Close(ctx)
 	errHTTP := a.http.Shutdown(ctx)
+	var errTURN error
+	if a.turn != nil {
+		errTURN = a.turn.Close()
+	}
 	errSFU := a.sfu.Close()
-	return errors.Join(errSig, errHTTP, errSFU)
+	return errors.Join(errSig, errHTTP, errTURN, errSFU)
 }
 
 // onlyLoopback reports whether the host has no usable non-loopback address

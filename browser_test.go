@@ -26,6 +26,7 @@ type tabStats struct {
 		Address  string `json:"address"`
 		Port     int    `json:"port"`
 		Protocol string `json:"protocol"`
+		Relay    string `json:"relayProtocol"`
 	}
 }
 
@@ -43,7 +44,7 @@ const statsJS = `(async () => {
     if (r.type === 'inbound-rtp' && r.kind === 'audio') out.audioPackets = r.packetsReceived || 0;
     if (r.type === 'transport' && r.selectedCandidatePairId) {
       const p = byId.get(r.selectedCandidatePairId), l = byId.get(p.localCandidateId), m = byId.get(p.remoteCandidateId);
-      out.local = {type: l.candidateType, address: l.address, port: l.port, protocol: l.protocol};
+      out.local = {type: l.candidateType, address: l.address, port: l.port, protocol: l.protocol, relayProtocol: l.relayProtocol || ''};
       out.remote = {type: m.candidateType, address: m.address, port: m.port, protocol: m.protocol};
     }
   });
@@ -78,8 +79,14 @@ func autoAccept(tab *browsertest.Tab) {
 // second, and waits until both decode remote video.
 func browserCall(t *testing.T, b *browsertest.Browser, url string) (caller, callee *browsertest.Tab) {
 	t.Helper()
-	caller = signIn(t, b, url, "alice")
-	callee = signIn(t, b, url, "bob")
+	return browserCallAs(t, b, url, url)
+}
+
+// browserCallAs is browserCall with a page URL for each tab.
+func browserCallAs(t *testing.T, b *browsertest.Browser, callerURL, calleeURL string) (caller, callee *browsertest.Tab) {
+	t.Helper()
+	caller = signIn(t, b, callerURL, "alice")
+	callee = signIn(t, b, calleeURL, "bob")
 	caller.WaitFor(`document.querySelector('#users [data-name="bob"]')`, 10*time.Second)
 	idle := measure()
 	defer func() {

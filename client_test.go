@@ -29,7 +29,8 @@ type wsPeer struct {
 }
 
 // dialPeer connects to the app at wsURL and logs in as name.
-func dialPeer(t *testing.T, wsURL, name string, opts rtctest.Options) *wsPeer {
+// ICE servers, if given, replace the ones from the login reply.
+func dialPeer(t *testing.T, wsURL, name string, opts rtctest.Options, servers ...webrtc.ICEServer) *wsPeer {
 	t.Helper()
 	ws, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
 	if err != nil {
@@ -43,6 +44,7 @@ func dialPeer(t *testing.T, wsURL, name string, opts rtctest.Options) *wsPeer {
 		t.Fatalf("login %s: %+v %v", name, reply, err)
 	}
 	p.ice = reply.ICEServers
+	opts.ICEServers = servers
 	if opts.ICEServers == nil {
 		for _, s := range reply.ICEServers {
 			opts.ICEServers = append(opts.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})

@@ -6,19 +6,29 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 )
 
 // Config is everything the program can be told, from flags or from the
 // environment (VIDEOCHAT_<FLAG>, dashes as underscores; flags win).
 type Config struct {
-	Addr           string   // HTTP(S) listen address
-	UDPPort        int      // the media port
-	PublicIP       string   // the address clients reach us at (1:1 NAT)
-	TURNAddr       string   // embedded TURN (UDP+TCP); empty disables
+	Addr           string // HTTP(S) listen address
+	UDPPort        int    // the media port
+	PublicIP       string // the address clients reach us at (1:1 NAT)
+	TURNAddr       string // embedded TURN (UDP+TCP); empty disables
+	TURNTLSAddr    string // embedded TURN over TLS (turns:), when a certificate is given
+	TURNSecret     string // shared secret of the time-limited TURN credentials; random if empty
+	TURNExternal   string // comma-separated URLs of an external TURN server used instead
+	TURNRelayPorts string // relay port range "min-max"
+	TLSCert        string // certificate and key for HTTPS and turns:
+	TLSKey         string
 	AllowedOrigins []string // extra origins for the WebSocket
 	LogLevel       slog.Level
+
+	relayPorts [2]uint16 // parsed TURNRelayPorts
 
 	// Not flags: for tests.
 	IncludeLoopback bool // offer loopback media candidates (auto when the host has nothing else)
@@ -34,6 +44,12 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.IntVar(&cfg.UDPPort, "udp-port", 9090, "UDP port for all media (0 = ephemeral)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")
+	fs.StringVar(&cfg.TURNTLSAddr, "turn-tls-addr", ":5349", "embedded TURN over TLS address, used when -tls-cert is set")
+	fs.StringVar(&cfg.TURNSecret, "turn-secret", "", "shared secret for TURN credentials (coturn's static-auth-secret); random per start if empty")
+	fs.StringVar(&cfg.TURNExternal, "turn-external", "", "comma-separated turn:/turns: URLs of an external TURN server (e.g. coturn with use-auth-secret) to use instead of the embedded one")
+	fs.StringVar(&cfg.TURNRelayPorts, "turn-relay-ports", "49152-65535", "UDP port range for TURN relays")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM): serve HTTPS and TURN over TLS")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated extra origins allowed to open the WebSocket")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
@@ -64,12 +80,28 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	if cfg.UDPPort < 0 || cfg.UDPPort > 65535 {
 		return cfg, errors.New("-udp-port must be 0..65535")
 	}
-	for _, o := range strings.Split(origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
-		}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return cfg, errors.New("-tls-cert and -tls-key go together")
 	}
+	if cfg.PublicIP != "" && net.ParseIP(cfg.PublicIP) == nil {
+		return cfg, fmt.Errorf("-public-ip %q is not an IP address", cfg.PublicIP)
+	}
+	var err error
+	if cfg.relayPorts, err = parsePortRange(cfg.TURNRelayPorts); err != nil {
+		return cfg, fmt.Errorf("-turn-relay-ports: %w", err)
+	}
+	cfg.AllowedOrigins = splitList(origins)
 	return cfg, nil
+}
+
+func parsePortRange(s string) ([2]uint16, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	a, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	b, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
+		return [2]uint16{}, fmt.Errorf("%q is not a range like 49152-65535", s)
+	}
+	return [2]uint16{uint16(a), uint16(b)}, nil
 }
 
 func envLookup(name string) (string, bool) { return os.LookupEnv(name) }

@@ -61,6 +61,9 @@ func New(cfg Config) (*SFU, error) {
 	}
 	opts := []ice.UDPMuxFromPortOption{
 		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4, ice.NetworkTypeUDP6),
+		// Link-local addresses reach no one beyond the link (and a fresh
+		// IPv6 one cannot even be bound until duplicate detection ends).
+		ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return !ip.IsLinkLocalUnicast() }),
 	}
 	if cfg.IncludeLoopback {
 		opts = append(opts, ice.UDPMuxFromPortWithLoopback())

@@ -37,7 +37,7 @@ type relayGenerator struct {
 func newRelayGenerator(cfg Config, filter *peerFilter) (*relayGenerator, error) {
 	inner := &pturn.RelayAddressGeneratorPortRange{
 		RelayAddress: cfg.RelayIP,
-		Address:      "0.0.0.0",
+		Address:      bindAddress(cfg.RelayIP),
 		MinPort:      cfg.RelayPortMin,
 		MaxPort:      cfg.RelayPortMax,
 		MaxRetries:   32,
@@ -56,6 +56,22 @@ func newRelayGenerator(cfg Config, filter *peerFilter) (*relayGenerator, error) 
 		max:    cfg.RelayPortMax,
 		limit:  cfg.MaxAllocations,
 	}, nil
+}
+
+// bindAddress is where relay sockets are bound: the relay IP itself when it
+// is one of this host's addresses, so relayed packets leave from the address
+// the client was told (peers then see the relayed candidate, not a
+// peer-reflexive one); otherwise (a public IP behind 1:1 NAT) every address.
+func bindAddress(relayIP net.IP) string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.Equal(relayIP) {
+				return relayIP.String()
+			}
+		}
+	}
+	return "0.0.0.0"
 }
 
 // Validate implements pturn.RelayAddressGenerator.

@@ -1,0 +1,100 @@
+// Package netns builds throwaway Linux network namespaces for tests: a
+// namespace joined to the host by a veth pair, optionally with an nftables
+// firewall, so a real program (Chromium) can run behind a hostile network.
+// It needs root, iproute2 and nftables.
+package netns
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// Hint says what the namespace tests need.
+const Hint = "network-namespace tests need root with `ip` (iproute2) and `nft` (nftables): run `make test` as root"
+
+var counter atomic.Int32 // unique names within this process
+
+// NS is a namespace with a veth link to the host.
+type NS struct {
+	Name   string
+	HostIP string // the host's end of the veth
+	NSIP   string // the namespace's end
+	t      testing.TB
+}
+
+// New creates a namespace; it is deleted when the test ends.
+func New(t testing.TB) *NS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("not root: " + Hint)
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: %s", tool, Hint)
+		}
+	}
+	n := int(counter.Add(1))
+	id := (os.Getpid()*7 + n) % 250
+	ns := &NS{
+		Name:   fmt.Sprintf("vc%d-%d", os.Getpid(), n),
+		HostIP: fmt.Sprintf("10.251.%d.1", id),
+		NSIP:   fmt.Sprintf("10.251.%d.2", id),
+		t:      t,
+	}
+	host, peer := fmt.Sprintf("vch%d", id), fmt.Sprintf("vcn%d", id)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", ns.Name).Run()
+		_ = exec.Command("ip", "link", "del", host).Run()
+	})
+	ns.must("ip", "netns", "add", ns.Name)
+	ns.must("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
+	ns.must("ip", "link", "set", peer, "netns", ns.Name)
+	ns.must("ip", "addr", "add", ns.HostIP+"/24", "dev", host)
+	ns.must("ip", "link", "set", host, "up")
+	ns.Exec("ip", "link", "set", "lo", "up")
+	ns.Exec("ip", "addr", "add", ns.NSIP+"/24", "dev", peer)
+	ns.Exec("ip", "link", "set", peer, "up")
+	ns.Exec("ip", "route", "add", "default", "via", ns.HostIP)
+	return ns
+}
+
+// Exec runs a command inside the namespace, failing the test on error.
+func (ns *NS) Exec(args ...string) {
+	ns.t.Helper()
+	ns.must(append([]string{"ip", "netns", "exec", ns.Name}, args...)...)
+}
+
+// BlockUDP makes the namespace's firewall drop every UDP datagram, in and out.
+func (ns *NS) BlockUDP() {
+	ns.t.Helper()
+	ns.Exec("nft", "add table inet block; "+
+		"add chain inet block out { type filter hook output priority 0; }; "+
+		"add chain inet block in { type filter hook input priority 0; }; "+
+		"add rule inet block out meta l4proto udp drop; "+
+		"add rule inet block in meta l4proto udp drop")
+}
+
+// Wrapper writes an executable that runs binary inside the namespace, for
+// tools that take a program path (chromedp's ExecPath).
+func (ns *NS) Wrapper(binary string) string {
+	ns.t.Helper()
+	path := filepath.Join(ns.t.TempDir(), "in-netns")
+	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", ns.Name, binary)
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		ns.t.Fatal(err)
+	}
+	return path
+}
+
+func (ns *NS) must(args ...string) {
+	ns.t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		ns.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
