@@ -35,7 +35,7 @@ func testLogger() *slog.Logger {
 
 // startServer starts a server on 127.0.0.1 with RelayIP 127.0.0.1 that may
 // relay only to allowed; mutate adjusts the config before New.
-func startServer(t *testing.T, allowed []netip.AddrPort, mutate func(*Config)) *Server {
+func startServer(t testing.TB, allowed []netip.AddrPort, mutate func(*Config)) *Server {
 	t.Helper()
 	cfg := Config{
 		ListenAddr:   "127.0.0.1:0",
@@ -67,7 +67,7 @@ type echo struct {
 	wg   sync.WaitGroup
 }
 
-func startEcho(t *testing.T) *echo {
+func startEcho(t testing.TB) *echo {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -106,7 +106,7 @@ func (e *echo) udpAddr() *net.UDPAddr {
 }
 
 // newClient starts a pion TURN client over conn to server addr.
-func newClient(t *testing.T, conn net.PacketConn, server net.Addr, user, pass string) *pturn.Client {
+func newClient(t testing.TB, conn net.PacketConn, server net.Addr, user, pass string) *pturn.Client {
 	t.Helper()
 	t.Cleanup(func() { _ = conn.Close() })
 	c, err := pturn.NewClient(&pturn.ClientConfig{
@@ -128,7 +128,7 @@ func newClient(t *testing.T, conn net.PacketConn, server net.Addr, user, pass st
 	return c
 }
 
-func udpClient(t *testing.T, srv *Server, user, pass string) *pturn.Client {
+func udpClient(t testing.TB, srv *Server, user, pass string) *pturn.Client {
 	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -138,7 +138,7 @@ func udpClient(t *testing.T, srv *Server, user, pass string) *pturn.Client {
 	return newClient(t, conn, srv.UDPAddr(), user, pass)
 }
 
-func tcpClient(t *testing.T, srv *Server, user, pass string) *pturn.Client {
+func tcpClient(t testing.TB, srv *Server, user, pass string) *pturn.Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", srv.TCPAddr().String())
 	if err != nil {
@@ -148,7 +148,7 @@ func tcpClient(t *testing.T, srv *Server, user, pass string) *pturn.Client {
 	return newClient(t, pturn.NewSTUNConn(conn), srv.TCPAddr(), user, pass)
 }
 
-func tlsClient(t *testing.T, srv *Server, cfg *tls.Config, user, pass string) *pturn.Client {
+func tlsClient(t testing.TB, srv *Server, cfg *tls.Config, user, pass string) *pturn.Client {
 	t.Helper()
 	conn, err := tls.Dial("tcp", srv.TLSAddr().String(), cfg)
 	if err != nil {
@@ -159,7 +159,7 @@ func tlsClient(t *testing.T, srv *Server, cfg *tls.Config, user, pass string) *p
 }
 
 // allocate allocates a UDP relay and closes it at cleanup.
-func allocate(t *testing.T, c *pturn.Client) net.PacketConn {
+func allocate(t testing.TB, c *pturn.Client) net.PacketConn {
 	t.Helper()
 	relay, err := c.Allocate()
 	if err != nil {
