@@ -171,3 +171,24 @@ func splitList(s string) []string {
 	}
 	return out
 }
+
+// logListeners says where everything listens, for operators opening ports.
+func (a *App) logListeners() {
+	var media []string
+	for _, u := range a.sfu.MediaAddrs() {
+		media = append(media, u.String())
+	}
+	a.log.Info("media (UDP)", "addrs", strings.Join(media, " "))
+	switch {
+	case a.turn != nil:
+		args := []any{"udp", a.turn.UDPAddr().String(), "tcp", a.turn.TCPAddr().String()}
+		if tl := a.turn.TLSAddr(); tl != nil {
+			args = append(args, "tls", tl.String())
+		}
+		a.log.Info("embedded TURN", args...)
+	case a.cfg.TURNExternal != "":
+		a.log.Info("external TURN", "urls", a.cfg.TURNExternal)
+	default:
+		a.log.Info("TURN disabled: clients behind UDP-blocking firewalls cannot call")
+	}
+}

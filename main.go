@@ -38,6 +38,7 @@ func run() error {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- app.Serve() }()
+	app.logListeners()
 	log.Info("videochat is running; open this in two browser tabs", "url", app.URL())
 
 	select {
