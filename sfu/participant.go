@@ -208,7 +208,7 @@ func (p *Participant) onCandidate(c *webrtc.ICECandidate) {
 	p.sig.SendCandidate(init)
 }
 
-func (p *Participant) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -216,15 +216,46 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) 
 	}
 	up := newUpTrack(p, track)
 	p.up = append(p.up, up)
-	p.wg.Add(1)
+	p.wg.Add(2)
 	p.mu.Unlock()
 	defer p.wg.Done()
 
 	p.sfu.log.Debug("track started", "call", p.call.id, "name", p.name,
 		"kind", track.Kind().String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
+	p.startRecording(up)
+	go func() { defer p.wg.Done(); up.readRTCP(receiver) }()
 	p.call.publish(p, up)
 	up.run()
 	up.close()
+}
+
+// startRecording offers the track to the recorder, if any, before its
+// first packet is forwarded.
+func (p *Participant) startRecording(up *upTrack) {
+	rec := p.sfu.cfg.Recorder
+	if rec == nil {
+		return
+	}
+	w := rec.StartTrack(TrackInfo{
+		CallID: p.call.id, Participant: p.name, Kind: up.kind,
+		Codec: up.track.Codec(), SSRC: uint32(up.track.SSRC()), RequestKeyframe: up.requestKeyframe,
+	})
+	if w == nil {
+		return
+	}
+	up.rec = newRecordQueue(w)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		err := up.rec.run()
+		if n := up.rec.dropped.Load(); n > 0 {
+			p.sfu.log.Warn("recorder fell behind; packets dropped", "call", p.call.id, "name", p.name, "kind", up.kind.String(), "dropped", n)
+		}
+		if err != nil {
+			p.sfu.log.Error("recording stopped", "call", p.call.id, "name", p.name, "kind", up.kind.String(), "err", err)
+		}
+	}()
+	up.requestKeyframe()
 }
 
 func (p *Participant) onState(s webrtc.PeerConnectionState) {

@@ -37,7 +37,9 @@ type Config struct {
 	// KeyframeInterval is the minimum interval between two keyframe
 	// requests sent to one publisher track (default 500 ms).
 	KeyframeInterval time.Duration
-	Logger           *slog.Logger
+	// Recorder, if set, is offered every published track.
+	Recorder Recorder
+	Logger   *slog.Logger
 }
 
 // SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.

@@ -21,6 +21,7 @@ type upTrack struct {
 
 	mu    sync.Mutex                   // serialises changes of sinks
 	sinks atomic.Pointer[[]*downTrack] // copy-on-write; read per packet
+	rec   *recordQueue                 // nil when not recorded; set before run
 
 	// Owned by the read loop.
 	dup    dupFilter
@@ -118,14 +119,46 @@ func (u *upTrack) forward(pkt []byte) {
 	}
 	u.stats.packets.Add(1)
 	u.stats.bytes.Add(uint64(len(pkt)))
+	if u.rec != nil {
+		u.rec.push(pkt)
+	}
 	payload := pkt[hdrLen:end]
 	for _, d := range u.loadSinks() {
 		_ = d.write(&u.in, &u.out, u.outExt[:], payload)
 	}
 }
 
+// readRTCP drains the publisher's RTCP for this track, which lets the
+// receiver-report interceptor see sender reports (so the publisher can
+// measure the round trip), and hands sender reports to the recorder.
+func (u *upTrack) readRTCP(r *webrtc.RTPReceiver) {
+	ssrc := uint32(u.track.SSRC())
+	buf := make([]byte, maxPacket)
+	for {
+		n, _, err := r.Read(buf)
+		if err != nil {
+			return
+		}
+		if u.rec == nil {
+			continue
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, p := range pkts {
+			if sr, ok := p.(*rtcp.SenderReport); ok && sr.SSRC == ssrc {
+				u.rec.pushReport(sr.NTPTime, sr.RTPTime)
+			}
+		}
+	}
+}
+
 func (u *upTrack) close() {
 	u.kf.close()
+	if u.rec != nil {
+		u.rec.stop()
+	}
 	u.mu.Lock()
 	old := u.loadSinks()
 	u.sinks.Store(nil)

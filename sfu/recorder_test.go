@@ -1,0 +1,123 @@
+package sfu
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// fakeRecorder records what the hook delivers; delay slows every write.
+type fakeRecorder struct {
+	delay time.Duration
+	fail  bool
+
+	mu     sync.Mutex
+	tracks []*fakeTrackWriter
+}
+
+func (r *fakeRecorder) StartTrack(info TrackInfo) TrackWriter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := &fakeTrackWriter{info: info, rec: r}
+	r.tracks = append(r.tracks, w)
+	return w
+}
+
+func (r *fakeRecorder) writers() []*fakeTrackWriter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*fakeTrackWriter(nil), r.tracks...)
+}
+
+type fakeTrackWriter struct {
+	info         TrackInfo
+	rec          *fakeRecorder
+	packets, srs atomic.Int64
+	closed       atomic.Bool
+}
+
+func (w *fakeTrackWriter) WriteRTP(pkt []byte) error {
+	if w.rec.fail {
+		return errors.New("no space left on device")
+	}
+	time.Sleep(w.rec.delay)
+	w.packets.Add(1)
+	return nil
+}
+
+func (w *fakeTrackWriter) SenderReport(uint64, uint32) { w.srs.Add(1) }
+func (w *fakeTrackWriter) Close() error                { w.closed.Store(true); return nil }
+
+func recordedCall(t *testing.T, rec *fakeRecorder) (*testClient, *testClient, *Call) {
+	t.Helper()
+	s, err := New(Config{IncludeLoopback: true, Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	call := s.NewCall("rec")
+	t.Cleanup(call.Close)
+	a := join(t, s, call, "alice", true)
+	b := join(t, s, call, "bob", false)
+	return a, b, call
+}
+
+func TestRecorderSeesEveryTrack(t *testing.T) {
+	rec := &fakeRecorder{}
+	a, b, call := recordedCall(t, rec)
+	defer a.StartSending()()
+	defer b.StartSending()()
+	if err := b.WaitPackets(webrtc.RTPCodecTypeVideo, 100, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WaitPackets(webrtc.RTPCodecTypeVideo, 100, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ws := rec.writers()
+	if len(ws) != 4 {
+		t.Fatalf("recorder saw %d tracks, want 4 (audio+video of two participants)", len(ws))
+	}
+	for _, w := range ws {
+		if w.info.CallID != "rec" || w.info.Participant == "" || w.info.RequestKeyframe == nil {
+			t.Errorf("track info %+v", w.info)
+		}
+		if w.packets.Load() < 50 {
+			t.Errorf("%s %s: recorder got %d packets", w.info.Participant, w.info.Kind, w.packets.Load())
+		}
+	}
+	call.Close()
+	for _, w := range ws {
+		if !w.closed.Load() {
+			t.Errorf("%s %s: writer not closed when the call ended", w.info.Participant, w.info.Kind)
+		}
+	}
+}
+
+func TestSlowOrFailingRecorderDoesNotDisturbForwarding(t *testing.T) {
+	for name, rec := range map[string]*fakeRecorder{
+		"slow":    {delay: 20 * time.Millisecond},
+		"failing": {fail: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, b, _ := recordedCall(t, rec)
+			defer a.StartSending()()
+			start := time.Now()
+			// 50 packets/s are sent: 100 packets must arrive in about 2 s.
+			if err := b.WaitPackets(webrtc.RTPCodecTypeVideo, 100, 4*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d > 3500*time.Millisecond {
+				t.Fatalf("forwarding slowed down to %v for 100 packets", d)
+			}
+			for _, w := range rec.writers() {
+				if name == "slow" && w.packets.Load() > 90 {
+					t.Errorf("slow writer kept up: %d packets", w.packets.Load())
+				}
+			}
+		})
+	}
+}
