@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"sync"
+	"time"
 	"sync/atomic"
 
 	"github.com/pion/webrtc/v4"
@@ -51,6 +52,9 @@ type recordQueue struct {
 	failed  atomic.Bool
 	done    chan struct{}
 	once    sync.Once
+	// drainFor bounds how long queued packets are still delivered after
+	// the track ended, so a stuck writer cannot hold up a call's end.
+	drainFor time.Duration
 }
 
 type recordItem struct {
@@ -63,7 +67,7 @@ const recordQueueLen = 512
 
 func newRecordQueue(w TrackWriter) *recordQueue {
 	q := &recordQueue{w: w, items: make(chan recordItem, recordQueueLen),
-		free: make(chan []byte, recordQueueLen), done: make(chan struct{})}
+		free: make(chan []byte, recordQueueLen), done: make(chan struct{}), drainFor: 3 * time.Second}
 	return q
 }
 
@@ -110,7 +114,8 @@ func (q *recordQueue) run() error {
 				q.failed.Store(true)
 			}
 		case <-q.done:
-			for {
+			deadline := time.Now().Add(q.drainFor)
+			for time.Now().Before(deadline) {
 				select {
 				case it := <-q.items:
 					if e := q.deliver(it); e != nil && err == nil {
@@ -121,6 +126,8 @@ func (q *recordQueue) run() error {
 					return err
 				}
 			}
+			q.dropped.Add(uint64(len(q.items)))
+			return err
 		}
 	}
 }

@@ -99,7 +99,7 @@ func TestRecorderSeesEveryTrack(t *testing.T) {
 
 func TestSlowOrFailingRecorderDoesNotDisturbForwarding(t *testing.T) {
 	for name, rec := range map[string]*fakeRecorder{
-		"slow":    {delay: 20 * time.Millisecond},
+		"slow":    {delay: 100 * time.Millisecond},
 		"failing": {fail: true},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -114,7 +114,7 @@ func TestSlowOrFailingRecorderDoesNotDisturbForwarding(t *testing.T) {
 				t.Fatalf("forwarding slowed down to %v for 100 packets", d)
 			}
 			for _, w := range rec.writers() {
-				if name == "slow" && w.packets.Load() > 90 {
+				if name == "slow" && w.packets.Load() > 60 {
 					t.Errorf("slow writer kept up: %d packets", w.packets.Load())
 				}
 			}
