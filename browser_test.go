@@ -16,6 +16,11 @@ type tabStats struct {
 	LastEndReason  string  `json:"lastEndReason"`
 	FramesDecoded  int     `json:"framesDecoded"`
 	FreezeSeconds  float64 `json:"freeze"`
+	FreezeCount    int     `json:"freezeCount"`
+	PacketsLost    int     `json:"packetsLost"`
+	VideoPackets   int     `json:"videoPackets"`
+	NACKs          int     `json:"nackCount"`
+	PLIs           int     `json:"pliCount"`
 	AudioPackets   int     `json:"audioPackets"`
 	VideoWidth     int     `json:"videoWidth"`
 	TimeOrigin     float64 `json:"timeOrigin"`
@@ -40,7 +45,10 @@ const statsJS = `(async () => {
   const s = await a.pc.getStats(), byId = new Map();
   s.forEach(r => byId.set(r.id, r));
   s.forEach(r => {
-    if (r.type === 'inbound-rtp' && r.kind === 'video') { out.framesDecoded = r.framesDecoded || 0; out.freeze = r.totalFreezesDuration || 0; }
+    if (r.type === 'inbound-rtp' && r.kind === 'video') {
+      out.framesDecoded = r.framesDecoded || 0; out.freeze = r.totalFreezesDuration || 0; out.freezeCount = r.freezeCount || 0;
+      out.packetsLost = r.packetsLost || 0; out.videoPackets = r.packetsReceived || 0; out.nackCount = r.nackCount || 0; out.pliCount = r.pliCount || 0;
+    }
     if (r.type === 'inbound-rtp' && r.kind === 'audio') out.audioPackets = r.packetsReceived || 0;
     if (r.type === 'transport' && r.selectedCandidatePairId) {
       const p = byId.get(r.selectedCandidatePairId), l = byId.get(p.localCandidateId), m = byId.get(p.remoteCandidateId);

@@ -1,12 +1,7 @@
 package main
 
 import (
-	"fmt"
-	"net"
-	"strings"
 	"testing"
-
-	"github.com/chromedp/chromedp"
 
 	"videochat/internal/browsertest"
 	"videochat/internal/netns"
@@ -33,17 +28,7 @@ func TestBrowserRelayOnlyCall(t *testing.T) {
 func TestBrowserCallWithUDPBlocked(t *testing.T) {
 	ns := netns.New(t) // before the app, so the SFU listens on the veth too
 	ns.BlockUDP()
-	app := startApp(t, func(c *Config) { c.Addr = ":0"; c.TURNAddr = ":0" })
-	url := fmt.Sprintf("http://%s/", net.JoinHostPort(ns.HostIP, fmt.Sprint(app.ln.Addr().(*net.TCPAddr).Port)))
-	chromium, err := browsertest.Path()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := browsertest.Launch(t,
-		chromedp.ExecPath(ns.Wrapper(chromium)),
-		// DevTools listens on the namespace's loopback; reach it from here.
-		chromedp.Flag("remote-debugging-port", fmt.Sprint(ns.ForwardLoopback())),
-		chromedp.Flag("unsafely-treat-insecure-origin-as-secure", strings.TrimSuffix(url, "/")))
+	_, b, url := nsBrowser(t, ns, nil)
 	caller, callee := browserCall(t, b, url)
 	for name, tab := range map[string]*browsertest.Tab{"caller": caller, "callee": callee} {
 		s := stats(tab)

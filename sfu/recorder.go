@@ -2,8 +2,8 @@ package sfu
 
 import (
 	"sync"
-	"time"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 )

@@ -79,6 +79,17 @@ func (ns *NS) BlockUDP() {
 		"add rule inet block in meta l4proto udp drop")
 }
 
+// UDPLoss makes the namespace's firewall drop the given percentage of UDP
+// datagrams at random, in each direction (netem is not available here).
+func (ns *NS) UDPLoss(percent int) {
+	ns.t.Helper()
+	rule := fmt.Sprintf("meta l4proto udp numgen random mod 100 < %d drop", percent)
+	ns.Exec("nft", "add table inet lossy; "+
+		"add chain inet lossy out { type filter hook output priority 0; }; "+
+		"add chain inet lossy in { type filter hook input priority 0; }; "+
+		"add rule inet lossy out "+rule+"; add rule inet lossy in "+rule)
+}
+
 // Wrapper writes an executable that runs binary inside the namespace, for
 // tools that take a program path (chromedp's ExecPath).
 func (ns *NS) Wrapper(binary string) string {
