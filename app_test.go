@@ -85,6 +85,20 @@ func TestCallEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The server's numbers agree: nothing lost on loopback, media both ways.
+	for _, calls := range app.sfu.Stats() {
+		for _, ps := range calls {
+			if len(ps.Up) != 2 || len(ps.Down) != 2 {
+				t.Fatalf("%s: %d up / %d down tracks", ps.Name, len(ps.Up), len(ps.Down))
+			}
+			for _, u := range ps.Up {
+				if u.Packets < 100 || u.Lost != 0 {
+					t.Errorf("%s %s: %d packets forwarded, %d lost", ps.Name, u.Kind, u.Packets, u.Lost)
+				}
+			}
+		}
+	}
+
 	// A PLI from the receiver reaches the sender.
 	before := alice.KeyframeRequests()
 	if err := bob.SendPLI(); err != nil {

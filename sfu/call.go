@@ -31,7 +31,11 @@ type Call struct {
 
 // NewCall creates an empty call. id names it in logs and recordings.
 func (s *SFU) NewCall(id string) *Call {
-	return &Call{sfu: s, id: id}
+	c := &Call{sfu: s, id: id}
+	s.mu.Lock()
+	s.calls[c] = struct{}{}
+	s.mu.Unlock()
+	return c
 }
 
 // ID returns the call's id.
@@ -113,6 +117,9 @@ func (c *Call) Close() {
 	for _, p := range parts {
 		p.Close()
 	}
+	c.sfu.mu.Lock()
+	delete(c.sfu.calls, c)
+	c.sfu.mu.Unlock()
 }
 
 func (c *Call) String() string { return fmt.Sprintf("call %s", c.id) }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -25,16 +26,17 @@ type downTrack struct {
 	writer webrtc.TrackLocalWriter // nil while unbound
 
 	source atomic.Pointer[upTrack] // feeds this track; target of keyframe requests
+	bwe    cc.BandwidthEstimator   // the subscriber's downlink estimate; may be nil
 
 	stats downStats
 }
 
 type downStats struct {
-	packets, bytes, plis, firs, nacks atomic.Uint64
+	packets, bytes, plis, firs, nacks, writeErrors atomic.Uint64
 }
 
-func newDownTrack(kind webrtc.RTPCodecType, streamID string) *downTrack {
-	d := &downTrack{id: kind.String(), streamID: streamID, kind: kind}
+func newDownTrack(kind webrtc.RTPCodecType, streamID string, bwe cc.BandwidthEstimator) *downTrack {
+	d := &downTrack{id: kind.String(), streamID: streamID, kind: kind, bwe: bwe}
 	switch kind {
 	case webrtc.RTPCodecTypeAudio:
 		d.mime, d.rw = webrtc.MimeTypeOpus, newRewriter(960) // 20 ms at 48 kHz
@@ -108,6 +110,7 @@ func (d *downTrack) write(in, out *rtp.Header, ext []rtp.Extension, payload []by
 	}
 	d.mu.Unlock()
 	if _, err := w.WriteRTP(out, payload); err != nil {
+		d.stats.writeErrors.Add(1)
 		return err
 	}
 	d.stats.packets.Add(1)

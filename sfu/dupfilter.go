@@ -8,14 +8,21 @@ const dupWindow = 1024
 // window. It is used by one goroutine only.
 type dupFilter struct {
 	started bool
+	first   uint16
 	highest uint16
+	cycles  uint64 // wrap-arounds of highest
 	seen    [dupWindow / 64]uint64
+}
+
+// expected is how many sequence numbers the stream has covered so far.
+func (d *dupFilter) expected() uint64 {
+	return d.cycles<<16 + uint64(d.highest) - uint64(d.first) + 1
 }
 
 // accept reports whether seq is new, and records it.
 func (d *dupFilter) accept(seq uint16) bool {
 	if !d.started {
-		d.started, d.highest = true, seq
+		d.started, d.highest, d.first = true, seq, seq
 		d.set(seq)
 		return true
 	}
@@ -28,6 +35,9 @@ func (d *dupFilter) accept(seq uint16) bool {
 			for s := d.highest + 1; s != seq; s++ {
 				d.clear(s)
 			}
+		}
+		if seq < d.highest {
+			d.cycles++
 		}
 		d.highest = seq
 		d.set(seq)

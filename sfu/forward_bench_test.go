@@ -30,8 +30,8 @@ func benchPacket(seq uint16) []byte {
 // BenchmarkForward measures the SFU's own per-packet work: parse, duplicate
 // check, rewrite and hand-off to one subscriber's write stream.
 func BenchmarkForward(b *testing.B) {
-	u := &upTrack{kind: webrtc.RTPCodecTypeVideo, kf: newKeyframeThrottle(time.Hour, func() {})}
-	d := newDownTrack(webrtc.RTPCodecTypeVideo, "s")
+	u := &upTrack{kind: webrtc.RTPCodecTypeAudio, kf: newKeyframeThrottle(time.Hour, func() {})}
+	d := newDownTrack(webrtc.RTPCodecTypeAudio, "s", nil)
 	w := &countingWriter{}
 	d.ssrc, d.pt, d.writer = 42, 96, w
 	u.addSink(d)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -19,6 +20,7 @@ type Participant struct {
 	sig  Signaler
 	pc   *webrtc.PeerConnection
 	down map[webrtc.RTPCodecType]*downTrack // fixed at creation
+	bwe  cc.BandwidthEstimator              // this participant's downlink; may be nil
 
 	negMu sync.Mutex // serialises offer/answer steps
 
@@ -43,9 +45,9 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 		return nil, fmt.Errorf("sfu: new peer connection: %w", err)
 	}
 	p := &Participant{sfu: c.sfu, call: c, name: name, sig: sig, pc: pc,
-		down: map[webrtc.RTPCodecType]*downTrack{}}
+		down: map[webrtc.RTPCodecType]*downTrack{}, bwe: c.sfu.est.take(pc.ID())}
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-		d := newDownTrack(kind, "videochat")
+		d := newDownTrack(kind, "videochat", p.bwe)
 		sender, err := pc.AddTrack(d)
 		if err != nil {
 			_ = pc.Close()
@@ -214,15 +216,17 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 		p.mu.Unlock()
 		return
 	}
-	up := newUpTrack(p, track)
-	p.up = append(p.up, up)
 	p.wg.Add(2)
 	p.mu.Unlock()
 	defer p.wg.Done()
 
 	p.sfu.log.Debug("track started", "call", p.call.id, "name", p.name,
 		"kind", track.Kind().String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
-	p.startRecording(up)
+	up := newUpTrack(p, track)
+	p.startRecording(up) // before anyone else sees up
+	p.mu.Lock()
+	p.up = append(p.up, up)
+	p.mu.Unlock()
 	go func() { defer p.wg.Done(); up.readRTCP(receiver) }()
 	p.call.publish(p, up)
 	up.run()

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -45,9 +46,13 @@ type Config struct {
 // SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
 type SFU struct {
 	cfg Config
+	est *estimators
 	api *webrtc.API
 	mux *ice.MultiUDPMuxDefault
 	log *slog.Logger
+
+	mu    sync.Mutex
+	calls map[*Call]struct{}
 }
 
 // New builds an SFU and binds its media port.
@@ -77,12 +82,13 @@ func New(cfg Config) (*SFU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sfu: media port %d: %w", cfg.UDPPort, err)
 	}
-	api, err := newAPI(cfg, mux)
+	est := &estimators{}
+	api, err := newAPI(cfg, mux, est)
 	if err != nil {
 		_ = mux.Close()
 		return nil, err
 	}
-	return &SFU{cfg: cfg, api: api, mux: mux, log: cfg.Logger}, nil
+	return &SFU{cfg: cfg, est: est, api: api, mux: mux, log: cfg.Logger, calls: map[*Call]struct{}{}}, nil
 }
 
 // MediaAddrs returns the local addresses of the media socket(s).
@@ -101,13 +107,13 @@ func (s *SFU) Close() error {
 	return s.mux.Close()
 }
 
-func newAPI(cfg Config, mux ice.UDPMux) (*webrtc.API, error) {
+func newAPI(cfg Config, mux ice.UDPMux, est *estimators) (*webrtc.API, error) {
 	m, err := newMediaEngine()
 	if err != nil {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
-	if err := registerInterceptors(m, reg); err != nil {
+	if err := registerInterceptors(m, reg, est); err != nil {
 		return nil, err
 	}
 
@@ -183,7 +189,12 @@ const (
 	nackGeneratorSize = 512
 )
 
-func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry) error {
+// registerInterceptors sets up the interceptor chain. Order matters: the
+// last registered is the outermost on the write path (it sees a packet
+// first). The transport-cc extension must be on a packet before the
+// estimator sees it, and the NACK responder's retransmissions (on the RTX
+// SSRC) must not pass through the estimator, which knows media SSRCs only.
+func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry, est *estimators) error {
 	gen := []nack.GeneratorOption{
 		nack.GeneratorInterval(nackInterval),
 		nack.GeneratorMaxNacksPerPacket(nackMaxPerPacket),
@@ -194,6 +205,7 @@ func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry) erro
 		func() error { return webrtc.ConfigureNackWithOptions(m, reg, gen, resp...) },
 		func() error { return webrtc.ConfigureRTCPReports(reg) },
 		func() error { return webrtc.ConfigureTWCCSender(m, reg) },
+		func() error { return registerCongestionControl(reg, est) },
 		func() error { return webrtc.ConfigureTWCCHeaderExtensionSender(m, reg) },
 	}
 	for _, step := range steps {

@@ -3,6 +3,7 @@ package sfu
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -15,34 +16,39 @@ const maxPacket = 1500
 // upTrack is one incoming track of a publisher. Its read loop forwards every
 // packet to the downTracks subscribed to it.
 type upTrack struct {
-	track *webrtc.TrackRemote
-	kind  webrtc.RTPCodecType
-	kf    *keyframeThrottle
+	track     *webrtc.TrackRemote
+	kind      webrtc.RTPCodecType
+	kf        *keyframeThrottle
+	writeRTCP func([]rtcp.Packet) error // to the publisher
 
 	mu    sync.Mutex                   // serialises changes of sinks
 	sinks atomic.Pointer[[]*downTrack] // copy-on-write; read per packet
 	rec   *recordQueue                 // nil when not recorded; set before run
 
 	// Owned by the read loop.
-	dup    dupFilter
-	in     rtp.Header
-	out    rtp.Header
-	outExt [4]rtp.Extension
-	buf    [maxPacket]byte
+	dup       dupFilter
+	in        rtp.Header
+	out       rtp.Header
+	outExt    [4]rtp.Extension
+	buf       [maxPacket]byte
+	sinceREMB int
+	lastREMB  time.Time
 
 	stats upStats
 }
 
 type upStats struct {
-	packets, bytes, duplicates, keyframeRequests atomic.Uint64
+	packets, bytes, duplicates, keyframeRequests, recovered atomic.Uint64
+	expected                                                atomic.Uint64 // sequence numbers seen so far
+	remb                                                    atomic.Uint64 // last REMB sent, bit/s
 }
 
 func newUpTrack(p *Participant, track *webrtc.TrackRemote) *upTrack {
-	u := &upTrack{track: track, kind: track.Kind()}
+	u := &upTrack{track: track, kind: track.Kind(), writeRTCP: p.pc.WriteRTCP}
 	ssrc := uint32(track.SSRC())
 	u.kf = newKeyframeThrottle(p.sfu.cfg.KeyframeInterval, func() {
 		u.stats.keyframeRequests.Add(1)
-		_ = p.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
+		_ = u.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 	})
 	return u
 }
@@ -89,9 +95,12 @@ func (u *upTrack) loadSinks() []*downTrack {
 // run forwards packets until the track ends (its PeerConnection closed).
 func (u *upTrack) run() {
 	for {
-		n, _, err := u.track.Read(u.buf[:])
+		n, attrs, err := u.track.Read(u.buf[:])
 		if err != nil {
 			return
+		}
+		if attrs != nil && attrs.Get(webrtc.AttributeRtxSsrc) != nil {
+			u.stats.recovered.Add(1) // a retransmission over RTX
 		}
 		u.forward(u.buf[:n])
 	}
@@ -119,12 +128,16 @@ func (u *upTrack) forward(pkt []byte) {
 	}
 	u.stats.packets.Add(1)
 	u.stats.bytes.Add(uint64(len(pkt)))
+	u.stats.expected.Store(u.dup.expected())
 	if u.rec != nil {
 		u.rec.push(pkt)
 	}
 	payload := pkt[hdrLen:end]
 	for _, d := range u.loadSinks() {
 		_ = d.write(&u.in, &u.out, u.outExt[:], payload)
+	}
+	if u.kind == webrtc.RTPCodecTypeVideo {
+		u.maybeSendREMB()
 	}
 }
 

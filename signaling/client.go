@@ -2,6 +2,8 @@ package signaling
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -62,6 +64,9 @@ func (c *client) readPump() {
 	})
 	for {
 		kind, data, err := c.conn.ReadMessage()
+		if errors.Is(err, websocket.ErrReadLimit) {
+			c.discardRest() // gorilla has sent close 1009
+		}
 		if err != nil {
 			return
 		}
@@ -73,6 +78,15 @@ func (c *client) readPump() {
 		}
 		c.srv.handle(c, data)
 	}
+}
+
+// discardRest reads and drops what the client is still sending, briefly,
+// so that closing the socket does not reset the connection before the
+// client has read the close frame.
+func (c *client) discardRest() {
+	raw := c.conn.UnderlyingConn()
+	_ = raw.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, raw)
 }
 
 // writePump owns every write to the connection.

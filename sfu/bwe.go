@@ -1,0 +1,96 @@
+package sfu
+
+import (
+	"sync"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
+	"github.com/pion/rtcp"
+)
+
+// Bandwidth adaptation across the SFU: every subscriber's downlink is
+// estimated from its transport-wide congestion control feedback (pion's
+// GCC, used as an estimator only: no pacing of forwarded media), and each
+// publisher is told, by REMB, the least its subscribers can take. Audio
+// keeps a reserve, so video gives way first.
+const (
+	bweInitial   = 1_500_000
+	bweMin       = 100_000
+	bweMax       = 6_000_000
+	audioReserve = 64_000
+	rembInterval = 500 * time.Millisecond
+	rembEvery    = 32 // packets between checks of the REMB clock
+)
+
+// estimators hands each new PeerConnection's estimator from the
+// interceptor factory (which knows only the PeerConnection's id) to the
+// participant that created it.
+type estimators struct{ m sync.Map }
+
+func (e *estimators) put(id string, est cc.BandwidthEstimator) { e.m.Store(id, est) }
+
+func (e *estimators) take(id string) cc.BandwidthEstimator {
+	if v, ok := e.m.LoadAndDelete(id); ok {
+		return v.(cc.BandwidthEstimator)
+	}
+	return nil
+}
+
+func registerCongestionControl(reg *interceptor.Registry, est *estimators) error {
+	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+		return gcc.NewSendSideBWE(
+			gcc.SendSideBWEInitialBitrate(bweInitial),
+			gcc.SendSideBWEMinBitrate(bweMin),
+			gcc.SendSideBWEMaxBitrate(bweMax),
+			gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
+		)
+	})
+	if err != nil {
+		return err
+	}
+	f.OnNewPeerConnection(est.put)
+	reg.Add(f)
+	return nil
+}
+
+// maybeSendREMB runs on the read loop of a video upTrack: at most every
+// rembInterval it tells the publisher the lowest downlink estimate among
+// the subscribers of this track.
+func (u *upTrack) maybeSendREMB() {
+	u.sinceREMB++
+	if u.sinceREMB < rembEvery {
+		return
+	}
+	u.sinceREMB = 0
+	now := time.Now()
+	if now.Sub(u.lastREMB) < rembInterval {
+		return
+	}
+	u.lastREMB = now
+	limit := u.subscriberLimit()
+	if limit <= 0 {
+		return
+	}
+	u.stats.remb.Store(uint64(limit))
+	_ = u.writeRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{
+		Bitrate: float32(limit), SSRCs: []uint32{uint32(u.track.SSRC())},
+	}})
+}
+
+// subscriberLimit is the video bitrate the slowest subscriber can take, or
+// 0 if no subscriber has an estimate.
+func (u *upTrack) subscriberLimit() int {
+	limit := 0
+	for _, d := range u.loadSinks() {
+		if d.bwe == nil {
+			continue
+		}
+		v := max(d.bwe.GetTargetBitrate()-audioReserve, bweMin)
+		if limit == 0 || v < limit {
+			limit = v
+		}
+	}
+	return limit
+}

@@ -1,0 +1,96 @@
+package sfu
+
+// UpStats are the numbers of one track a participant publishes.
+type UpStats struct {
+	Kind             string
+	SSRC             uint32
+	Packets, Bytes   uint64 // forwarded (unique) packets and their bytes
+	Duplicates       uint64 // dropped as already forwarded or too late
+	Recovered        uint64 // arrived as retransmissions (loss repaired by NACK/RTX)
+	Lost             uint64 // never arrived, even after repair
+	KeyframeRequests uint64 // PLIs sent to the publisher
+	REMB             uint64 // last bitrate limit sent to the publisher (bit/s)
+	RecordDropped    uint64 // packets the recorder could not keep up with
+}
+
+// DownStats are the numbers of one track a participant receives.
+type DownStats struct {
+	Kind              string
+	Packets, Bytes    uint64
+	PLIs, FIRs, NACKs uint64 // from the receiver
+	WriteErrors       uint64
+}
+
+// ParticipantStats is a snapshot of one participant.
+type ParticipantStats struct {
+	Name string
+	// EstimatedBitrate is the downlink estimate from the participant's
+	// congestion control feedback (bit/s), 0 if unknown.
+	EstimatedBitrate int
+	Up               []UpStats
+	Down             []DownStats
+}
+
+// Stats returns a snapshot of the participant's numbers.
+func (p *Participant) Stats() ParticipantStats {
+	ps := ParticipantStats{Name: p.name}
+	if p.bwe != nil {
+		ps.EstimatedBitrate = p.bwe.GetTargetBitrate()
+	}
+	for _, u := range p.upTracks() {
+		ps.Up = append(ps.Up, u.snapshot())
+	}
+	for _, d := range p.down {
+		ps.Down = append(ps.Down, DownStats{
+			Kind: d.kind.String(), Packets: d.stats.packets.Load(), Bytes: d.stats.bytes.Load(),
+			PLIs: d.stats.plis.Load(), FIRs: d.stats.firs.Load(), NACKs: d.stats.nacks.Load(),
+			WriteErrors: d.stats.writeErrors.Load(),
+		})
+	}
+	return ps
+}
+
+func (u *upTrack) snapshot() UpStats {
+	s := UpStats{
+		Kind: u.kind.String(), Packets: u.stats.packets.Load(), Bytes: u.stats.bytes.Load(),
+		Duplicates: u.stats.duplicates.Load(), Recovered: u.stats.recovered.Load(),
+		KeyframeRequests: u.stats.keyframeRequests.Load(), REMB: u.stats.remb.Load(),
+	}
+	if u.track != nil {
+		s.SSRC = uint32(u.track.SSRC())
+	}
+	if exp := u.stats.expected.Load(); exp > s.Packets {
+		s.Lost = exp - s.Packets
+	}
+	if u.rec != nil {
+		s.RecordDropped = u.rec.dropped.Load()
+	}
+	return s
+}
+
+// Stats returns a snapshot of every participant of the call.
+func (c *Call) Stats() []ParticipantStats {
+	c.mu.Lock()
+	parts := append([]*Participant(nil), c.parts...)
+	c.mu.Unlock()
+	out := make([]ParticipantStats, 0, len(parts))
+	for _, p := range parts {
+		out = append(out, p.Stats())
+	}
+	return out
+}
+
+// Stats returns a snapshot of every active call, by call id.
+func (s *SFU) Stats() map[string][]ParticipantStats {
+	s.mu.Lock()
+	calls := make([]*Call, 0, len(s.calls))
+	for c := range s.calls {
+		calls = append(calls, c)
+	}
+	s.mu.Unlock()
+	out := make(map[string][]ParticipantStats, len(calls))
+	for _, c := range calls {
+		out[c.id] = c.Stats()
+	}
+	return out
+}
