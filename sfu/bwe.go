@@ -13,15 +13,14 @@ import (
 // Bandwidth adaptation across the SFU: every subscriber's downlink is
 // estimated from its transport-wide congestion control feedback (pion's
 // GCC, used as an estimator only: no pacing of forwarded media), and each
-// publisher is told, by REMB, the least its subscribers can take. Audio
-// keeps a reserve, so video gives way first.
+// publisher is told, by REMB, the least its subscribers can take. REMB caps
+// the publisher's whole send rate; browsers give audio its share first, so
+// video gives way and audio is not starved.
 const (
 	bweInitial   = 1_500_000
 	bweMin       = 100_000
 	bweMax       = 6_000_000
-	audioReserve = 64_000
 	rembInterval = 500 * time.Millisecond
-	rembEvery    = 32 // packets between checks of the REMB clock
 )
 
 // estimators hands each new PeerConnection's estimator from the
@@ -59,11 +58,6 @@ func registerCongestionControl(reg *interceptor.Registry, est *estimators) error
 // rembInterval it tells the publisher the lowest downlink estimate among
 // the subscribers of this track.
 func (u *upTrack) maybeSendREMB() {
-	u.sinceREMB++
-	if u.sinceREMB < rembEvery {
-		return
-	}
-	u.sinceREMB = 0
 	now := time.Now()
 	if now.Sub(u.lastREMB) < rembInterval {
 		return
@@ -87,7 +81,7 @@ func (u *upTrack) subscriberLimit() int {
 		if d.bwe == nil {
 			continue
 		}
-		v := max(d.bwe.GetTargetBitrate()-audioReserve, bweMin)
+		v := max(d.bwe.GetTargetBitrate(), bweMin)
 		if limit == 0 || v < limit {
 			limit = v
 		}

@@ -26,13 +26,12 @@ type upTrack struct {
 	rec   *recordQueue                 // nil when not recorded; set before run
 
 	// Owned by the read loop.
-	dup       dupFilter
-	in        rtp.Header
-	out       rtp.Header
-	outExt    [4]rtp.Extension
-	buf       [maxPacket]byte
-	sinceREMB int
-	lastREMB  time.Time
+	dup      dupFilter
+	in       rtp.Header
+	out      rtp.Header
+	outExt   [4]rtp.Extension
+	buf      [maxPacket]byte
+	lastREMB time.Time
 
 	stats upStats
 }

@@ -22,6 +22,7 @@ var counter atomic.Int32 // unique names within this process
 // NS is a namespace with a veth link to the host.
 type NS struct {
 	Name   string
+	HostIf string // the host's end of the veth
 	HostIP string // the host's end of the veth
 	NSIP   string // the namespace's end
 	t      testing.TB
@@ -47,6 +48,7 @@ func New(t testing.TB) *NS {
 		t:      t,
 	}
 	host, peer := fmt.Sprintf("vch%d", id), fmt.Sprintf("vcn%d", id)
+	ns.HostIf = host
 	t.Cleanup(func() {
 		_ = exec.Command("ip", "netns", "del", ns.Name).Run()
 		_ = exec.Command("ip", "link", "del", host).Run()
@@ -88,6 +90,19 @@ func (ns *NS) UDPLoss(percent int) {
 		"add chain inet lossy out { type filter hook output priority 0; }; "+
 		"add chain inet lossy in { type filter hook input priority 0; }; "+
 		"add rule inet lossy out "+rule+"; add rule inet lossy in "+rule)
+}
+
+// LimitDownlink caps what the host sends into the namespace (the
+// namespace's downlink) with a token bucket, e.g. rate "300kbit".
+func (ns *NS) LimitDownlink(rate string) {
+	ns.t.Helper()
+	ns.must("tc", "qdisc", "replace", "dev", ns.HostIf, "root", "tbf", "rate", rate, "burst", "16kbit", "latency", "200ms")
+}
+
+// Unlimit removes the downlink cap.
+func (ns *NS) Unlimit() {
+	ns.t.Helper()
+	ns.must("tc", "qdisc", "del", "dev", ns.HostIf, "root")
 }
 
 // Wrapper writes an executable that runs binary inside the namespace, for

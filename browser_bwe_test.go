@@ -1,0 +1,100 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"videochat/internal/browsertest"
+	"videochat/internal/netns"
+)
+
+// publisherBitrate samples, at the server, the bit rate of the video that
+// name publishes, over the last window.
+func publisherBitrate(app *App, name string, window time.Duration) float64 {
+	bytes := func() uint64 {
+		for _, call := range app.sfu.Stats() {
+			for _, p := range call {
+				for _, u := range p.Up {
+					if p.Name == name && u.Kind == "video" {
+						return u.Bytes
+					}
+				}
+			}
+		}
+		return 0
+	}
+	b0 := bytes()
+	time.Sleep(window)
+	return float64(bytes()-b0) * 8 / window.Seconds()
+}
+
+// TestBrowserBitrateFollowsSlowReceiver caps the callee's downlink at
+// 300 kbit/s while the caller's link is free: the server must slow the
+// caller down to what the callee can take (REMB from the callee's estimate),
+// and let it speed up again once the cap is lifted.
+func TestBrowserBitrateFollowsSlowReceiver(t *testing.T) {
+	ns := netns.New(t)
+	app, slowBrowser, slowURL := nsBrowser(t, ns, nil)
+	fastBrowser := browsertest.Launch(t)
+
+	caller := signIn(t, fastBrowser, app.URL(), "alice")
+	callee := signIn(t, slowBrowser, slowURL, "bob")
+	caller.WaitFor(`document.querySelector('#users [data-name="bob"]')`, 10*time.Second)
+	autoAccept(callee)
+	caller.Eval(`(() => { document.querySelector('#users [data-name="bob"]').click(); return true; })()`, new(bool))
+	waitDecoding(t, callee, 30)
+
+	// Let the caller ramp up on the free link.
+	var before float64
+	for i := 0; i < 15 && before < 450_000; i++ {
+		before = publisherBitrate(app, "alice", time.Second)
+	}
+	t.Logf("before the cap: caller sends %.0f kbit/s", before/1000)
+	if before < 400_000 {
+		t.Fatalf("the caller never exceeded 400 kbit/s (%.0f), nothing to adapt", before)
+	}
+
+	const limit = 300_000
+	ns.LimitDownlink("300kbit")
+	capped := time.Now()
+	var rate float64
+	for rate = before; rate > limit; rate = publisherBitrate(app, "alice", time.Second) {
+		if time.Since(capped) > 12*time.Second {
+			t.Fatalf("caller still sends %.0f kbit/s %v after the callee's link was capped at 300 kbit/s", rate/1000, time.Since(capped))
+		}
+	}
+	fell := time.Since(capped)
+	t.Logf("cap applied: caller down to %.0f kbit/s after %v", rate/1000, fell.Round(100*time.Millisecond))
+	if fell > 10*time.Second+time.Second { // one sampling window of slack
+		t.Errorf("adaptation took %v, want within 10 s", fell)
+	}
+
+	// Free again: back to three quarters of the earlier rate (the fake
+	// camera's content needs about 450-500 kbit/s), well above the cap.
+	ns.Unlimit()
+	lifted := time.Now()
+	for rate < 0.75*before {
+		if time.Since(lifted) > 21*time.Second {
+			t.Fatalf("caller still sends %.0f kbit/s %v after the cap was lifted", rate/1000, time.Since(lifted))
+		}
+		rate = publisherBitrate(app, "alice", time.Second)
+		logBWE(t, app, rate)
+	}
+	t.Logf("cap lifted: caller back up to %.0f kbit/s after %v", rate/1000, time.Since(lifted).Round(100*time.Millisecond))
+	waitDecoding(t, callee, stats(callee).FramesDecoded+20)
+}
+
+func logBWE(t *testing.T, app *App, rate float64) {
+	for _, call := range app.sfu.Stats() {
+		for _, p := range call {
+			for _, u := range p.Up {
+				if p.Name == "alice" && u.Kind == "video" {
+					t.Logf("alice sends %.0f kbit/s, REMB to alice %d", rate/1000, u.REMB/1000)
+				}
+			}
+			if p.Name == "bob" {
+				t.Logf("bob's downlink estimate %d kbit/s", p.EstimatedBitrate/1000)
+			}
+		}
+	}
+}
