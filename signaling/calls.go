@@ -174,7 +174,7 @@ func (s *Server) answer(c *client, sdp string) {
 	s.mu.Unlock()
 	if first {
 		s.log.Info("call accepted", "id", cl.id, "callee", c.name)
-		cl.caller.sendMsg(&Message{Type: typeAccepted, Name: c.name})
+		cl.caller.sendMsg(&Message{Type: typeAccepted, Name: c.name, Recording: s.cfg.Recording})
 	}
 }
 
@@ -275,7 +275,7 @@ func (p *peerSignal) SendDescription(d webrtc.SessionDescription) {
 	if !p.current() {
 		return
 	}
-	m := &Message{Type: d.Type.String(), Name: p.other}
+	m := &Message{Type: d.Type.String(), Name: p.other, Recording: p.srv.cfg.Recording}
 	if d.Type == webrtc.SDPTypeOffer {
 		m.Offer = &d
 	} else {

@@ -24,6 +24,9 @@ type Message struct {
 	ICEServers []ICEServer                `json:"iceServers,omitzero"`
 	Reason     string                     `json:"reason,omitempty"`
 	Users      []string                   `json:"users,omitzero"`
+	// Recording (additive) is true on offer, answer and accepted when the
+	// server records the call.
+	Recording bool `json:"recording,omitempty"`
 }
 
 // ICEServer is one entry of the login reply's iceServers (RTCIceServer).

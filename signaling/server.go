@@ -28,6 +28,8 @@ type Config struct {
 	// AllowedOrigins admits pages from these origins (scheme://host[:port])
 	// besides the server's own.
 	AllowedOrigins []string
+	// Recording tells clients that calls are recorded (they show it).
+	Recording      bool
 	RingTimeout    time.Duration // no-answer timeout, default 30 s
 	MaxMessageSize int64         // default 256 KiB; bigger frames close with 1009
 	SendQueue      int           // frames queued per client, default 64

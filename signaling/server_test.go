@@ -352,3 +352,21 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met within 5 s")
 }
+
+func TestRecordingIsAnnounced(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Recording = true })
+	a, b := e.login("alice"), e.login("bob")
+	a.send(offerMsg("bob", "v=0"))
+	if m := a.expect(typeAnswer); !m.Recording {
+		t.Fatalf("answer to the caller does not say recording: %+v", m)
+	}
+	a.expect(typeCandidate)
+	if m := b.expect(typeOffer); !m.Recording {
+		t.Fatalf("offer to the callee does not say recording: %+v", m)
+	}
+	b.expect(typeCandidate)
+	b.send(answerMsg("alice", "v=0"))
+	if m := a.expect(typeAccepted); !m.Recording {
+		t.Fatalf("accepted does not say recording: %+v", m)
+	}
+}

@@ -344,6 +344,10 @@ client.onIncomingCall = () => render();
 
 client.onAccepted = () => render();
 
+client.onRecording = (/** @type {boolean} */ on) => {
+    /** @type {HTMLElement} */ (document.getElementById('recording')).hidden = !on;
+};
+
 /** @param {MediaStreamTrack} _track @param {MediaStream} stream */
 client.onRemoteTrack = (_track, stream) => {
     if (remoteVideo.srcObject !== stream) {

@@ -71,6 +71,10 @@ export class VideoChatClient {
         this.onPeerConnection = () => {};
         /** @type {() => void} the WebSocket closed; the client is back in 'signin' */
         this.onClose = () => {};
+        /** true when the server said it records the current call */
+        this.recording = false;
+        /** @type {(recording: boolean) => void} */
+        this.onRecording = () => {};
     }
 
     /**
@@ -276,6 +280,10 @@ export class VideoChatClient {
         this._pendingCandidates = [];
         this._answered = false;
         this.peer = '';
+        if (this.recording) {
+            this.recording = false;
+            this.onRecording(false);
+        }
         if (!wasInCall) return;
         this.lastEndReason = reason;
         if (this.state !== 'signin') this._setState('idle');
@@ -304,6 +312,10 @@ export class VideoChatClient {
             return;
         }
         if (!msg || typeof msg !== 'object') return;
+        if (['offer', 'answer', 'accepted'].includes(msg.type) && msg.recording === true && !this.recording) {
+            this.recording = true;
+            this.onRecording(true);
+        }
         switch (msg.type) {
         case 'login': return this._onLoginReply(msg);
         case 'users': return this.onUsers(Array.isArray(msg.users) ? msg.users : []);
