@@ -69,63 +69,9 @@ func (c *testClient) fail(err error) {
 
 // join connects a pion client to call. As caller it sends an offer; as
 // callee it answers the server's offer.
-func join(t *testing.T, s *SFU, call *Call, name string, caller bool) *testClient {
+func join(t *testing.T, _ *SFU, call *Call, name string, caller bool) *testClient {
 	t.Helper()
-	c := &testClient{Peer: rtctest.NewPeer(t, rtctest.Options{}), sig: newLoopSignaler(t), errs: make(chan error, 4)}
-	var ready sync.WaitGroup
-	ready.Add(1)
-	c.sig.onDesc = func(d webrtc.SessionDescription) {
-		ready.Wait()
-		if err := c.PC.SetRemoteDescription(d); err != nil {
-			c.fail(err)
-			return
-		}
-		if d.Type != webrtc.SDPTypeOffer {
-			return
-		}
-		answer, err := c.PC.CreateAnswer(nil)
-		if err == nil {
-			err = c.PC.SetLocalDescription(answer)
-		}
-		if err == nil {
-			err = c.part.HandleAnswer(answer.SDP)
-		}
-		if err != nil {
-			c.fail(err)
-		}
-	}
-	c.sig.onCand = func(ci webrtc.ICECandidateInit) {
-		if err := c.PC.AddICECandidate(ci); err != nil {
-			c.fail(err)
-		}
-	}
-	p, err := call.Join(name, c.sig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.part = p
-	t.Cleanup(p.Close)
-	c.PC.OnICECandidate(func(ci *webrtc.ICECandidate) {
-		if ci != nil {
-			_ = p.AddCandidate(ci.ToJSON())
-		}
-	})
-	ready.Done()
-	if caller {
-		offer, err := c.PC.CreateOffer(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.PC.SetLocalDescription(offer); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.HandleOffer(offer.SDP); err != nil {
-			t.Fatal(err)
-		}
-	} else if err := p.SendOffer(); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return joinWith(t, call, name, caller, rtctest.Options{})
 }
 
 func newTestSFU(t *testing.T) *SFU {
