@@ -16,7 +16,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // startApp runs the whole server in-process on ephemeral ports.
-func startApp(t *testing.T, mod func(*Config)) *App {
+func startApp(t testing.TB, mod func(*Config)) *App {
 	t.Helper()
 	cfg := Config{Addr: "127.0.0.1:0", UDPPort: 0, IncludeLoopback: true}
 	if mod != nil {
@@ -45,7 +45,7 @@ func startApp(t *testing.T, mod func(*Config)) *App {
 	return app
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
 

@@ -66,7 +66,7 @@ func stats(tab *browsertest.Tab) tabStats {
 }
 
 // signIn opens the app in a new tab and signs in as name.
-func signIn(t *testing.T, b *browsertest.Browser, url, name string) *browsertest.Tab {
+func signIn(t testing.TB, b *browsertest.Browser, url, name string) *browsertest.Tab {
 	t.Helper()
 	tab := b.Open(t, url)
 	tab.WaitFor(`window.app && document.body.dataset.state === 'signin'`, 10*time.Second)
