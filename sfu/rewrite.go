@@ -23,7 +23,7 @@ func newRewriter(tsGap uint32) rewriter { return rewriter{tsGap: tsGap} }
 func (r *rewriter) rewrite(ssrc uint32, seq uint16, ts uint32) (uint16, uint32) {
 	switch {
 	case !r.started:
-		r.started, r.ssrc = true, ssrc
+		r.started, r.switchd, r.ssrc = true, false, ssrc
 		r.lastSeq, r.lastTS = seq-1, ts
 	case r.switchd || ssrc != r.ssrc:
 		r.switchd, r.ssrc = false, ssrc

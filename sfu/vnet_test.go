@@ -127,7 +127,14 @@ func vnetClientOptions(n *vnet.Net) rtctest.Options {
 // joinWith is join with rtctest options for the client.
 func joinWith(t *testing.T, call *Call, name string, caller bool, o rtctest.Options) *testClient {
 	t.Helper()
-	c := &testClient{Peer: rtctest.NewPeer(t, o), sig: newLoopSignaler(t), errs: make(chan error, 4)}
+	return joinPeer(t, call, name, caller, rtctest.NewPeer(t, o))
+}
+
+// joinPeer joins call with a client built by the caller: it answers the
+// server's offers, trickles candidates both ways and, as caller, offers first.
+func joinPeer(t *testing.T, call *Call, name string, caller bool, peer *rtctest.Peer) *testClient {
+	t.Helper()
+	c := &testClient{Peer: peer, sig: newLoopSignaler(t), errs: make(chan error, 4)}
 	var ready sync.WaitGroup
 	ready.Add(1)
 	c.sig.onDesc = func(d webrtc.SessionDescription) {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -56,54 +55,7 @@ type Received struct {
 // transceiver. It is closed when the test ends.
 func NewPeer(t testing.TB, o Options) *Peer {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	reg := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
-	if o.Configure != nil {
-		o.Configure(&se)
-	}
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	cfg := webrtc.Configuration{ICEServers: o.ICEServers}
-	if o.RelayOnly {
-		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
-	}
-	pc, err := api.NewPeerConnection(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Peer{t: t, PC: pc, stop: make(chan struct{}), changed: make(chan struct{}, 1),
-		received: map[webrtc.RTPCodecType]*Received{}, remote: map[webrtc.RTPCodecType]*webrtc.TrackRemote{}}
-	p.Audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus}, "audio", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "video", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tracks := []*webrtc.TrackLocalStaticRTP{p.Audio, p.Video}
-	if o.AudioOnly {
-		tracks = tracks[:1]
-	}
-	for _, tr := range tracks {
-		sender, err := pc.AddTrack(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.wg.Add(1)
-		go p.readRTCP(sender)
-	}
-	pc.OnTrack(p.onTrack)
-	t.Cleanup(p.Close)
-	return p
+	return NewPeerWith(t, o)
 }
 
 // Close stops sending and closes the PeerConnection; idempotent.
