@@ -3,7 +3,7 @@
 .PHONY: run test deps
 
 # Debian packages the tests use, as "command:package".
-TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables
+TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg
 
 run:
 	go run .

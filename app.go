@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"videochat/recorder"
 	"videochat/sfu"
 	"videochat/signaling"
 	"videochat/static"
@@ -25,6 +26,7 @@ type App struct {
 	cfg      Config
 	log      *slog.Logger
 	sfu      *sfu.SFU
+	rec      *recorder.Recorder   // nil unless recording
 	turn     *turn.Server         // nil when disabled or external
 	ice      turn.ICEServerSource // what users get at login; nil for none
 	sig      *signaling.Server
@@ -60,11 +62,20 @@ func (a *App) build() error {
 	if cfg.PublicIP != "" {
 		publicIPs = []string{cfg.PublicIP}
 	}
-	a.sfu, err = sfu.New(sfu.Config{
+	sfuCfg := sfu.Config{
 		UDPPort: cfg.UDPPort, PublicIPs: publicIPs,
 		IncludeLoopback: cfg.IncludeLoopback || onlyLoopback(),
 		Logger:          log.With("component", "sfu"),
-	})
+	}
+	if cfg.RecordDir != "" {
+		a.rec, err = recorder.New(recorder.Config{Dir: cfg.RecordDir, OnFinish: cfg.RecordOnFinish,
+			OnFinishTimeout: cfg.RecordTimeout, Logger: log.With("component", "recorder")})
+		if err != nil {
+			return err
+		}
+		sfuCfg.Recorder = a.rec
+	}
+	a.sfu, err = sfu.New(sfuCfg)
 	if err != nil {
 		return err
 	}
@@ -74,6 +85,7 @@ func (a *App) build() error {
 	a.sig, err = signaling.New(signaling.Config{
 		Media:          signaling.SFUMedia(a.sfu),
 		ICEServers:     a.iceServersFor,
+		Recording:      a.rec != nil,
 		AllowedOrigins: cfg.AllowedOrigins,
 		Logger:         log.With("component", "signaling"),
 	})
@@ -101,6 +113,9 @@ func (a *App) release() {
 	}
 	if a.sfu != nil {
 		_ = a.sfu.Close()
+	}
+	if a.rec != nil {
+		_ = a.rec.Close()
 	}
 }
 
@@ -164,7 +179,11 @@ func (a *App) Close(ctx context.Context) error {
 		errTURN = a.turn.Close()
 	}
 	errSFU := a.sfu.Close()
-	return errors.Join(errSig, errHTTP, errTURN, errSFU)
+	var errRec error
+	if a.rec != nil { // after the SFU: every track has ended, files are final
+		errRec = a.rec.Shutdown(ctx)
+	}
+	return errors.Join(errSig, errHTTP, errTURN, errSFU, errRec)
 }
 
 // onlyLoopback reports whether the host has no usable non-loopback address

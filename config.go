@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is everything the program can be told, from flags or from the
@@ -27,6 +28,9 @@ type Config struct {
 	TLSKey         string
 	AllowedOrigins []string // extra origins for the WebSocket
 	LogLevel       slog.Level
+	RecordDir      string        // record every call into this directory; empty: off
+	RecordOnFinish []string      // command and arguments run with each finished recording's path
+	RecordTimeout  time.Duration // time limit of each RecordOnFinish run
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
@@ -37,7 +41,7 @@ type Config struct {
 // parseConfig reads flags (args without the program name) and environment.
 func parseConfig(args []string, env func(string) (string, bool), stderr io.Writer) (Config, error) {
 	var cfg Config
-	var origins, level string
+	var origins, level, onFinish string
 	fs := flag.NewFlagSet("videochat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", ":9090", "HTTP listen address (web app and WebSocket)")
@@ -51,6 +55,9 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM): serve HTTPS and TURN over TLS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated extra origins allowed to open the WebSocket")
+	fs.StringVar(&cfg.RecordDir, "record-dir", "", "record every call: one WebM file (VP8 + Opus) per participant per call in this directory (off if empty)")
+	fs.StringVar(&onFinish, "record-on-finish", "", "command run with each finished recording's path appended, e.g. \"/usr/local/bin/upload --bucket calls\" (split on spaces, no shell)")
+	fs.DurationVar(&cfg.RecordTimeout, "record-on-finish-timeout", 5*time.Minute, "time limit of each -record-on-finish run; it is killed after it")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")
@@ -91,6 +98,13 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 		return cfg, fmt.Errorf("-turn-relay-ports: %w", err)
 	}
 	cfg.AllowedOrigins = splitList(origins)
+	cfg.RecordOnFinish = strings.Fields(onFinish)
+	if len(cfg.RecordOnFinish) > 0 && cfg.RecordDir == "" {
+		return cfg, errors.New("-record-on-finish needs -record-dir")
+	}
+	if cfg.RecordTimeout <= 0 {
+		return cfg, errors.New("-record-on-finish-timeout must be positive")
+	}
 	return cfg, nil
 }
 

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"videochat/internal/mediatest"
+	"videochat/internal/rtctest"
+)
+
+// recordingApp starts the app recording into a fresh directory, with an
+// on-finish command that appends each finished file's path to a list.
+func recordingApp(t *testing.T, mod func(*Config)) (app *App, dir string, finished func(n int) []string) {
+	t.Helper()
+	dir = t.TempDir()
+	hookDir := t.TempDir()
+	script := filepath.Join(hookDir, "on-finish.sh")
+	list := filepath.Join(hookDir, "finished")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" >> "+list+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	app = startApp(t, func(c *Config) {
+		c.RecordDir, c.RecordOnFinish = dir, []string{"/bin/sh", script}
+		if mod != nil {
+			mod(c)
+		}
+	})
+	// finished waits until the on-finish command has run for n files.
+	finished = func(n int) []string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			b, _ := os.ReadFile(list)
+			if paths := strings.Fields(string(b)); len(paths) >= n {
+				return paths
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("on-finish ran for %q, want %d files", b, n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return app, dir, finished
+}
+
+// probed is what ffprobe says about a recording.
+type probed struct {
+	Streams []struct {
+		CodecName string `json:"codec_name"`
+		Width     int    `json:"width"`
+		StartTime string `json:"start_time"`
+		Packets   string `json:"nb_read_packets"`
+	} `json:"streams"`
+	Format struct {
+		Duration string `json:"duration"`
+	} `json:"format"`
+}
+
+// checkRecording asserts that path is a WebM file with VP8 video and Opus
+// audio, lasting want ± 10 %, that ffmpeg decodes without a single error,
+// and unless lossy that both streams start together. (Under loss the
+// stream's first packet may be lost for good, as no NACK can ask for a
+// packet before the first one seen; the recorder then asks for a keyframe,
+// which a browser sends at once but the test's file player cannot, so
+// video starts with the sample's next keyframe.) It returns the duration in seconds and the
+// number of video frames.
+func checkRecording(t *testing.T, path string, want time.Duration, lossy bool) (float64, int) {
+	t.Helper()
+	ffmpeg, ffprobe := mediatest.FFmpeg(t)
+	var p probed
+	out := mediatest.Run(t, ffprobe, "-v", "error", "-count_packets", "-show_streams", "-show_format", "-of", "json", path)
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatal(err)
+	}
+	var codecs []string
+	starts := map[string]float64{}
+	frames := 0
+	for _, s := range p.Streams {
+		codecs = append(codecs, s.CodecName)
+		starts[s.CodecName], _ = strconv.ParseFloat(s.StartTime, 64)
+		if s.CodecName == "vp8" {
+			frames, _ = strconv.Atoi(s.Packets)
+		}
+	}
+	slices.Sort(codecs)
+	if !slices.Equal(codecs, []string{"opus", "vp8"}) {
+		t.Errorf("%s: streams %v, want opus and vp8", filepath.Base(path), codecs)
+	}
+	if d := math.Abs(starts["vp8"] - starts["opus"]); d > 0.15 && !lossy {
+		t.Errorf("%s: video starts at %.3f s, audio at %.3f s", filepath.Base(path), starts["vp8"], starts["opus"])
+	}
+	d, err := strconv.ParseFloat(p.Format.Duration, 64)
+	if err != nil || math.Abs(d-want.Seconds()) > 0.1*want.Seconds() {
+		t.Errorf("%s: duration %q, want %v ± 10 %%", filepath.Base(path), p.Format.Duration, want)
+	}
+	if out := mediatest.Run(t, ffmpeg, "-v", "error", "-i", path, "-f", "null", "-"); len(out) > 0 {
+		t.Errorf("%s: ffmpeg decoding errors:\n%s", filepath.Base(path), out)
+	}
+	return d, frames
+}
+
+// recordedFiles lists the WebM files in dir, failing unless there are n.
+func recordedFiles(t *testing.T, dir string, n int) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.webm"))
+	if err != nil || len(files) != n {
+		t.Fatalf("recordings %v (%v), want %d", files, err, n)
+	}
+	return files
+}
+
+// fileOf returns the file whose name carries the participant's name.
+func fileOf(t *testing.T, files []string, name string) string {
+	t.Helper()
+	for _, f := range files {
+		if strings.Contains(filepath.Base(f), name) {
+			return f
+		}
+	}
+	t.Fatalf("no recording of %s in %v", name, files)
+	return ""
+}
+
+// recordedPionCall has two pion clients call each other through app and
+// both stream the sample; alice hangs up when it is done, after calling
+// beforeHangup if set.
+func recordedPionCall(t *testing.T, app *App, s mediatest.Sample, beforeHangup func()) {
+	t.Helper()
+	url := wsURLOf(app.URL(), "/ws")
+	alice := dialPeer(t, url, "alice", rtctest.Options{})
+	bob := dialPeer(t, url, "bob", rtctest.Options{})
+	alice.call("bob")
+	alice.expect("answer")
+	if m := bob.expect("offer"); !m.Recording {
+		t.Errorf("callee's offer does not say the call is recorded: %+v", m)
+	}
+	if m := alice.expect("accepted"); !m.Recording {
+		t.Errorf("caller's accepted does not say the call is recorded: %+v", m)
+	}
+	for _, p := range []*wsPeer{alice, bob} {
+		waitPCConnected(t, p)
+	}
+	var wg sync.WaitGroup
+	for _, p := range []*wsPeer{alice, bob} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := mediatest.Play(s, p.Video, p.Audio, nil); err != nil {
+				t.Errorf("%s: %v", p.name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, p := range []*wsPeer{alice, bob} {
+		if err := p.WaitPackets(webrtc.RTPCodecTypeVideo, len(s.Video), 5*time.Second); err != nil {
+			t.Errorf("%s: %v", p.name, err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the last repairs
+	if beforeHangup != nil {
+		beforeHangup()
+	}
+	alice.send(signalingLeave("bob"))
+	bob.expect("leave")
+}
+
+func waitPCConnected(t *testing.T, p *wsPeer) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.PC.ConnectionState() != webrtc.PeerConnectionStateConnected {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not connected: %v", p.name, p.PC.ConnectionState())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRecordedCall records a call between two pion clients streaming a
+// real VP8 + Opus sample: one playable file per participant, finished
+// when the call ends, handed to the on-finish command.
+func TestRecordedCall(t *testing.T) {
+	s := mediatest.Generate(t, 5)
+	app, dir, finished := recordingApp(t, nil)
+	recordedPionCall(t, app, s, nil)
+	paths := finished(2)
+	files := recordedFiles(t, dir, 2)
+	for _, name := range []string{"alice", "bob"} {
+		f := fileOf(t, files, name)
+		if !slices.Contains(paths, f) {
+			t.Errorf("on-finish got %v, not %s", paths, f)
+		}
+		d, frames := checkRecording(t, f, 5*time.Second, false)
+		if frames != len(s.Video) {
+			t.Errorf("%s: %d video frames, want all %d", filepath.Base(f), frames, len(s.Video))
+		}
+		st, _ := os.Stat(f)
+		t.Logf("%s: %.3f s, %d video frames, %d bytes", filepath.Base(f), d, frames, st.Size())
+	}
+}
+
+// TestRecordedCallUnderLoss is TestRecordedCall with 5 % of the datagrams
+// to and from the SFU's media port dropped at random (nftables on the
+// host): the files still decode without a single error.
+func TestRecordedCallUnderLoss(t *testing.T) {
+	s := mediatest.Generate(t, 5)
+	app, dir, finished := recordingApp(t, nil)
+	dropUDP(t, app.sfu.MediaAddrs()[0].Port, 5)
+	var recovered uint64
+	recordedPionCall(t, app, s, func() {
+		for _, c := range app.sfu.Stats() {
+			for _, p := range c {
+				for _, u := range p.Up {
+					recovered += u.Recovered
+					t.Logf("sfu, %s's %s: %d packets, %d recovered, %d lost", p.Name, u.Kind, u.Packets, u.Recovered, u.Lost)
+				}
+			}
+		}
+	})
+	if recovered == 0 {
+		t.Fatal("the SFU recovered no packet: was any lost?")
+	}
+	finished(2)
+	for _, f := range recordedFiles(t, dir, 2) {
+		d, frames := checkRecording(t, f, 5*time.Second, true)
+		if frames < len(s.Video)*60/100 {
+			t.Errorf("%s: %d of %d video frames", filepath.Base(f), frames, len(s.Video))
+		}
+		t.Logf("%s: %.3f s, %d of %d video frames", filepath.Base(f), d, frames, len(s.Video))
+	}
+}
+
+// dropUDP drops percent of the UDP datagrams from and to port on this
+// host, in a table of its own removed when the test ends.
+func dropUDP(t *testing.T, port, percent int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("not root: loss injection needs nftables as root; run `make test` as root")
+	}
+	table := fmt.Sprintf("vcloss%d_%d", os.Getpid(), port)
+	rule := fmt.Sprintf("numgen random mod 100 < %d drop", percent)
+	script := fmt.Sprintf("add table inet %[1]s; add chain inet %[1]s out { type filter hook output priority 0; }; "+
+		"add rule inet %[1]s out udp dport %[2]d %[3]s; add rule inet %[1]s out udp sport %[2]d %[3]s", table, port, rule)
+	if out, err := exec.Command("nft", script).CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("nft", "delete table inet "+table).Run() })
+}
