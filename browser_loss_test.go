@@ -15,7 +15,7 @@ import (
 
 // nsBrowser starts the app and a Chromium that lives in ns, and returns the
 // page URL the browser must use (the host's side of the veth).
-func nsBrowser(t *testing.T, ns *netns.NS, mod func(*Config)) (*App, *browsertest.Browser, string) {
+func nsBrowser(t testing.TB, ns *netns.NS, mod func(*Config)) (*App, *browsertest.Browser, string) {
 	t.Helper()
 	app := startApp(t, func(c *Config) {
 		c.Addr, c.TURNAddr = ":0", ":0"

@@ -146,7 +146,14 @@ func (d *downTrack) handleRTCP(pkts []rtcp.Packet) {
 			d.stats.firs.Add(1)
 			d.requestKeyframe()
 		case *rtcp.TransportLayerNack:
-			d.stats.nacks.Add(uint64(len(p.Nacks)))
+			d.stats.nacks.Add(nackedSeqs(p))
 		}
 	}
+}
+
+// boundSSRC is the outgoing SSRC, 0 while unbound.
+func (d *downTrack) boundSSRC() uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ssrc
 }

@@ -28,9 +28,15 @@ func benchPacket(seq uint16) []byte {
 }
 
 // BenchmarkForward measures the SFU's own per-packet work: parse, duplicate
-// check, rewrite and hand-off to one subscriber's write stream.
+// check, rewrite and hand-off to one subscriber's write stream; for a
+// video track also the loss tracking for NACKs.
 func BenchmarkForward(b *testing.B) {
-	u := &upTrack{kind: webrtc.RTPCodecTypeAudio, kf: newKeyframeThrottle(time.Hour, func() {})}
+	b.Run("audio", func(b *testing.B) { benchForward(b, nil) })
+	b.Run("video", func(b *testing.B) { benchForward(b, newNackTracker(nackInterval, nackMaxPerPacket)) })
+}
+
+func benchForward(b *testing.B, nack *nackTracker) {
+	u := &upTrack{kind: webrtc.RTPCodecTypeAudio, kf: newKeyframeThrottle(time.Hour, func() {}), nack: nack}
 	d := newDownTrack(webrtc.RTPCodecTypeAudio, "s", nil)
 	w := &countingWriter{}
 	d.ssrc, d.pt, d.writer = 42, 96, w

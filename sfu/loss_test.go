@@ -272,10 +272,10 @@ func (c *lossCall) logStats(t *testing.T, n *lossyNet, r rtctest.SeqReport) {
 	t.Logf("subscriber repair time: p50 %v, p90 %v, p99 %v, max %v; longest still open %v",
 		ms(r.RepairQuantile(0.5)), ms(r.RepairQuantile(0.9)), ms(r.RepairQuantile(0.99)), ms(r.MaxRepair()), ms(r.LongestOpen))
 	up, down := c.videoStats(t)
-	t.Logf("sfu, publisher's video: %d forwarded, %d recovered over RTX, %d lost, %d duplicates, %d keyframe requests sent",
-		up.Packets, up.Recovered, up.Lost, up.Duplicates, up.KeyframeRequests)
-	t.Logf("sfu, subscriber's video: %d sent, %d NACKed sequence numbers, %d PLIs received",
-		down.Packets, down.NACKs, down.PLIs)
+	t.Logf("sfu, publisher's video: %d forwarded, %d sequence numbers NACKed, %d recovered over RTX, %d lost, %d duplicates, %d keyframe requests sent",
+		up.Packets, up.NACKed, up.Recovered, up.Lost, up.Duplicates, up.KeyframeRequests)
+	t.Logf("sfu, subscriber's video: %d sent, %d sequence numbers NACKed by it, %d retransmitted, %d PLIs received",
+		down.Packets, down.NACKs, down.Retransmitted, down.PLIs)
 	t.Logf("%s", n.pub)
 	t.Logf("%s", n.sub)
 }
@@ -325,8 +325,15 @@ func TestLossRepairFivePercent(t *testing.T) {
 	if _, d := n.sub.count(false, classMedia); d == 0 || r.Missed == 0 {
 		t.Fatalf("no media dropped on the subscriber's downlink (%d dropped, %d missed)", d, r.Missed)
 	}
-	if up, _ := c.videoStats(t); up.Recovered == 0 {
-		t.Error("the sfu recovered nothing from the publisher over RTX")
+	up, down := c.videoStats(t)
+	// Each lost packet is asked for about once: a packet that arrived
+	// (over RTX too) is not NACKed again (pion's generator asks up to its
+	// limit, 5 times here, for every one).
+	if up.Recovered == 0 || up.NACKed < up.Recovered || up.NACKed > 2*up.Recovered {
+		t.Errorf("the sfu NACKed %d sequence numbers and recovered %d from the publisher over RTX", up.NACKed, up.Recovered)
+	}
+	if down.NACKs == 0 || down.Retransmitted == 0 || down.Retransmitted > down.NACKs {
+		t.Errorf("the subscriber NACKed %d sequence numbers, the sfu retransmitted %d", down.NACKs, down.Retransmitted)
 	}
 	checkIntact(t, r)
 	if res := r.Residual(); res > lossMaxResidual {

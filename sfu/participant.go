@@ -14,13 +14,14 @@ const maxEarlyCandidates = 64
 
 // Participant is one user's PeerConnection inside a call.
 type Participant struct {
-	sfu  *SFU
-	call *Call
-	name string
-	sig  Signaler
-	pc   *webrtc.PeerConnection
-	down map[webrtc.RTPCodecType]*downTrack // fixed at creation
-	bwe  cc.BandwidthEstimator              // this participant's downlink; may be nil
+	sfu    *SFU
+	call   *Call
+	name   string
+	sig    Signaler
+	pc     *webrtc.PeerConnection
+	down   map[webrtc.RTPCodecType]*downTrack // fixed at creation
+	bwe    cc.BandwidthEstimator              // this participant's downlink; may be nil
+	repair *repairCounts                      // NACKs and retransmissions on the wire
 
 	negMu sync.Mutex // serialises offer/answer steps
 
@@ -45,7 +46,7 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 		return nil, fmt.Errorf("sfu: new peer connection: %w", err)
 	}
 	p := &Participant{sfu: c.sfu, call: c, name: name, sig: sig, pc: pc,
-		down: map[webrtc.RTPCodecType]*downTrack{}, bwe: c.sfu.est.take(pc.ID())}
+		down: map[webrtc.RTPCodecType]*downTrack{}, bwe: c.sfu.est.take(pc.ID()), repair: c.sfu.rep.take(pc.ID())}
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
 		d := newDownTrack(kind, "videochat", p.bwe)
 		sender, err := pc.AddTrack(d)
@@ -228,8 +229,14 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 	p.up = append(p.up, up)
 	p.mu.Unlock()
 	go func() { defer p.wg.Done(); up.readRTCP(receiver) }()
+	stopNACKs := make(chan struct{})
+	if up.nack != nil {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); up.runNACKs(stopNACKs) }()
+	}
 	p.call.publish(p, up)
 	up.run()
+	close(stopNACKs)
 	up.close()
 }
 

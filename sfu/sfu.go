@@ -47,6 +47,7 @@ type Config struct {
 type SFU struct {
 	cfg Config
 	est *estimators
+	rep *repairCounters
 	api *webrtc.API
 	mux *ice.MultiUDPMuxDefault
 	log *slog.Logger
@@ -82,13 +83,13 @@ func New(cfg Config) (*SFU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sfu: media port %d: %w", cfg.UDPPort, err)
 	}
-	est := &estimators{}
-	api, err := newAPI(cfg, mux, est)
+	est, rep := &estimators{}, &repairCounters{}
+	api, err := newAPI(cfg, mux, est, rep)
 	if err != nil {
 		_ = mux.Close()
 		return nil, err
 	}
-	return &SFU{cfg: cfg, est: est, api: api, mux: mux, log: cfg.Logger, calls: map[*Call]struct{}{}}, nil
+	return &SFU{cfg: cfg, est: est, rep: rep, api: api, mux: mux, log: cfg.Logger, calls: map[*Call]struct{}{}}, nil
 }
 
 // MediaAddrs returns the local addresses of the media socket(s).
@@ -107,13 +108,13 @@ func (s *SFU) Close() error {
 	return s.mux.Close()
 }
 
-func newAPI(cfg Config, mux ice.UDPMux, est *estimators) (*webrtc.API, error) {
+func newAPI(cfg Config, mux ice.UDPMux, est *estimators, rep *repairCounters) (*webrtc.API, error) {
 	m, err := newMediaEngine()
 	if err != nil {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
-	if err := registerInterceptors(m, reg, est); err != nil {
+	if err := registerInterceptors(m, reg, est, rep); err != nil {
 		return nil, err
 	}
 
@@ -123,6 +124,11 @@ func newAPI(cfg Config, mux ice.UDPMux, est *estimators) (*webrtc.API, error) {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
 	se.SetDTLSRetransmissionInterval(100 * time.Millisecond)
+	// Some senders (pion among them) number RTX packets when the original
+	// is sent, so a retransmission of an older packet carries an older RTX
+	// sequence number than one sent before it; with SRTP's default 64-packet
+	// replay window those repairs would be dropped as too old.
+	se.SetSRTPReplayProtectionWindow(srtpReplayWindow)
 	se.SetICETimeouts(min(5*time.Second, cfg.ICEFailedTimeout/3), cfg.ICEFailedTimeout, time.Second)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	if len(cfg.PublicIPs) > 0 {
@@ -186,7 +192,7 @@ const (
 	nackInterval      = 20 * time.Millisecond
 	nackMaxPerPacket  = 5
 	nackResponderSize = 1024
-	nackGeneratorSize = 512
+	srtpReplayWindow  = 1024
 )
 
 // registerInterceptors sets up the interceptor chain. Order matters: the
@@ -194,15 +200,12 @@ const (
 // first). The transport-cc extension must be on a packet before the
 // estimator sees it, and the NACK responder's retransmissions (on the RTX
 // SSRC) must not pass through the estimator, which knows media SSRCs only.
-func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry, est *estimators) error {
-	gen := []nack.GeneratorOption{
-		nack.GeneratorInterval(nackInterval),
-		nack.GeneratorMaxNacksPerPacket(nackMaxPerPacket),
-		nack.GeneratorSize(nackGeneratorSize),
-	}
-	resp := []nack.ResponderOption{nack.ResponderSize(nackResponderSize)}
+// The repair counters go first, next to the network, to see every NACK and
+// retransmission.
+func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry, est *estimators, rep *repairCounters) error {
+	reg.Add(rep)
 	steps := []func() error{
-		func() error { return webrtc.ConfigureNackWithOptions(m, reg, gen, resp...) },
+		func() error { return registerNACKResponder(m, reg) },
 		func() error { return webrtc.ConfigureRTCPReports(reg) },
 		func() error { return webrtc.ConfigureTWCCSender(m, reg) },
 		func() error { return registerCongestionControl(reg, est) },
@@ -213,6 +216,20 @@ func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry, est 
 			return fmt.Errorf("sfu: interceptors: %w", err)
 		}
 	}
+	return nil
+}
+
+// registerNACKResponder answers subscribers' NACKs from a send buffer and
+// offers NACK feedback for video. NACKs to publishers come from the
+// upTracks (nackgen.go), not from pion's generator.
+func registerNACKResponder(m *webrtc.MediaEngine, reg *interceptor.Registry) error {
+	resp, err := nack.NewResponderInterceptor(nack.ResponderSize(nackResponderSize))
+	if err != nil {
+		return err
+	}
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	reg.Add(resp)
 	return nil
 }
 

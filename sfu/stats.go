@@ -8,6 +8,7 @@ type UpStats struct {
 	Duplicates       uint64 // dropped as already forwarded or too late
 	Recovered        uint64 // arrived as retransmissions (loss repaired by NACK/RTX)
 	Lost             uint64 // never arrived, even after repair
+	NACKed           uint64 // sequence numbers the SFU asked the publisher to resend
 	KeyframeRequests uint64 // PLIs sent to the publisher
 	REMB             uint64 // last bitrate limit sent to the publisher (bit/s)
 	RecordDropped    uint64 // packets the recorder could not keep up with
@@ -17,7 +18,8 @@ type UpStats struct {
 type DownStats struct {
 	Kind              string
 	Packets, Bytes    uint64
-	PLIs, FIRs, NACKs uint64 // from the receiver
+	PLIs, FIRs, NACKs uint64 // from the receiver (NACKs: sequence numbers asked for)
+	Retransmitted     uint64 // packets resent to the receiver (RTX) in answer to NACKs
 	WriteErrors       uint64
 }
 
@@ -38,13 +40,15 @@ func (p *Participant) Stats() ParticipantStats {
 		ps.EstimatedBitrate = p.bwe.GetTargetBitrate()
 	}
 	for _, u := range p.upTracks() {
-		ps.Up = append(ps.Up, u.snapshot())
+		s := u.snapshot()
+		s.NACKed = p.repair.Nacked(s.SSRC)
+		ps.Up = append(ps.Up, s)
 	}
 	for _, d := range p.down {
 		ps.Down = append(ps.Down, DownStats{
 			Kind: d.kind.String(), Packets: d.stats.packets.Load(), Bytes: d.stats.bytes.Load(),
 			PLIs: d.stats.plis.Load(), FIRs: d.stats.firs.Load(), NACKs: d.stats.nacks.Load(),
-			WriteErrors: d.stats.writeErrors.Load(),
+			WriteErrors: d.stats.writeErrors.Load(), Retransmitted: p.repair.Resent(d.boundSSRC()),
 		})
 	}
 	return ps

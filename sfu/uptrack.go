@@ -24,6 +24,7 @@ type upTrack struct {
 	mu    sync.Mutex                   // serialises changes of sinks
 	sinks atomic.Pointer[[]*downTrack] // copy-on-write; read per packet
 	rec   *recordQueue                 // nil when not recorded; set before run
+	nack  *nackTracker                 // nil unless the track takes NACKs
 
 	// Owned by the read loop.
 	dup      dupFilter
@@ -44,6 +45,9 @@ type upStats struct {
 
 func newUpTrack(p *Participant, track *webrtc.TrackRemote) *upTrack {
 	u := &upTrack{track: track, kind: track.Kind(), writeRTCP: p.pc.WriteRTCP}
+	if takesNACK(track.Codec()) {
+		u.nack = newNackTracker(nackInterval, nackMaxPerPacket)
+	}
 	ssrc := uint32(track.SSRC())
 	u.kf = newKeyframeThrottle(p.sfu.cfg.KeyframeInterval, func() {
 		u.stats.keyframeRequests.Add(1)
@@ -121,6 +125,9 @@ func (u *upTrack) forward(pkt []byte) {
 		end -= pad
 		u.in.PaddingSize = byte(pad)
 	}
+	if u.nack != nil {
+		u.nack.onPacket(u.in.SequenceNumber)
+	}
 	if !u.dup.accept(u.in.SequenceNumber) {
 		u.stats.duplicates.Add(1)
 		return
@@ -178,4 +185,14 @@ func (u *upTrack) close() {
 	for _, d := range old {
 		d.clearSource(u)
 	}
+}
+
+// takesNACK reports whether the publisher accepts generic NACKs for c.
+func takesNACK(c webrtc.RTPCodecParameters) bool {
+	for _, f := range c.RTCPFeedback {
+		if f.Type == "nack" && f.Parameter == "" {
+			return true
+		}
+	}
+	return false
 }

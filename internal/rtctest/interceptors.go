@@ -24,6 +24,10 @@ func NewPeerWith(t testing.TB, o Options, opts ...webrtc.InterceptorOption) *Pee
 	}
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
+	// Like Chromium's, a replay window wide enough for late repairs: pion
+	// numbers RTX packets when the original is sent, so an older packet's
+	// retransmission can arrive far behind newer ones.
+	se.SetSRTPReplayProtectionWindow(1024)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
 	if o.Configure != nil {
 		o.Configure(&se)

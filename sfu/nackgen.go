@@ -1,0 +1,184 @@
+package sfu
+
+import (
+	"sync"
+	"time"
+
+	"github.com/pion/rtcp"
+)
+
+// NACK generation for publishers' video. pion's generator interceptor never
+// sees packets repaired over RTX (they bypass the media stream's
+// interceptors, pion/webrtc#3063), so it keeps NACKing packets that have
+// arrived, up to its retry limit, and the publisher resends each lost packet
+// that many times. The SFU's read loop sees every packet, repaired or not,
+// so it keeps the list of missing packets itself: a missing packet is NACKed
+// at the next tick, again every retry interval (the measured NACK→repair
+// time, at least nackInterval) until it arrives, at most nackMaxPerPacket
+// times.
+const (
+	nackWindow = 512 // sequence numbers tracked behind the highest
+	nackMaxGap = 256 // a larger jump is a new stream run, not loss
+	// nackRTTWindow is how long the least NACK→repair time is kept.
+	nackRTTWindow = 10 * time.Second
+)
+
+type nackSlot struct {
+	seq       uint16
+	pending   bool
+	nacks     uint8
+	firstNack int64 // unix ns of the first NACK
+	next      int64 // unix ns before which it is not NACKed again
+}
+
+// nackTracker is fed by a track's read loop (onPacket) and drained by its
+// NACK loop (due); a mutex serialises the two.
+type nackTracker struct {
+	interval  time.Duration
+	clock     func() int64 // unix ns
+	maxPerPkt uint8
+	mu        sync.Mutex
+	started   bool
+	highest   uint16
+	pending   int
+	rtt       int64 // least NACK→repair time lately, ns; 0 until measured
+	rttAt     int64 // when rtt was sampled
+	ring      [nackWindow]nackSlot
+	seqs      []uint16 // scratch for due
+	gaveUp    uint64
+}
+
+func newNackTracker(interval time.Duration, maxPerPacket uint8) *nackTracker {
+	return &nackTracker{interval: interval, maxPerPkt: maxPerPacket, clock: func() int64 { return time.Now().UnixNano() }}
+}
+
+// onPacket records the arrival of seq (new, late or repaired). The next
+// packet in order, by far the most common, does not even read the clock.
+func (n *nackTracker) onPacket(seq uint16) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.started {
+		n.started, n.highest = true, seq
+		return
+	}
+	diff := int16(seq - n.highest)
+	if diff == 1 {
+		slot := &n.ring[seq%nackWindow]
+		if slot.pending {
+			n.pending-- // fell out of the window unrepaired
+			n.gaveUp++
+		}
+		slot.seq, slot.pending = seq, false
+		n.highest = seq
+		return
+	}
+	now := n.clock()
+	if diff <= 0 {
+		s := &n.ring[seq%nackWindow]
+		if s.pending && s.seq == seq {
+			s.pending = false
+			n.pending--
+			if s.nacks > 0 {
+				// Measured from the first NACK, which overestimates when
+				// that NACK or its repair was lost (sampling only
+				// unambiguous repairs would starve while the retry is
+				// shorter than the round trip); hence a windowed minimum.
+				n.sampleRTT(now-s.firstNack, now)
+			}
+		}
+		return
+	}
+	if int(diff) > nackMaxGap {
+		n.reset(seq)
+		return
+	}
+	for s := n.highest + 1; ; s++ {
+		slot := &n.ring[s%nackWindow]
+		if slot.pending {
+			n.pending-- // fell out of the window unrepaired
+			n.gaveUp++
+		}
+		*slot = nackSlot{seq: s, pending: s != seq, next: now}
+		if s == seq {
+			break
+		}
+		n.pending++
+	}
+	n.highest = seq
+}
+
+func (n *nackTracker) reset(seq uint16) {
+	n.gaveUp += uint64(n.pending)
+	n.ring = [nackWindow]nackSlot{}
+	n.pending, n.highest = 0, seq
+}
+
+func (n *nackTracker) sampleRTT(d, now int64) {
+	if d <= 0 {
+		return
+	}
+	if n.rtt == 0 || d <= n.rtt || now-n.rttAt > int64(nackRTTWindow) {
+		n.rtt, n.rttAt = d, now
+	}
+}
+
+// retry is the time between two NACKs of one packet: a bit more than a
+// NACK takes to be answered (like LiveKit's and Chromium's RTT-spaced
+// retries), so a packet is not asked for again while its repair is on
+// the way.
+func (n *nackTracker) retry() int64 {
+	return max(int64(n.interval), n.rtt+n.rtt/4)
+}
+
+// due returns the NACK to send at now, or nil if nothing is due.
+func (n *nackTracker) due(now int64, mediaSSRC uint32) *rtcp.TransportLayerNack {
+	n.mu.Lock()
+	if n.pending == 0 {
+		n.mu.Unlock()
+		return nil
+	}
+	n.seqs = n.seqs[:0]
+	retry := n.retry()
+	for s := n.highest - nackWindow + 1; s != n.highest; s++ {
+		slot := &n.ring[s%nackWindow]
+		if !slot.pending || slot.seq != s || now < slot.next {
+			continue
+		}
+		if slot.nacks >= n.maxPerPkt {
+			slot.pending = false
+			n.pending--
+			n.gaveUp++
+			continue
+		}
+		if slot.nacks == 0 {
+			slot.firstNack = now
+		}
+		slot.nacks++
+		slot.next = now + retry
+		n.seqs = append(n.seqs, s)
+	}
+	var nack *rtcp.TransportLayerNack
+	if len(n.seqs) > 0 {
+		nack = &rtcp.TransportLayerNack{MediaSSRC: mediaSSRC, Nacks: rtcp.NackPairsFromSequenceNumbers(n.seqs)}
+	}
+	n.mu.Unlock()
+	return nack
+}
+
+// runNACKs sends the tracker's NACKs to the publisher every interval until
+// done is closed.
+func (u *upTrack) runNACKs(done <-chan struct{}) {
+	t := time.NewTicker(u.nack.interval)
+	defer t.Stop()
+	ssrc := uint32(u.track.SSRC())
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			if nack := u.nack.due(now.UnixNano(), ssrc); nack != nil {
+				_ = u.writeRTCP([]rtcp.Packet{nack})
+			}
+		}
+	}
+}
