@@ -68,6 +68,16 @@ func TestBrowserBitrateFollowsSlowReceiver(t *testing.T) {
 	if fell > 10*time.Second+time.Second { // one sampling window of slack
 		t.Errorf("adaptation took %v, want within 10 s", fell)
 	}
+	// Audio is not starved by video: under the cap the callee still gets
+	// (nearly) all of the caller's 50 Opus packets a second.
+	const audioWindow = 3 * time.Second
+	a0 := stats(callee).AudioPackets
+	time.Sleep(audioWindow)
+	audio := stats(callee).AudioPackets - a0
+	t.Logf("under the cap the callee received %d audio packets in %v", audio, audioWindow)
+	if want := int(audioWindow.Seconds()*50) * 9 / 10; audio < want {
+		t.Errorf("callee received %d audio packets in %v under the cap, want at least %d", audio, audioWindow, want)
+	}
 
 	// Free again: back to three quarters of the earlier rate (the fake
 	// camera's content needs about 450-500 kbit/s), well above the cap.
