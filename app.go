@@ -167,8 +167,13 @@ func (a *App) Serve() error {
 	return nil
 }
 
+// hookShutdownGrace is how long a stopping server waits for running
+// -record-on-finish commands (systemd's default stop timeout is 90 s).
+const hookShutdownGrace = 30 * time.Second
+
 // Close tells every client the server is going away, ends all calls and
-// releases every port, within ctx.
+// releases every port, within ctx (and hookShutdownGrace for on-finish
+// commands still running).
 func (a *App) Close(ctx context.Context) error {
 	a.cancel()
 	a.wg.Wait()
@@ -180,8 +185,13 @@ func (a *App) Close(ctx context.Context) error {
 	}
 	errSFU := a.sfu.Close()
 	var errRec error
-	if a.rec != nil { // after the SFU: every track has ended, files are final
-		errRec = a.rec.Shutdown(ctx)
+	if a.rec != nil {
+		// Ending the calls above has ended every track the signaling knew
+		// of; Shutdown finalises anything still open and gives running
+		// on-finish commands (uploads, say) their own bounded time.
+		hookCtx, cancel := context.WithTimeout(context.Background(), hookShutdownGrace)
+		errRec = a.rec.Shutdown(hookCtx)
+		cancel()
 	}
 	return errors.Join(errSig, errHTTP, errTURN, errSFU, errRec)
 }

@@ -8,6 +8,12 @@ const (
 	// maxClockError is how far a mapped time may stray from the arrival
 	// time before the mapping is considered broken and restarted.
 	maxClockError = int64(10 * time.Second)
+	// slewDiv: a change of the mapping (a sender report that disagrees
+	// with the anchor so far) is applied at 1/slewDiv of the media time
+	// that passes, so frames never go back in time or bunch up (players
+	// and ffmpeg choke on frames closer than a frame interval); a 50 ms
+	// correction is done after 500 ms.
+	slewDiv = 10
 )
 
 // ntpToUnixNano converts a 64-bit NTP timestamp to Unix nanoseconds.
@@ -37,6 +43,9 @@ type rtpClock struct {
 	anchorExt  int64
 	anchorWall int64
 	fromSR     bool
+	mapped     bool  // wall has returned a time
+	lastOut    int64 // extended timestamp of the latest frame mapped
+	adjust     int64 // ns added to the mapping, slewing to 0
 }
 
 func newRTPClock(rate uint32) *rtpClock {
@@ -67,26 +76,48 @@ func (c *rtpClock) senderReport(sc *senderClock, ntp uint64, rtpTime uint32, now
 		sc.known = true
 		sc.offset = now - ntpNs
 	}
+	before := c.at(c.lastOut) + c.adjust
 	c.anchorExt = c.extend(rtpTime)
 	c.anchorWall = ntpNs + sc.offset
 	c.anchored, c.fromSR = true, true
+	if c.mapped {
+		c.adjust = before - c.at(c.lastOut) // continue from where frames are
+	}
 }
 
+// at maps an extended timestamp by the anchor alone.
+func (c *rtpClock) at(ext int64) int64 { return c.anchorWall + ticksToNs(ext-c.anchorExt, c.rate) }
+
 // wall returns the wall time of RTP timestamp ts of a frame that arrived
-// at arrival.
-func (c *rtpClock) wall(ts uint32, arrival int64) int64 {
+// at arrival, and the extended timestamp.
+func (c *rtpClock) wall(ts uint32, arrival int64) (int64, int64) {
 	ext := c.extend(ts)
 	if !c.anchored {
 		c.anchorExt, c.anchorWall, c.anchored = ext, arrival, true
 	}
-	w := c.anchorWall + ticksToNs(ext-c.anchorExt, c.rate)
+	if c.mapped && c.adjust != 0 && ext > c.lastOut {
+		step := ticksToNs(ext-c.lastOut, c.rate) / slewDiv
+		if c.adjust > 0 {
+			c.adjust = max(0, c.adjust-step)
+		} else {
+			c.adjust = min(0, c.adjust+step)
+		}
+	}
+	w := c.at(ext) + c.adjust
 	if d := w - arrival; d > maxClockError || d < -maxClockError {
 		// Timestamps jumped, or a report was bogus: start over.
-		c.anchorExt, c.anchorWall, c.fromSR = ext, arrival, false
+		c.anchorExt, c.anchorWall, c.fromSR, c.adjust = ext, arrival, false, 0
 		w = arrival
 	}
-	return w
+	if !c.mapped || ext > c.lastOut {
+		c.lastOut, c.mapped = ext, true
+	}
+	return w, ext
 }
+
+// remap drops the slew: for frames not written yet, the latest anchor
+// holds from the start.
+func (c *rtpClock) remap() { c.adjust = 0 }
 
 // ticksToNs converts RTP clock ticks to nanoseconds without overflow.
 func ticksToNs(ticks, rate int64) int64 {

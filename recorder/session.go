@@ -11,6 +11,10 @@ const (
 	// headerHold is how long the first track's frames are held, waiting
 	// for the participant's other track, before a one-track file starts.
 	headerHold = int64(2 * time.Second)
+	// reportHold extends it while a track with frames has had no sender
+	// report yet, so the file starts with audio and video in sync
+	// (Chromium's first audio report comes after about 2.5 s).
+	reportHold = int64(3 * time.Second)
 	// keyframeHold extends it while a video track has no keyframe yet.
 	keyframeHold = int64(5 * time.Second)
 	// interleaveWindow is how far (media time) one track may run ahead
@@ -148,10 +152,11 @@ func (s *session) pump(now int64) {
 // readyForHeader: every track has frames, or the hold time is over.
 func (s *session) readyForHeader(now int64) bool {
 	s.adopt(false)
-	any, all, videoWaits := false, true, false
+	any, all, videoWaits, reportWaits := false, true, false, false
 	for _, t := range s.tracks {
 		if len(t.queue) > 0 {
 			any = true
+			reportWaits = reportWaits || !t.clock.fromSR
 		} else {
 			all = false
 			videoWaits = videoWaits || t.video
@@ -160,10 +165,13 @@ func (s *session) readyForHeader(now int64) bool {
 	if !any {
 		return false
 	}
+	age := now - s.start.UnixNano()
+	if reportWaits && age < reportHold {
+		return false
+	}
 	if all && len(s.tracks) == 2 {
 		return true
 	}
-	age := now - s.start.UnixNano()
 	return age >= headerHold && (!videoWaits || age >= keyframeHold)
 }
 

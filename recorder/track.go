@@ -19,6 +19,7 @@ const (
 // queuedFrame is a complete frame waiting to be interleaved into the file.
 type queuedFrame struct {
 	wall int64 // server clock, Unix ns
+	ext  int64 // extended RTP timestamp
 	key  bool
 	data []byte
 }
@@ -97,6 +98,14 @@ func (t *track) SenderReport(ntpTime uint64, rtpTime uint32) {
 		return
 	}
 	t.clock.senderReport(&s.sender, ntpTime, rtpTime, s.r.nowNs())
+	if t.lastMs < 0 {
+		// Nothing of this track is in the file yet: its queued frames
+		// take the report's timing outright, no slewing needed.
+		t.clock.remap()
+		for i := range t.queue {
+			t.queue[i].wall = t.clock.at(t.queue[i].ext)
+		}
+	}
 }
 
 // Close implements sfu.TrackWriter: the track ended. When it was the
@@ -132,13 +141,15 @@ func (t *track) onPacket(p *packet, lost int) {
 	if !t.video {
 		if len(p.payload) > 0 { // one Opus packet is one frame
 			data := append([]byte(nil), p.payload...)
-			t.enqueue(t.clock.wall(p.ts, p.arrival), true, data)
+			w, ext := t.clock.wall(p.ts, p.arrival)
+			t.enqueue(w, ext, true, data)
 		}
 		return
 	}
 	f, ok := t.vp8.push(p, lost)
 	if ok {
-		t.enqueue(t.clock.wall(f.ts, f.arrival), f.key, f.data)
+		w, ext := t.clock.wall(f.ts, f.arrival)
+		t.enqueue(w, ext, f.key, f.data)
 		if f.key {
 			t.s.videoSize(t.vp8.width, t.vp8.height)
 		}
@@ -159,8 +170,8 @@ func (t *track) maybeRequestKey() {
 	}
 }
 
-func (t *track) enqueue(wall int64, key bool, data []byte) {
-	t.queue = append(t.queue, queuedFrame{wall: wall, key: key, data: data})
+func (t *track) enqueue(wall, ext int64, key bool, data []byte) {
+	t.queue = append(t.queue, queuedFrame{wall: wall, ext: ext, key: key, data: data})
 	if wall > t.s.newest {
 		t.s.newest = wall
 	}

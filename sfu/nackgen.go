@@ -27,34 +27,39 @@ type nackSlot struct {
 	seq       uint16
 	pending   bool
 	nacks     uint8
-	firstNack int64 // unix ns of the first NACK
-	next      int64 // unix ns before which it is not NACKed again
+	firstNack int64 // clock time of the first NACK
+	next      int64 // clock time before which it is not NACKed again
 }
 
 // nackTracker is fed by a track's read loop (onPacket) and drained by its
 // NACK loop (due); a mutex serialises the two.
 type nackTracker struct {
 	interval  time.Duration
-	clock     func() int64 // unix ns
+	clock     func() int64 // monotonic ns
 	maxPerPkt uint8
 	mu        sync.Mutex
 	started   bool
 	highest   uint16
 	pending   int
-	rtt       int64 // least NACK→repair time lately, ns; 0 until measured
-	rttAt     int64 // when rtt was sampled
-	ring      [nackWindow]nackSlot
-	seqs      []uint16 // scratch for due
-	gaveUp    uint64
+	// The least NACK→repair time over the current and the previous
+	// nackRTTWindow (a windowed minimum in two buckets), ns; 0: unknown.
+	rttCur, rttPrev int64
+	rttStart        int64 // start of the current bucket
+	ring            [nackWindow]nackSlot
+	seqs            []uint16 // scratch for due
+	gaveUp          uint64
 }
 
 func newNackTracker(interval time.Duration, maxPerPacket uint8) *nackTracker {
-	return &nackTracker{interval: interval, maxPerPkt: maxPerPacket, clock: func() int64 { return time.Now().UnixNano() }}
+	base := time.Now()
+	return &nackTracker{interval: interval, maxPerPkt: maxPerPacket,
+		clock: func() int64 { return int64(time.Since(base)) }}
 }
 
-// onPacket records the arrival of seq (new, late or repaired). The next
-// packet in order, by far the most common, does not even read the clock.
-func (n *nackTracker) onPacket(seq uint16) {
+// onPacket records the arrival of seq (new, late, or repaired: rtx says
+// it came as a retransmission). The next packet in order, by far the most
+// common, does not even read the clock.
+func (n *nackTracker) onPacket(seq uint16, rtx bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.started {
@@ -73,22 +78,24 @@ func (n *nackTracker) onPacket(seq uint16) {
 		return
 	}
 	now := n.clock()
-	if diff <= 0 {
+	if diff <= 0 && int(-diff) < nackWindow {
 		s := &n.ring[seq%nackWindow]
 		if s.pending && s.seq == seq {
 			s.pending = false
 			n.pending--
-			if s.nacks > 0 {
-				// Measured from the first NACK, which overestimates when
-				// that NACK or its repair was lost (sampling only
-				// unambiguous repairs would starve while the retry is
-				// shorter than the round trip); hence a windowed minimum.
+			// Only a retransmission measures the round trip: an original
+			// that was merely late would shrink it to nothing. Measured
+			// from the first NACK, which overestimates when that NACK or
+			// its repair was lost (sampling only unambiguous repairs
+			// would starve while the retry is shorter than the round
+			// trip); hence a windowed minimum.
+			if s.nacks > 0 && rtx {
 				n.sampleRTT(now-s.firstNack, now)
 			}
 		}
 		return
 	}
-	if int(diff) > nackMaxGap {
+	if diff <= 0 || int(diff) > nackMaxGap { // far back or far ahead: a new run
 		n.reset(seq)
 		return
 	}
@@ -117,9 +124,20 @@ func (n *nackTracker) sampleRTT(d, now int64) {
 	if d <= 0 {
 		return
 	}
-	if n.rtt == 0 || d <= n.rtt || now-n.rttAt > int64(nackRTTWindow) {
-		n.rtt, n.rttAt = d, now
+	if now-n.rttStart > int64(nackRTTWindow) {
+		n.rttPrev, n.rttCur, n.rttStart = n.rttCur, 0, now
 	}
+	if n.rttCur == 0 || d < n.rttCur {
+		n.rttCur = d
+	}
+}
+
+// rtt is the least NACK→repair time lately, 0 if unknown.
+func (n *nackTracker) rtt() int64 {
+	if n.rttPrev == 0 || (n.rttCur != 0 && n.rttCur < n.rttPrev) {
+		return n.rttCur
+	}
+	return n.rttPrev
 }
 
 // retry is the time between two NACKs of one packet: a bit more than a
@@ -127,7 +145,8 @@ func (n *nackTracker) sampleRTT(d, now int64) {
 // retries), so a packet is not asked for again while its repair is on
 // the way.
 func (n *nackTracker) retry() int64 {
-	return max(int64(n.interval), n.rtt+n.rtt/4)
+	rtt := n.rtt()
+	return max(int64(n.interval), rtt+rtt/4)
 }
 
 // due returns the NACK to send at now, or nil if nothing is due.
@@ -175,8 +194,8 @@ func (u *upTrack) runNACKs(done <-chan struct{}) {
 		select {
 		case <-done:
 			return
-		case now := <-t.C:
-			if nack := u.nack.due(now.UnixNano(), ssrc); nack != nil {
+		case <-t.C:
+			if nack := u.nack.due(u.nack.clock(), ssrc); nack != nil {
 				_ = u.writeRTCP([]rtcp.Packet{nack})
 			}
 		}

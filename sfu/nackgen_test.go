@@ -8,10 +8,11 @@ import (
 
 const ms = int64(time.Millisecond)
 
-// arrive records seq arriving at now.
+// arrive records seq arriving at now, as a retransmission if it was
+// missing.
 func arrive(n *nackTracker, seq uint16, now int64) {
 	n.clock = func() int64 { return now }
-	n.onPacket(seq)
+	n.onPacket(seq, int16(seq-n.highest) <= 0)
 }
 
 // nacked returns the sequence numbers of the NACK due at now.
@@ -73,8 +74,8 @@ func TestNackTrackerRetryFollowsRoundTrip(t *testing.T) {
 	arrive(n, 102, 0)
 	nacked(n, 0)
 	arrive(n, 101, 100*ms) // answered after 100 ms
-	if n.rtt != 100*ms || n.retry() != 125*ms {
-		t.Fatalf("rtt %v, retry %v; want 100ms, 125ms", time.Duration(n.rtt), time.Duration(n.retry()))
+	if n.rtt() != 100*ms || n.retry() != 125*ms {
+		t.Fatalf("rtt %v, retry %v; want 100ms, 125ms", time.Duration(n.rtt()), time.Duration(n.retry()))
 	}
 	arrive(n, 104, 200*ms) // 103 lost
 	if got := nacked(n, 200*ms); !slices.Equal(got, []uint16{103}) {
@@ -91,8 +92,8 @@ func TestNackTrackerRetryFollowsRoundTrip(t *testing.T) {
 	// A repair that took longer (its first NACK was lost) does not
 	// stretch the interval; the least recent time does.
 	arrive(n, 103, 380*ms)
-	if n.rtt != 100*ms {
-		t.Fatalf("rtt %v after a slow repair, want 100ms", time.Duration(n.rtt))
+	if n.rtt() != 100*ms {
+		t.Fatalf("rtt %v after a slow repair, want 100ms", time.Duration(n.rtt()))
 	}
 }
 
@@ -114,5 +115,46 @@ func TestNackTrackerWrapsAndResets(t *testing.T) {
 	}
 	if n.pending != 0 || n.gaveUp != 3 {
 		t.Fatalf("pending %d, gave up %d (want 0 and 3: 65535, 0 at the reset, then 5001)", n.pending, n.gaveUp)
+	}
+}
+
+// A late original (reordering), not a retransmission, says nothing of the
+// round trip; the least repair time is forgotten after two windows.
+func TestNackTrackerRoundTripSamples(t *testing.T) {
+	n := newNackTracker(20*time.Millisecond, 5)
+	arrive(n, 1, 0)
+	arrive(n, 3, 0)
+	nacked(n, 0)
+	arrive(n, 2, 100*ms) // repaired: 100 ms
+	arrive(n, 5, 200*ms)
+	nacked(n, 200*ms)
+	n.clock = func() int64 { return 203 * ms }
+	n.onPacket(4, false) // merely reordered, 3 ms after its NACK
+	if n.rtt() != 100*ms {
+		t.Fatalf("rtt %v after a reordered packet, want 100ms", time.Duration(n.rtt()))
+	}
+	// Later the path is slower: 300 ms repairs replace the old minimum
+	// once it is two windows old.
+	now := int64(0)
+	for seq := uint16(6); now < 3*int64(nackRTTWindow); seq += 2 {
+		now += int64(time.Second)
+		arrive(n, seq+1, now)
+		nacked(n, now)
+		arrive(n, seq, now+300*ms)
+	}
+	if n.rtt() != 300*ms {
+		t.Fatalf("rtt %v after %v of 300 ms repairs, want 300ms", time.Duration(n.rtt()), time.Duration(now))
+	}
+}
+
+// A publisher that restarts its sequence far behind is a new run, not a
+// stream of late packets.
+func TestNackTrackerBackwardJumpResets(t *testing.T) {
+	n := newNackTracker(20*time.Millisecond, 5)
+	arrive(n, 40000, 0)
+	arrive(n, 100, 0)
+	arrive(n, 102, 0)
+	if got := nacked(n, 0); !slices.Equal(got, []uint16{101}) {
+		t.Fatalf("NACK %v after a backward jump, want [101]", got)
 	}
 }

@@ -28,6 +28,7 @@ type upTrack struct {
 
 	// Owned by the read loop.
 	dup      dupFilter
+	viaRTX   bool // the packet being forwarded came as a retransmission
 	in       rtp.Header
 	out      rtp.Header
 	outExt   [4]rtp.Extension
@@ -102,8 +103,9 @@ func (u *upTrack) run() {
 		if err != nil {
 			return
 		}
-		if attrs != nil && attrs.Get(webrtc.AttributeRtxSsrc) != nil {
-			u.stats.recovered.Add(1) // a retransmission over RTX
+		u.viaRTX = attrs != nil && attrs.Get(webrtc.AttributeRtxSsrc) != nil
+		if u.viaRTX {
+			u.stats.recovered.Add(1)
 		}
 		u.forward(u.buf[:n])
 	}
@@ -126,7 +128,7 @@ func (u *upTrack) forward(pkt []byte) {
 		u.in.PaddingSize = byte(pad)
 	}
 	if u.nack != nil {
-		u.nack.onPacket(u.in.SequenceNumber)
+		u.nack.onPacket(u.in.SequenceNumber, u.viaRTX)
 	}
 	if !u.dup.accept(u.in.SequenceNumber) {
 		u.stats.duplicates.Add(1)
