@@ -13,9 +13,9 @@ import (
 // arrived, up to its retry limit, and the publisher resends each lost packet
 // that many times. The SFU's read loop sees every packet, repaired or not,
 // so it keeps the list of missing packets itself: a missing packet is NACKed
-// at the next tick, again every retry interval (the measured NACK→repair
-// time, at least nackInterval) until it arrives, at most nackMaxPerPacket
-// times.
+// at the next tick, again every retry interval (1.25 × the least recent
+// NACK→repair time, at least nackInterval) until it arrives, at most
+// nackMaxPerPacket times.
 const (
 	nackWindow = 512 // sequence numbers tracked behind the highest
 	nackMaxGap = 256 // a larger jump is a new stream run, not loss
