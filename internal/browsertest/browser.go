@@ -69,12 +69,24 @@ func Launch(t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser {
 		chromedp.Flag("disable-backgrounding-occluded-windows", true),
 	}
 	opts = append(opts, extra...)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	if err := chromedp.Run(bctx); err != nil { // starts the process
+	var actx, bctx context.Context
+	var cancelAlloc, cancelBrowser context.CancelFunc
+	// On a loaded machine Chromium occasionally drops the first DevTools
+	// connection (EOF); a second start is clean.
+	for attempt := 1; ; attempt++ {
+		actx, cancelAlloc = chromedp.NewExecAllocator(context.Background(), opts...)
+		bctx, cancelBrowser = chromedp.NewContext(actx)
+		err := chromedp.Run(bctx) // starts the process
+		if err == nil {
+			break
+		}
 		cancelBrowser()
 		cancelAlloc()
-		t.Fatalf("start %s: %v (%s)", path, err, InstallHint)
+		if attempt == 3 {
+			t.Fatalf("start %s: %v (%s)", path, err, InstallHint)
+		}
+		t.Logf("start %s (attempt %d): %v; trying again", path, attempt, err)
+		time.Sleep(500 * time.Millisecond)
 	}
 	t.Cleanup(func() {
 		cancelBrowser()

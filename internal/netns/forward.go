@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,6 +69,10 @@ func (ns *NS) ForwardLoopback() int {
 			go func() {
 				defer wg.Done()
 				inner, err := ns.Dial("tcp", ln.Addr().String())
+				for try := 0; err != nil && try < 20; try++ { // not listening yet
+					time.Sleep(50 * time.Millisecond)
+					inner, err = ns.Dial("tcp", ln.Addr().String())
+				}
 				if err != nil {
 					_ = c.Close()
 					return
