@@ -9,7 +9,7 @@ run:
 	go run .
 
 test: deps
-	go test -race -count=1 -timeout 30m ./...
+	go test -race -count=1 -p 1 -timeout 30m ./...
 
 deps:
 	@missing=""; \

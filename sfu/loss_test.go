@@ -127,20 +127,10 @@ type lossyNet struct {
 // direction.
 func newLossyNet(t *testing.T, pct int) *lossyNet {
 	t.Helper()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	lf := logging.NewDefaultLoggerFactory() // RouterConfig needs one: nil panics
+	must := mustFunc(t)
 	n := &lossyNet{}
-	var err error
-	n.wan, err = vnet.NewRouter(&vnet.RouterConfig{CIDR: lossWANCIDR, LoggerFactory: lf})
-	must(err)
-	n.sfuNet, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{lossSFUIP}})
-	must(err)
-	must(n.wan.AddNet(n.sfuNet))
+	var lf logging.LoggerFactory
+	n.wan, n.sfuNet, lf = vnetWAN(t, lossWANCIDR, lossSFUIP)
 	seed := time.Now().UnixNano()
 	t.Logf("loss %d %% per hop and direction; one-way delay publisher %v, subscriber %v",
 		pct, lossPubDelay, lossSubDelay)
@@ -472,15 +462,7 @@ func TestKeyframeRequestLatency(t *testing.T) {
 		maxFirst = 100 * time.Millisecond // loopback round trip is < 1 ms
 		slack    = 30 * time.Millisecond  // timer and polling slack for the held one
 	)
-	s := newTestSFU(t)
-	call := s.NewCall("kf")
-	defer call.Close()
-	a := join(t, s, call, "alice", true)
-	b := join(t, s, call, "bob", false)
-	defer a.StartSending()()
-	if err := b.WaitPackets(webrtc.RTPCodecTypeVideo, 10, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	a, b, _ := aliceSendsToBob(t, "kf")
 	// The requests made when bob subscribed must be out and delivered, and
 	// the interval after the last one over.
 	last := a.KeyframeRequests()

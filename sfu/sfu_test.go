@@ -74,6 +74,22 @@ func join(t *testing.T, _ *SFU, call *Call, name string, caller bool) *testClien
 	return joinWith(t, call, name, caller, rtctest.Options{})
 }
 
+// aliceSendsToBob starts a call in which alice sends media (until the test
+// ends) and bob has received some of her video.
+func aliceSendsToBob(t *testing.T, id string) (a, b *testClient, call *Call) {
+	t.Helper()
+	s := newTestSFU(t)
+	call = s.NewCall(id)
+	t.Cleanup(call.Close)
+	a = join(t, s, call, "alice", true)
+	b = join(t, s, call, "bob", false)
+	t.Cleanup(a.StartSending())
+	if err := b.WaitPackets(webrtc.RTPCodecTypeVideo, 10, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, call
+}
+
 func newTestSFU(t *testing.T) *SFU {
 	t.Helper()
 	s, err := New(Config{IncludeLoopback: true})
@@ -115,15 +131,7 @@ func TestCallForwardsMediaBothWays(t *testing.T) {
 }
 
 func TestPLIReachesPublisherThrottled(t *testing.T) {
-	s := newTestSFU(t)
-	call := s.NewCall("c2")
-	defer call.Close()
-	a := join(t, s, call, "alice", true)
-	b := join(t, s, call, "bob", false)
-	defer a.StartSending()()
-	if err := b.WaitPackets(webrtc.RTPCodecTypeVideo, 10, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	a, b, _ := aliceSendsToBob(t, "c2")
 	time.Sleep(600 * time.Millisecond) // let the join-time requests pass the throttle
 	before := a.KeyframeRequests()
 	for i := 0; i < 20; i++ { // a burst of 20 PLIs within ~200 ms
@@ -144,15 +152,7 @@ func TestPLIReachesPublisherThrottled(t *testing.T) {
 }
 
 func TestLeaveStopsForwarding(t *testing.T) {
-	s := newTestSFU(t)
-	call := s.NewCall("c3")
-	defer call.Close()
-	a := join(t, s, call, "alice", true)
-	b := join(t, s, call, "bob", false)
-	defer a.StartSending()()
-	if err := b.WaitPackets(webrtc.RTPCodecTypeAudio, 10, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	a, b, call := aliceSendsToBob(t, "c3")
 	b.part.Close()
 	time.Sleep(100 * time.Millisecond)
 	n := b.Received(webrtc.RTPCodecTypeAudio).Packets

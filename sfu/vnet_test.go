@@ -39,22 +39,37 @@ type vnetTopology struct {
 	uplinkDrops atomic.Int64
 }
 
-func newVNetTopology(t *testing.T) *vnetTopology {
-	t.Helper()
-	must := func(err error) {
+// mustFunc returns a check that fails t on a non-nil error.
+func mustFunc(t *testing.T) func(error) {
+	return func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	lf := logging.NewDefaultLoggerFactory() // RouterConfig needs one: nil panics
+}
+
+// vnetWAN builds a virtual WAN with the SFU's network on it, and the
+// logger factory its routers need (nil panics).
+func vnetWAN(t *testing.T, cidr, sfuIP string) (*vnet.Router, *vnet.Net, logging.LoggerFactory) {
+	t.Helper()
+	must := mustFunc(t)
+	lf := logging.NewDefaultLoggerFactory()
+	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: cidr, LoggerFactory: lf})
+	must(err)
+	sfuNet, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{sfuIP}})
+	must(err)
+	must(wan.AddNet(sfuNet))
+	return wan, sfuNet, lf
+}
+
+func newVNetTopology(t *testing.T) *vnetTopology {
+	t.Helper()
+	must := mustFunc(t)
 	v := &vnetTopology{}
 	var err error
-	v.wan, err = vnet.NewRouter(&vnet.RouterConfig{CIDR: vnetWANCIDR, LoggerFactory: lf})
-	must(err)
-	v.sfuNet, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{vnetSFUIP}})
-	must(err)
-	must(v.wan.AddNet(v.sfuNet))
+	var lf logging.LoggerFactory
+	v.wan, v.sfuNet, lf = vnetWAN(t, vnetWANCIDR, vnetSFUIP)
 	v.calleeNet, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{vnetCalleeIP}})
 	must(err)
 	must(v.wan.AddNet(v.calleeNet))

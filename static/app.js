@@ -237,6 +237,18 @@ function playRemote() {
 // ---- actions ----
 
 /** @param {string} name */
+/** Marks the start of a call and gets the camera (null if refused). */
+async function startMedia() {
+    clearError();
+    resetMarks();
+    marks.callClicked = performance.now();
+    starting = true;
+    render();
+    const stream = await ensureMedia();
+    starting = false;
+    return stream;
+}
+
 async function startCall(name) {
     name = name.trim();
     if (!name) {
@@ -244,13 +256,7 @@ async function startCall(name) {
         return;
     }
     if (client.state !== 'idle' || starting) return;
-    clearError();
-    resetMarks();
-    marks.callClicked = performance.now();
-    starting = true;
-    render();
-    const stream = await ensureMedia();
-    starting = false;
+    const stream = await startMedia();
     if (!stream || client.state !== 'idle') return render(); // e.g. someone called us meanwhile
     // Failures during negotiation arrive through onError.
     await client.call(name, stream).catch((e) => showError(e.message));
@@ -258,13 +264,7 @@ async function startCall(name) {
 
 async function acceptCall() {
     if (client.state !== 'incoming' || starting) return;
-    clearError();
-    resetMarks();
-    marks.callClicked = performance.now();
-    starting = true;
-    render();
-    const stream = await ensureMedia();
-    starting = false;
+    const stream = await startMedia();
     if (!stream) {
         client.decline();
         return render();

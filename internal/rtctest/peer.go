@@ -155,6 +155,13 @@ func (p *Peer) SendPLI() error {
 
 func (p *Peer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 	kind := tr.Kind()
+	p.readTrack(tr, func(pkt *rtp.Packet) { p.record(kind, pkt, validPayload(kind, pkt.Payload)) })
+}
+
+// readTrack registers tr and hands each of its packets to each until the
+// track ends; the peer's Close waits for it.
+func (p *Peer) readTrack(tr *webrtc.TrackRemote, each func(*rtp.Packet)) {
+	kind := tr.Kind()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -177,11 +184,12 @@ func (p *Peer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if pkt.Unmarshal(buf[:n]) != nil {
 			continue
 		}
-		p.record(kind, &pkt)
+		each(&pkt)
 	}
 }
 
-func (p *Peer) record(kind webrtc.RTPCodecType, pkt *rtp.Packet) {
+// record counts one packet of kind; valid says its payload is intact.
+func (p *Peer) record(kind webrtc.RTPCodecType, pkt *rtp.Packet, valid bool) {
 	p.mu.Lock()
 	r := p.received[kind]
 	if r.Packets > 0 && pkt.SequenceNumber != r.LastSeq+1 {
@@ -189,7 +197,7 @@ func (p *Peer) record(kind webrtc.RTPCodecType, pkt *rtp.Packet) {
 	}
 	r.Packets++
 	r.LastSeq = pkt.SequenceNumber
-	if !validPayload(kind, pkt.Payload) {
+	if !valid {
 		r.Corrupt++
 	}
 	p.mu.Unlock()

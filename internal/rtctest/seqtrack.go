@@ -277,56 +277,15 @@ func (s *SeqTracker) Arrivals(from, to time.Time, w time.Duration) []int {
 func (p *Peer) TrackSequences() *SeqTracker {
 	s := &SeqTracker{}
 	p.PC.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
-		kind := tr.Kind()
-		if kind != webrtc.RTPCodecTypeVideo {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
 			p.onTrack(tr, recv)
 			return
 		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			return
-		}
-		p.wg.Add(1)
-		defer p.wg.Done()
-		p.remote[kind] = tr
-		if p.received[kind] == nil {
-			p.received[kind] = &Received{}
-		}
-		p.mu.Unlock()
-		buf := make([]byte, 1500)
-		var pkt rtp.Packet
-		for {
-			n, _, err := tr.Read(buf)
-			if err != nil {
-				return
-			}
-			if pkt.Unmarshal(buf[:n]) != nil {
-				continue
-			}
+		p.readTrack(tr, func(pkt *rtp.Packet) {
 			s.add(pkt.SequenceNumber, pkt.Timestamp, pkt.Payload, time.Now())
-			p.recordVideo(&pkt)
-		}
+			_, _, ok := videoPayloadHeader(pkt.Payload)
+			p.record(webrtc.RTPCodecTypeVideo, pkt, ok)
+		})
 	})
 	return s
-}
-
-// recordVideo is record for StartMedia's video payloads.
-func (p *Peer) recordVideo(pkt *rtp.Packet) {
-	_, _, ok := videoPayloadHeader(pkt.Payload)
-	p.mu.Lock()
-	r := p.received[webrtc.RTPCodecTypeVideo]
-	if r.Packets > 0 && pkt.SequenceNumber != r.LastSeq+1 {
-		r.SeqJumps++
-	}
-	r.Packets++
-	r.LastSeq = pkt.SequenceNumber
-	if !ok {
-		r.Corrupt++
-	}
-	p.mu.Unlock()
-	select {
-	case p.changed <- struct{}{}:
-	default:
-	}
 }
