@@ -15,6 +15,12 @@ type Signaler interface {
 	// SendCandidate delivers one of the server's ICE candidates. It is only
 	// called after the description it belongs to has been sent.
 	SendCandidate(webrtc.ICECandidateInit)
+	// Interrupted reports that the participant's media connection (ICE)
+	// was lost; the call is held for the grace period (Config.ICEFailedTimeout)
+	// while the client restarts ICE.
+	Interrupted()
+	// Restored reports that the media connection is back after Interrupted.
+	Restored()
 	// Failed reports that the participant's connection failed for good.
 	Failed(err error)
 }

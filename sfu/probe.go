@@ -110,6 +110,9 @@ func (p *probeSignaler) SendCandidate(c webrtc.ICECandidateInit) {
 	p.push(func() { _ = p.client.AddICECandidate(c) })
 }
 
+func (p *probeSignaler) Interrupted() {}
+func (p *probeSignaler) Restored()    {}
+
 func (p *probeSignaler) Failed(err error) {
 	select {
 	case p.failed <- err:

@@ -46,6 +46,9 @@ func newLoopSignaler(t *testing.T) *loopSignaler {
 
 func (s *loopSignaler) SendDescription(d webrtc.SessionDescription) { s.msgs <- func() { s.onDesc(d) } }
 func (s *loopSignaler) SendCandidate(c webrtc.ICECandidateInit)     { s.msgs <- func() { s.onCand(c) } }
+func (s *loopSignaler) Interrupted()                                {}
+func (s *loopSignaler) Restored()                                   {}
+
 func (s *loopSignaler) Failed(err error) {
 	select {
 	case s.failed <- err:

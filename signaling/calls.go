@@ -290,6 +290,11 @@ func (p *peerSignal) SendCandidate(c webrtc.ICECandidateInit) {
 	}
 }
 
+// Interrupted and Restored: the participant's media connection was lost
+// and came back (callstate to the other participant: see sessions).
+func (p *peerSignal) Interrupted() {}
+func (p *peerSignal) Restored()    {}
+
 func (p *peerSignal) Failed(err error) {
 	p.srv.log.Warn("peer connection failed", "call", p.call.id, "name", p.c.name, "err", err)
 	p.srv.async(func() { p.srv.endCall(p.call, ReasonFailed, p.call.caller, p.call.callee) })
