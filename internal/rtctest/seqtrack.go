@@ -112,7 +112,7 @@ type SeqTracker struct {
 	// received sequence numbers, which must rise together.
 	tsOffsets map[uint32]int
 	numbered  []numbered
-	onGap   func(missing int)
+	onGap     func(missing int)
 }
 
 // OnGap sets f (nil: none) to run on the track's read goroutine whenever an
