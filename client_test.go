@@ -20,9 +20,11 @@ type wsPeer struct {
 	ws   *websocket.Conn
 	wmu  sync.Mutex
 	*rtctest.Peer
-	ice  []signaling.ICEServer
-	msgs chan signaling.Message // everything but SDP/candidates, for the test
-	done chan struct{}
+	ice []signaling.ICEServer
+	// session is the resume token of the login (or latest resume) reply.
+	session string
+	msgs    chan signaling.Message // everything but SDP/candidates, for the test
+	done    chan struct{}
 	// remote holds candidates that arrived before the description.
 	mu      sync.Mutex
 	pending []webrtc.ICECandidateInit
@@ -43,7 +45,7 @@ func dialPeer(t *testing.T, wsURL, name string, opts rtctest.Options, servers ..
 	if err := ws.ReadJSON(&reply); err != nil || reply.Type != "login" || reply.Success == nil || !*reply.Success {
 		t.Fatalf("login %s: %+v %v", name, reply, err)
 	}
-	p.ice = reply.ICEServers
+	p.ice, p.session = reply.ICEServers, reply.Session
 	opts.ICEServers = servers
 	if opts.ICEServers == nil {
 		for _, s := range reply.ICEServers {
