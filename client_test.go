@@ -20,14 +20,14 @@ type wsPeer struct {
 	ws   *websocket.Conn
 	wmu  sync.Mutex
 	*rtctest.Peer
-	ice []signaling.ICEServer
-	// session is the resume token of the login (or latest resume) reply.
-	session string
-	msgs    chan signaling.Message // everything but SDP/candidates, for the test
-	done    chan struct{}
+	ice  []signaling.ICEServer
+	msgs chan signaling.Message // everything but SDP/candidates, for the test
+	done chan struct{}
 	// remote holds candidates that arrived before the description.
 	mu      sync.Mutex
 	pending []webrtc.ICECandidateInit
+
+	session string // resume token of the login (or latest resume) reply
 }
 
 // dialPeer connects to the app at wsURL and logs in as name.
