@@ -316,7 +316,7 @@ func (s *Server) broadcastUsers() {
 		return
 	}
 	for _, ss := range s.names {
-		ss.enqueue(frame)
+		ss.enqueueUsers(frame)
 	}
 }
 

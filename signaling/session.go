@@ -94,6 +94,7 @@ type session struct {
 	state    sessionState
 	conn     *client  // the attached connection (stateAttached)
 	queue    [][]byte // frames for the user while detached, in order
+	usersAt  int      // index in queue of the users list queued last, or -1
 	overflow bool     // the queue overflowed: the session is ending
 	timer    stopper  // grace timer (stateDetached)
 	epoch    uint64   // counts detachments, so a stale timer does nothing
@@ -105,7 +106,7 @@ type session struct {
 }
 
 func newSession(name string, c *client, clock *sessionClock) *session {
-	return &session{name: name, clock: clock, state: stateAttached, conn: c}
+	return &session{name: name, clock: clock, state: stateAttached, conn: c, usersAt: -1}
 }
 
 // newToken returns an opaque session token of 192 random bits.
@@ -118,20 +119,33 @@ func newToken() string {
 // enqueue sends a frame to the user without blocking: to the attached
 // connection, or into the queue while detached. A full queue ends the
 // session (at once, through the grace timer's path).
-func (ss *session) enqueue(frame []byte) {
+func (ss *session) enqueue(frame []byte) { ss.push(frame, false) }
+
+// enqueueUsers is enqueue for a users list: while detached, only the
+// latest list is kept (it replaces the one queued before), so that a busy
+// server's presence changes do not fill the queue.
+func (ss *session) enqueueUsers(frame []byte) { ss.push(frame, true) }
+
+func (ss *session) push(frame []byte, users bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	switch ss.state {
 	case stateAttached:
 		ss.conn.enqueue(frame)
 	case stateDetached:
+		if users && ss.usersAt >= 0 {
+			ss.queue = append(ss.queue[:ss.usersAt], ss.queue[ss.usersAt+1:]...)
+		}
 		switch {
 		case ss.overflow:
 		case len(ss.queue) >= ss.clock.maxQueue:
-			ss.overflow, ss.queue = true, nil
+			ss.overflow, ss.queue, ss.usersAt = true, nil, -1
 			ss.startTimer(0)
 		default:
 			ss.queue = append(ss.queue, frame)
+			if users {
+				ss.usersAt = len(ss.queue) - 1
+			}
 		}
 	}
 }
@@ -174,7 +188,7 @@ func (ss *session) detach(c *client) bool {
 	if !ok {
 		return false
 	}
-	ss.state, ss.conn, ss.queue, ss.overflow = next, nil, nil, false
+	ss.state, ss.conn, ss.queue, ss.overflow, ss.usersAt = next, nil, nil, false, -1
 	ss.epoch++
 	ss.startTimer(ss.clock.grace)
 	return true

@@ -84,7 +84,7 @@ func drain(c *client) []string {
 }
 
 // TestSessionSequences drives a session through sequences of events. Ops:
-// "send:x" enqueues frame x; "drop1"/"drop2" lose connection 1/2 without a
+// "send:x" enqueues frame x, "users:x" a users list x; "drop1"/"drop2" lose connection 1/2 without a
 // close frame; "resume2"/"resume3" attach connection 2/3 (reply "R");
 // "end1"/"end2" end through a connection's close frame, "end" from the
 // server; "fire:N" fires the Nth timer started (from 0) and applies its expiry.
@@ -122,6 +122,11 @@ func TestSessionSequences(t *testing.T) {
 			log: "drop1=true fire:0=true resume2=false(old=false)"},
 		{name: "server ends a detached session", ops: "drop1 end resume2", want: stateEnded,
 			log: "drop1=true end=true resume2=false(old=false)"},
+		{name: "only the latest users list is queued", queue: 3,
+			ops: "users:u0 drop1 users:u1 send:a users:u2 send:b users:u3 users:u4 resume2 users:u5",
+			want: stateAttached, got: map[int]string{1: "u0", 2: "R,a,b,u4,u5"}},
+		{name: "users list after an overflow", queue: 2, ops: "drop1 users:u1 send:a send:b users:u2 send:c fire:1",
+			want: stateEnded, log: "drop1=true fire:1=true"},
 		{name: "drop twice", ops: "drop1 drop1", want: stateDetached, log: "drop1=true drop1=false"},
 	}
 	for _, tc := range cases {
@@ -139,6 +144,8 @@ func TestSessionSequences(t *testing.T) {
 				switch {
 				case strings.HasPrefix(op, "send:"):
 					ss.enqueue([]byte(strings.TrimPrefix(op, "send:")))
+				case strings.HasPrefix(op, "users:"):
+					ss.enqueueUsers([]byte(strings.TrimPrefix(op, "users:")))
 				case strings.HasPrefix(op, "fire:"):
 					fmt.Sscanf(op, "fire:%d", &n)
 					// A timer may fire although stopped (it fired just before).
