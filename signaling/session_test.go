@@ -123,7 +123,7 @@ func TestSessionSequences(t *testing.T) {
 		{name: "server ends a detached session", ops: "drop1 end resume2", want: stateEnded,
 			log: "drop1=true end=true resume2=false(old=false)"},
 		{name: "only the latest users list is queued", queue: 3,
-			ops: "users:u0 drop1 users:u1 send:a users:u2 send:b users:u3 users:u4 resume2 users:u5",
+			ops:  "users:u0 drop1 users:u1 send:a users:u2 send:b users:u3 users:u4 resume2 users:u5",
 			want: stateAttached, got: map[int]string{1: "u0", 2: "R,a,b,u4,u5"}},
 		{name: "users list after an overflow", queue: 2, ops: "drop1 users:u1 send:a send:b users:u2 send:c fire:1",
 			want: stateEnded, log: "drop1=true fire:1=true"},
