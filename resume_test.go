@@ -113,8 +113,8 @@ func TestResumeMidCallKeepsMediaFlowing(t *testing.T) {
 	to := time.Now()
 	gap := maxGap(seqs, from, to, 5*time.Millisecond)
 	r := seqs.Report(to, time.Now())
-	t.Logf("callee video over %v around the resume: longest gap %v, %d of %d received, %d corrupt",
-		to.Sub(from).Round(time.Millisecond), gap, r.Received, r.Expected, r.Corrupt)
+	t.Logf("callee video: longest gap %v in the %v around the drop and resume; since the start %d of %d received, %d corrupt",
+		gap, to.Sub(from).Round(time.Millisecond), r.Received, r.Expected, r.Corrupt)
 	if gap > 200*time.Millisecond {
 		t.Errorf("media stalled for %v at the callee", gap)
 	}
