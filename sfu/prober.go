@@ -16,20 +16,22 @@ import (
 // behind the send rate, or packets are lost) leaves the estimate where the
 // receiver's rate puts it, and the next probe waits longer.
 const (
-	probeCeiling     = 2_500_000 // no probing at or above this estimate (720p needs about this)
-	probeMaxRate     = 3_000_000 // bit/s a cluster aims at, at most
-	probeMinStep     = 150_000   // a cluster aims at least this far above the estimate
-	probeDuration    = 250 * time.Millisecond
-	probeFirstDelay  = time.Second            // after the first feedback: let the call start first
-	probeAfterRaise  = 500 * time.Millisecond // the next step up after a cluster that raised the estimate
-	probeBackoffMin  = time.Second            // after a cluster that did not
-	probeBackoffMax  = 3 * time.Second        // at most this long without a probe while below the ceiling
-	probeStep        = 2                      // a cluster aims at this multiple of the estimate
-	probeStepAfterOK = 3                      // or this one right after a cluster the link carried
-	probeResultLimit = time.Second            // a cluster's feedback is awaited this long after its end
-	probeSaturation  = 0.9                    // receive rate below this share of the send rate: the link is full
-	probeUtilisation = 0.95                   // of a full link's receive rate is taken as the estimate
-	probeLossLimit   = 0.1                    // share of a cluster's packets lost that marks the link full
+	probeCeiling      = 2_500_000 // no probing at or above this estimate (720p needs about this)
+	probeMaxRate      = 3_000_000 // bit/s a cluster aims at, at most
+	probeMinStep      = 150_000   // a cluster aims at least this far above the estimate
+	probeDuration     = 200 * time.Millisecond
+	probeFirstDelay   = time.Second            // after the first feedback: let the call start first
+	probeAfterRaise   = 500 * time.Millisecond // the next step up after a cluster that raised the estimate
+	probeBackoffMin   = time.Second            // after a cluster that did not
+	probeBackoffMax   = 3 * time.Second        // at most this long without a probe while below the ceiling
+	probeStep         = 2.0                    // a cluster aims at this multiple of the estimate,
+	probeStepAfterOK  = 3.0                    // this one right after a cluster the link carried (ramp up fast),
+	probeStepWhenFull = 1.5                    // this one after a cluster that found the link full (little overload:
+	// its excess fits a bottleneck's queue, so audio is not dropped to learn nothing new)
+	probeResultLimit = time.Second // a cluster's feedback is awaited this long after its end
+	probeSaturation  = 0.9         // receive rate below this share of the send rate: the link is full
+	probeUtilisation = 0.95        // of a full link's receive rate is taken as the estimate
+	probeLossLimit   = 0.1         // share of a cluster's packets lost that marks the link full
 )
 
 type probeState int
@@ -56,6 +58,7 @@ type probeController struct {
 	next       time.Duration // earliest start of the next cluster; 0 = not scheduled yet
 	backoff    time.Duration
 	carried    bool // the last cluster raised the estimate and the link was not full
+	full       bool // the last cluster found the link full
 
 	// Results, for stats and tests.
 	clusters, raises int
@@ -120,10 +123,13 @@ func (c *probeController) poll(now time.Duration, target int, canProbe bool, h *
 	}
 	c.state, c.start, c.end = probeSending, now, now+probeDuration
 	step := probeStep
-	if c.carried {
-		step = probeStepAfterOK // ramp exponentially while the link keeps up
+	switch {
+	case c.carried:
+		step = probeStepAfterOK
+	case c.full:
+		step = probeStepWhenFull
 	}
-	c.rate = min(max(step*base, base+probeMinStep), probeMaxRate)
+	c.rate = min(max(int(step*float64(base)), base+probeMinStep), probeMaxRate)
 	c.packets, c.bytes = 0, 0
 	c.clusters++
 	return raise, true
@@ -160,7 +166,7 @@ func (c *probeController) evaluate(now time.Duration, target int, h *sendHistory
 		raised = int(estimate)
 		c.raises++
 	}
-	c.carried = !full && raised > 0
+	c.carried, c.full = !full && raised > 0, full && r.recvRate > 0
 	if c.carried {
 		c.next, c.backoff = now+probeAfterRaise, probeBackoffMin
 		return raised
