@@ -57,8 +57,9 @@ type probeController struct {
 	bytes      int
 	next       time.Duration // earliest start of the next cluster; 0 = not scheduled yet
 	backoff    time.Duration
-	carried    bool // the last cluster raised the estimate and the link was not full
-	full       bool // the last cluster found the link full
+	carried    bool          // the last cluster raised the estimate and the link was not full
+	full       bool          // the last cluster found the link full
+	evaluated  time.Duration // when the last cluster was evaluated
 
 	// Results, for stats and tests.
 	clusters, raises int
@@ -122,11 +123,14 @@ func (c *probeController) poll(now time.Duration, target int, canProbe bool, h *
 		c.id = 1
 	}
 	c.state, c.start, c.end = probeSending, now, now+probeDuration
-	step := probeStep
+	// What the last cluster said holds only for the next one in a row:
+	// after a pause (the ceiling was reached, then the estimate fell) the
+	// link may be another one.
+	step, recent := probeStep, now-c.evaluated <= 2*probeBackoffMax
 	switch {
-	case c.carried:
+	case c.carried && now-c.evaluated <= 2*probeAfterRaise:
 		step = probeStepAfterOK
-	case c.full:
+	case c.full && recent:
 		step = probeStepWhenFull
 	}
 	c.rate = min(max(int(step*float64(base)), base+probeMinStep), probeMaxRate)
@@ -166,7 +170,7 @@ func (c *probeController) evaluate(now time.Duration, target int, h *sendHistory
 		raised = int(estimate)
 		c.raises++
 	}
-	c.carried, c.full = !full && raised > 0, full && r.recvRate > 0
+	c.carried, c.full, c.evaluated = !full && raised > 0, full && r.recvRate > 0, now
 	if c.carried {
 		c.next, c.backoff = now+probeAfterRaise, probeBackoffMin
 		return raised

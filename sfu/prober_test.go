@@ -118,11 +118,15 @@ type simLink struct {
 	maxQueue time.Duration // queueing delay beyond which packets drop
 	free     time.Duration // when the link is next idle
 	seq      uint16        // next transport-wide sequence number
+	sent     int           // packets offered
+	drops    int           // packets dropped at the full queue
 }
 
 func (l *simLink) send(at time.Duration, size int) (arrival time.Duration, ok bool) {
 	start := max(at, l.free)
+	l.sent++
 	if start-at > l.maxQueue {
+		l.drops++
 		return 0, false
 	}
 	l.free = start + time.Duration(float64(size*8)/l.rate*float64(time.Second))
@@ -190,7 +194,8 @@ func TestProbesFindTheCapAndRecoverWhenItLifts(t *testing.T) {
 	link := &simLink{rate: 300_000, maxQueue: 200 * time.Millisecond}
 	// Capped: probes find about the cap and never push the estimate above it.
 	simulate(t, &c, &h, link, time.Second, 20*time.Second, &target, 500_000)
-	t.Logf("capped at 300 kbit/s: estimate %d after %d clusters (%d raised)", target, c.clusters, c.raises)
+	t.Logf("capped at 300 kbit/s: estimate %d after %d clusters (%d raised); the link dropped %d of %d packets",
+		target, c.clusters, c.raises, link.drops, link.sent)
 	if target > 300_000 || target < 200_000 {
 		t.Fatalf("under a 300 kbit/s cap the estimate is %d, want 200-300 kbit/s", target)
 	}
