@@ -60,6 +60,7 @@ type probeController struct {
 	carried    bool          // the last cluster raised the estimate and the link was not full
 	full       bool          // the last cluster found the link full
 	evaluated  time.Duration // when the last cluster was evaluated
+	lastTarget int           // the estimate at the previous poll
 
 	// Results, for stats and tests.
 	clusters, raises int
@@ -114,6 +115,13 @@ func (c *probeController) poll(now time.Duration, target int, canProbe bool, h *
 	if c.next == 0 {
 		c.next, c.backoff = now+probeFirstDelay, probeBackoffMin
 	}
+	// A falling estimate means a queue is building somewhere: probing into
+	// it would only drop packets (audio among them). Wait until it has
+	// held still for a while.
+	if float64(target) < 0.95*float64(c.lastTarget) {
+		c.next = max(c.next, now+probeBackoffMin)
+	}
+	c.lastTarget = target
 	if c.state != probeIdle || now < c.next || !canProbe || max(target, raise) >= probeCeiling {
 		return raise, false
 	}

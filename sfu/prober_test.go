@@ -235,3 +235,29 @@ func TestProbeEstimate(t *testing.T) {
 		}
 	}
 }
+
+func TestNoProbeWhileTheEstimateFalls(t *testing.T) {
+	var c probeController
+	var h sendHistory
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	for _, step := range []struct {
+		at, target int
+		start      bool
+	}{
+		{0, 1_000_000, false},    // first feedback: the call starts first
+		{1100, 1_000_000, true},  // a probe
+		{1500, 1_000_000, false}, // awaiting its result (none arrives)
+		{2400, 400_000, false},   // the estimate fell: a queue builds
+		{2900, 300_000, false},   // still falling
+		{3500, 300_000, false},   // held still for only 0.6 s
+		{3950, 300_000, true},    // 1 s after the last fall
+	} {
+		if _, started := c.poll(ms(step.at), step.target, true, &h); started != step.start {
+			t.Fatalf("at %d ms (estimate %d): started %v, want %v", step.at, step.target, started, step.start)
+		}
+		if c.state == probeSending {
+			c.state = probeAwaiting // nothing sent in this test
+			c.end = ms(step.at)
+		}
+	}
+}
