@@ -81,7 +81,7 @@ func (a *authenticator) verify(token, name string) error {
 func tokenProblem(err error) string {
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
-		return "the sign-in token is malformed (not a JWT)"
+		return "the sign-in token is malformed (not a well-formed JWT)"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		return "the sign-in token's signature is not valid (it must be HS256, signed with this server's secret)"
 	case errors.Is(err, jwt.ErrTokenExpired):
