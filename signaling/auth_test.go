@@ -256,3 +256,24 @@ func TestAuthenticatorDirect(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestAuthConcurrentLogins(t *testing.T) {
+	e, _ := newAuthEnv(t, nil)
+	const n = 20
+	var wg sync.WaitGroup
+	ok := make(chan bool, 2*n)
+	for i := range n {
+		good, bad := e.dial(nil), e.dial(nil)
+		name := "user" + strconv.Itoa(i)
+		wg.Add(2)
+		go func() { defer wg.Done(); m := good.authLogin(name, tokenFor(t, name)); ok <- *m.Success }()
+		go func() { defer wg.Done(); m := bad.authLogin(name+"x", tokenFor(t, name)); ok <- !*m.Success }()
+	}
+	wg.Wait()
+	close(ok)
+	for r := range ok {
+		if !r {
+			t.Fatal("a concurrent login got the wrong answer")
+		}
+	}
+}
