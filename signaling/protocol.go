@@ -34,6 +34,8 @@ type Message struct {
 	Call string `json:"call,omitempty"`
 	// State (additive) is a callstate's "reconnecting" or "connected".
 	State string `json:"state,omitempty"`
+	// Token (additive) is a login's JWT when the server requires one.
+	Token string `json:"token,omitempty"`
 }
 
 // ICEServer is one entry of the login reply's iceServers (RTCIceServer).

@@ -43,9 +43,15 @@ type Config struct {
 	// end the session. Default 256.
 	ResumeQueue int
 	Logger      *slog.Logger
+	// AuthSecret turns access control on: login then needs a token, an
+	// HS256 JWT signed with this secret whose sub is the name (auth.go).
+	// Empty: anyone may log in with any free name.
+	AuthSecret []byte
 
 	// afterFunc starts the grace timers (time.AfterFunc); tests replace it.
 	afterFunc func(time.Duration, func()) stopper
+	// authNow is the clock for token expiry (time.Now); tests replace it.
+	authNow func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -84,6 +90,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+	auth     *authenticator // nil: access control off
 
 	clock sessionClock
 
@@ -105,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
 		clients: map[*client]struct{}{}, names: map[string]*session{}, tokens: map[string]*session{},
-		calls: map[*call]struct{}{},
+		calls: map[*call]struct{}{}, auth: newAuthenticator(cfg.AuthSecret, cfg.authNow),
 	}
 	s.clock = sessionClock{grace: cfg.ResumeGrace, maxQueue: cfg.ResumeQueue, after: cfg.afterFunc,
 		expire: func(ss *session, epoch uint64) {
@@ -183,7 +190,7 @@ func (s *Server) handle(c *client, data []byte) {
 		c.sendMsg(&Message{Type: typePong})
 		return
 	case typeLogin:
-		s.login(c, m.Name)
+		s.login(c, m.Name, m.Token)
 		return
 	case typeResume:
 		s.resume(c, m.Session)
@@ -208,12 +215,29 @@ func (s *Server) handle(c *client, data []byte) {
 	}
 }
 
-func (s *Server) login(c *client, raw string) {
+func (s *Server) login(c *client, raw, authToken string) {
 	name, err := cleanName(raw)
 	fail := func(msg string) { c.sendMsg(&Message{Type: typeLogin, Success: new(false), Message: msg}) }
 	if err != nil {
 		fail(err.Error())
 		return
+	}
+	if s.auth != nil {
+		// Before the name is looked up, so that a stranger learns nothing
+		// (not even which names are taken). A connection's logins run one
+		// at a time on its reader, so c.sess is stable here.
+		s.mu.Lock()
+		ss := c.sess
+		s.mu.Unlock()
+		if ss != nil {
+			c.sendError("already logged in as " + ss.name)
+			return
+		}
+		if err := s.auth.verify(authToken, name); err != nil {
+			s.log.Info("login refused", "name", name, "reason", err, "detail", errors.Unwrap(err))
+			fail(err.Error())
+			return
+		}
 	}
 	s.mu.Lock()
 	switch {
