@@ -1,0 +1,252 @@
+package turn
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pturn "github.com/pion/turn/v4"
+)
+
+// tryAllocate allocates a UDP relay from a fresh socket on localIP; it
+// returns the STUN error code (0 on success, -1 on other errors) and a
+// function that releases everything.
+func tryAllocate(srv *Server, localIP, user, pass string) (int, func()) {
+	conn, err := net.ListenPacket("udp4", net.JoinHostPort(localIP, "0"))
+	if err != nil {
+		return -1, func() {}
+	}
+	c, err := pturn.NewClient(&pturn.ClientConfig{
+		STUNServerAddr: srv.UDPAddr().String(),
+		TURNServerAddr: srv.UDPAddr().String(),
+		Username:       user, Password: pass, Conn: conn,
+		LoggerFactory: pionLoggerFactory{log: testLogger()},
+	})
+	if err != nil {
+		_ = conn.Close()
+
+		return -1, func() {}
+	}
+	release := func() { c.Close(); _ = conn.Close() }
+	if err := c.Listen(); err != nil {
+		release()
+
+		return -1, func() {}
+	}
+	relay, err := c.Allocate()
+	if err != nil {
+		release()
+		if code := turnErrorCode(err); code != 0 {
+			return code, func() {}
+		}
+
+		return -1, func() {}
+	}
+
+	return 0, func() { _ = relay.Close(); release() }
+}
+
+// 110 made-up names from one address, each trying its full per-name
+// quota (1,100 requests against 1,000 allocations), get only the
+// per-source quota; a user at another address still allocates.
+func TestMadeUpNamesCannotExhaustAllocations(t *testing.T) {
+	sfu := startEcho(t)
+	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, nil) // defaults: 10/user, 100/source, 1000 total
+	start := time.Now()
+
+	var (
+		mu       sync.Mutex
+		releases []func()
+		ok, quot atomic.Int64
+		other    atomic.Int64
+	)
+	t.Cleanup(func() {
+		for _, r := range releases {
+			r()
+		}
+	})
+	names := make(chan string)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range names {
+				user, pass := Credentials(testSecret, name, time.Hour, time.Now())
+				for range DefaultUserQuota {
+					code, release := tryAllocate(srv, "127.0.0.1", user, pass)
+					mu.Lock()
+					releases = append(releases, release)
+					mu.Unlock()
+					switch code {
+					case 0:
+						ok.Add(1)
+					case codeQuotaReached:
+						quot.Add(1)
+					default:
+						other.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	for i := range 110 {
+		names <- fmt.Sprintf("stranger%03d", i)
+	}
+	close(names)
+	wg.Wait()
+	t.Logf("1,100 requests from one source in %v: %d allocated, %d refused with 486, %d other errors",
+		time.Since(start).Round(time.Millisecond), ok.Load(), quot.Load(), other.Load())
+	if ok.Load() != DefaultSourceQuota || quot.Load() != 1100-DefaultSourceQuota {
+		t.Fatalf("%d allocated and %d refused; want %d and %d", ok.Load(), quot.Load(),
+			DefaultSourceQuota, 1100-DefaultSourceQuota)
+	}
+	if n := srv.AllocationCount(); n != DefaultSourceQuota {
+		t.Fatalf("server holds %d allocations, want %d", n, DefaultSourceQuota)
+	}
+
+	// A real user from another address allocates over UDP and TCP.
+	user, pass := Credentials(testSecret, "alice", time.Hour, time.Now())
+	code, release := tryAllocate(srv, "127.0.0.2", user, pass)
+	t.Cleanup(release)
+	if code != 0 {
+		t.Fatalf("real user's UDP allocation: code %d", code)
+	}
+	relay := allocate(t, tcpClientFrom(t, srv, "127.0.0.2", user, pass))
+	roundTrip(t, relay, sfu.udpAddr(), "hello")
+}
+
+// tcpClientFrom is tcpClient with the connection bound to localIP.
+func tcpClientFrom(t testing.TB, srv *Server, localIP, user, pass string) *pturn.Client {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}, Timeout: 2 * time.Second}
+	conn, err := d.Dial("tcp", srv.TCPAddr().String())
+	if err != nil {
+		t.Fatalf("dial tcp from %s: %v", localIP, err)
+	}
+
+	return newClient(t, pturn.NewSTUNConn(conn), srv.TCPAddr(), user, pass)
+}
+
+// stallHeader is the 20-byte header of a STUN Binding request announcing a
+// 100-byte body that never comes.
+var stallHeader = []byte{0x00, 0x01, 0x00, 0x64, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+
+// dialStalled opens n TCP connections from localIP that each send a STUN
+// header and stall.
+func dialStalled(t *testing.T, srv *Server, localIP string, n int) []net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}, Timeout: 2 * time.Second}
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := d.Dial("tcp", srv.TCPAddr().String())
+		if err != nil {
+			t.Fatalf("dial from %s: %v", localIP, err)
+		}
+		_, _ = c.Write(stallHeader) // may fail if the server already refused it
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+
+	return conns
+}
+
+// allClosedByServer waits until the server has closed every conn (a read
+// returns EOF or a reset) or the deadline passes; it returns how many are closed.
+func allClosedByServer(conns []net.Conn, deadline time.Time) int {
+	closed := atomic.Int64{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, c := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = c.SetReadDeadline(deadline)
+			if _, err := c.Read(make([]byte, 64)); err != nil && !isTimeout(err) {
+				closed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+
+	return int(closed.Load())
+}
+
+// 2,000 connections (the whole TCP cap) that send a STUN header and stall,
+// spread over 40 sources so the per-source cap does not refuse them, are
+// closed by the setup timeout; then a real user allocates over TCP, and its
+// connection outlives the setup timeout because it carries an allocation.
+func TestStalledTCPConnsClosedBySetupTimeout(t *testing.T) {
+	const setup = time.Second
+	sfu := startEcho(t)
+	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, func(c *Config) { c.SetupTimeout = setup })
+	if srv.cfg.MaxConns != 2000 {
+		t.Fatalf("MaxConns = %d, want the default 2000", srv.cfg.MaxConns)
+	}
+	start := time.Now()
+	var conns []net.Conn
+	for i := range 40 {
+		conns = append(conns, dialStalled(t, srv, fmt.Sprintf("127.0.1.%d", i+1), 50)...)
+	}
+	eventually(t, "2,000 connections to be tracked", func() bool { return srv.tcp.connCount() == 2000 })
+	goroutines := runtime.NumGoroutine()
+	opened := time.Since(start)
+
+	// The cap is full: a newcomer is refused for now.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	probe, err := d.Dial("tcp", srv.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := allClosedByServer([]net.Conn{probe}, time.Now().Add(setup/2)); n != 1 {
+		t.Fatal("connection over the full cap was not closed at once")
+	}
+	_ = probe.Close()
+
+	deadline := start.Add(setup + 2*time.Second) // the timeout plus scheduling margin
+	if n := allClosedByServer(conns, deadline); n != len(conns) {
+		t.Fatalf("%d of %d stalled connections closed by the server within %v", n, len(conns), time.Until(deadline)+time.Since(start))
+	}
+	eventually(t, "the listener to forget them", func() bool { return srv.tcp.connCount() == 0 })
+	t.Logf("2,000 stalled conns opened in %v (%d goroutines), all closed %v after the first was accepted (setup timeout %v)",
+		opened.Round(time.Millisecond), goroutines, time.Since(start).Round(time.Millisecond), setup)
+
+	user, pass := Credentials(testSecret, "alice", time.Hour, time.Now())
+	relay := allocate(t, tcpClientFrom(t, srv, "127.0.0.2", user, pass))
+	roundTrip(t, relay, sfu.udpAddr(), "before")
+	// Past the setup timeout, the allocated connection is still served.
+	tracked := time.Now()
+	eventually(t, "setup timeout to pass", func() bool { return time.Since(tracked) > setup+200*time.Millisecond })
+	if n := srv.tcp.connCount(); n != 1 {
+		t.Fatalf("allocated connection dropped: %d tracked", n)
+	}
+	roundTrip(t, relay, sfu.udpAddr(), "after")
+}
+
+// One source cannot hold more than MaxConnsPerSource connections; others
+// are served meanwhile.
+func TestStalledTCPConnsPerSourceCap(t *testing.T) {
+	sfu := startEcho(t)
+	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, nil)
+	conns := dialStalled(t, srv, "127.0.0.1", 2000)
+	if n := allClosedByServer(conns[DefaultSourceQuota:], time.Now().Add(2*time.Second)); n != len(conns)-DefaultSourceQuota {
+		t.Fatalf("%d of %d connections over the per-source cap were closed", n, len(conns)-DefaultSourceQuota)
+	}
+	if n := srv.tcp.connCount(); n != DefaultSourceQuota {
+		t.Fatalf("tracked %d connections from one source, want %d", n, DefaultSourceQuota)
+	}
+	user, pass := Credentials(testSecret, "alice", time.Hour, time.Now())
+	relay := allocate(t, tcpClientFrom(t, srv, "127.0.0.2", user, pass))
+	roundTrip(t, relay, sfu.udpAddr(), "hi")
+}
