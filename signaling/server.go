@@ -72,6 +72,7 @@ type Server struct {
 	mu      sync.Mutex
 	clients map[*client]struct{}
 	names   map[string]*client
+	keys    map[string]*client // nameKey -> holder of the name (names.go)
 	calls   map[*call]struct{}
 	closed  bool
 	wg      sync.WaitGroup // client goroutines and call timers at work
@@ -185,13 +186,14 @@ func (s *Server) login(c *client, raw string) {
 		s.mu.Unlock()
 		c.sendError("already logged in as " + c.name)
 		return
-	case s.names[name] != nil:
+	case s.nameInUse(name):
 		s.mu.Unlock()
-		fail("the name " + name + " is taken, choose another")
+		fail("the name " + name + " is taken (or one that looks the same), choose another")
 		return
 	}
 	c.name = name
 	s.names[name] = c
+	s.reserveName(name, c)
 	s.mu.Unlock()
 
 	servers := s.cfg.ICEServers(name, c.host)
@@ -230,6 +232,7 @@ func (s *Server) unregister(c *client) {
 	name := c.name
 	if name != "" && s.names[name] == c {
 		delete(s.names, name)
+		s.releaseName(name, c)
 	}
 	cl := c.call
 	s.mu.Unlock()
