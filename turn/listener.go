@@ -36,7 +36,7 @@ type connListener struct {
 
 	mu       sync.Mutex
 	conns    map[*deadlineConn]struct{}
-	byRemote map[string]*deadlineConn // remote address -> conn
+	byRemote map[string]*deadlineConn // addrKey(remote address) -> conn
 	bySource map[netip.Addr]int
 	closed   bool
 }
@@ -86,7 +86,7 @@ func (l *connListener) track(conn net.Conn) *deadlineConn {
 
 		return nil
 	}
-	dc := &deadlineConn{Conn: conn, untrack: l.untrack, source: src, remote: conn.RemoteAddr().String()}
+	dc := &deadlineConn{Conn: conn, untrack: l.untrack, source: src, remote: addrKey(conn.RemoteAddr())}
 	dc.setupDeadline = time.Now().Add(l.setupTimeout)
 	l.conns[dc] = struct{}{}
 	l.byRemote[dc.remote] = dc
@@ -115,7 +115,7 @@ func (l *connListener) allocated(remote net.Addr) {
 		return
 	}
 	l.mu.Lock()
-	dc := l.byRemote[remote.String()]
+	dc := l.byRemote[addrKey(remote)] // "tcp/ip:port": a UDP client on the same port does not match
 	l.mu.Unlock()
 	if dc != nil {
 		dc.markAllocated()

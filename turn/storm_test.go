@@ -1,6 +1,7 @@
 package turn
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -137,19 +138,25 @@ func tcpClientFrom(t testing.TB, srv *Server, localIP, user, pass string) *pturn
 // 100-byte body that never comes.
 var stallHeader = []byte{0x00, 0x01, 0x00, 0x64, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 
+// stalledConn is a client connection and when it was opened.
+type stalledConn struct {
+	net.Conn
+	opened time.Time
+}
+
 // dialStalled opens n TCP connections from localIP that each send a STUN
 // header and stall.
-func dialStalled(t *testing.T, srv *Server, localIP string, n int) []net.Conn {
+func dialStalled(t *testing.T, srv *Server, localIP string, n int) []stalledConn {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}, Timeout: 2 * time.Second}
-	conns := make([]net.Conn, 0, n)
+	conns := make([]stalledConn, 0, n)
 	for range n {
 		c, err := d.Dial("tcp", srv.TCPAddr().String())
 		if err != nil {
 			t.Fatalf("dial from %s: %v", localIP, err)
 		}
 		_, _ = c.Write(stallHeader) // may fail if the server already refused it
-		conns = append(conns, c)
+		conns = append(conns, stalledConn{Conn: c, opened: time.Now()})
 	}
 	t.Cleanup(func() {
 		for _, c := range conns {
@@ -160,9 +167,9 @@ func dialStalled(t *testing.T, srv *Server, localIP string, n int) []net.Conn {
 	return conns
 }
 
-// allClosedByServer waits until the server has closed every conn (a read
-// returns EOF or a reset) or the deadline passes; it returns how many are closed.
-func allClosedByServer(conns []net.Conn, deadline time.Time) int {
+// closedWithin counts the conns the server closed (a read returns EOF or a
+// reset) within d of their opening.
+func closedWithin(conns []stalledConn, d time.Duration) int {
 	closed := atomic.Int64{}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -172,7 +179,7 @@ func allClosedByServer(conns []net.Conn, deadline time.Time) int {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			_ = c.SetReadDeadline(deadline)
+			_ = c.SetReadDeadline(c.opened.Add(d))
 			if _, err := c.Read(make([]byte, 64)); err != nil && !isTimeout(err) {
 				closed.Add(1)
 			}
@@ -183,51 +190,65 @@ func allClosedByServer(conns []net.Conn, deadline time.Time) int {
 	return int(closed.Load())
 }
 
+func closedAt(c net.Conn, deadline time.Time) bool {
+	_ = c.SetReadDeadline(deadline)
+	_, err := c.Read(make([]byte, 64))
+
+	return err != nil && !isTimeout(err)
+}
+
 // 2,000 connections (the whole TCP cap) that send a STUN header and stall,
 // spread over 40 sources so the per-source cap does not refuse them, are
-// closed by the setup timeout; then a real user allocates over TCP, and its
-// connection outlives the setup timeout because it carries an allocation.
+// each closed by the setup timeout; then a real user allocates over TCP,
+// and its connection outlives the setup timeout because it carries an
+// allocation.
 func TestStalledTCPConnsClosedBySetupTimeout(t *testing.T) {
-	const setup = time.Second
+	const setup, margin = 2 * time.Second, 2 * time.Second
 	sfu := startEcho(t)
 	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, func(c *Config) { c.SetupTimeout = setup })
 	if srv.cfg.MaxConns != 2000 {
 		t.Fatalf("MaxConns = %d, want the default 2000", srv.cfg.MaxConns)
 	}
 	start := time.Now()
-	var conns []net.Conn
+	var conns []stalledConn
 	for i := range 40 {
 		conns = append(conns, dialStalled(t, srv, fmt.Sprintf("127.0.1.%d", i+1), 50)...)
 	}
-	eventually(t, "2,000 connections to be tracked", func() bool { return srv.tcp.connCount() == 2000 })
-	goroutines := runtime.NumGoroutine()
 	opened := time.Since(start)
-
-	// The cap is full: a newcomer is refused for now.
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
-	probe, err := d.Dial("tcp", srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	goroutines := runtime.NumGoroutine()
+	// Let the server accept the backlog (until the first ones could expire).
+	for srv.tcp.connCount() < 2000 && time.Since(start) < setup*3/4 {
+		time.Sleep(10 * time.Millisecond)
 	}
-	if n := allClosedByServer([]net.Conn{probe}, time.Now().Add(setup/2)); n != 1 {
-		t.Fatal("connection over the full cap was not closed at once")
+	tracked := srv.tcp.connCount()
+	if tracked == 2000 {
+		// The cap is full: a newcomer is refused for now.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		probe, err := d.Dial("tcp", srv.TCPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !closedAt(probe, time.Now().Add(setup/2)) {
+			t.Fatal("connection over the full cap was not closed at once")
+		}
+		_ = probe.Close()
+	} else {
+		t.Logf("only %d tracked at once (a slow machine: accepting lagged behind the setup timeout)", tracked)
 	}
-	_ = probe.Close()
 
-	deadline := start.Add(setup + 2*time.Second) // the timeout plus scheduling margin
-	if n := allClosedByServer(conns, deadline); n != len(conns) {
-		t.Fatalf("%d of %d stalled connections closed by the server within %v", n, len(conns), time.Until(deadline)+time.Since(start))
+	if n := closedWithin(conns, setup+margin); n != len(conns) {
+		t.Fatalf("%d of %d stalled connections closed by the server within %v of opening", n, len(conns), setup+margin)
 	}
 	eventually(t, "the listener to forget them", func() bool { return srv.tcp.connCount() == 0 })
-	t.Logf("2,000 stalled conns opened in %v (%d goroutines), all closed %v after the first was accepted (setup timeout %v)",
-		opened.Round(time.Millisecond), goroutines, time.Since(start).Round(time.Millisecond), setup)
+	t.Logf("2,000 stalled conns opened in %v (%d tracked, %d goroutines in the test process), each closed within %v of opening, all within %v (setup timeout %v)",
+		opened.Round(time.Millisecond), tracked, goroutines, setup+margin, time.Since(start).Round(time.Millisecond), setup)
 
 	user, pass := Credentials(testSecret, "alice", time.Hour, time.Now())
 	relay := allocate(t, tcpClientFrom(t, srv, "127.0.0.2", user, pass))
 	roundTrip(t, relay, sfu.udpAddr(), "before")
 	// Past the setup timeout, the allocated connection is still served.
-	tracked := time.Now()
-	eventually(t, "setup timeout to pass", func() bool { return time.Since(tracked) > setup+200*time.Millisecond })
+	allocated := time.Now()
+	eventually(t, "setup timeout to pass", func() bool { return time.Since(allocated) > setup+200*time.Millisecond })
 	if n := srv.tcp.connCount(); n != 1 {
 		t.Fatalf("allocated connection dropped: %d tracked", n)
 	}
@@ -240,7 +261,7 @@ func TestStalledTCPConnsPerSourceCap(t *testing.T) {
 	sfu := startEcho(t)
 	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, nil)
 	conns := dialStalled(t, srv, "127.0.0.1", 2000)
-	if n := allClosedByServer(conns[DefaultSourceQuota:], time.Now().Add(2*time.Second)); n != len(conns)-DefaultSourceQuota {
+	if n := closedWithin(conns[DefaultSourceQuota:], time.Second); n != len(conns)-DefaultSourceQuota {
 		t.Fatalf("%d of %d connections over the per-source cap were closed", n, len(conns)-DefaultSourceQuota)
 	}
 	if n := srv.tcp.connCount(); n != DefaultSourceQuota {
@@ -249,4 +270,33 @@ func TestStalledTCPConnsPerSourceCap(t *testing.T) {
 	user, pass := Credentials(testSecret, "alice", time.Hour, time.Now())
 	relay := allocate(t, tcpClientFrom(t, srv, "127.0.0.2", user, pass))
 	roundTrip(t, relay, sfu.udpAddr(), "hi")
+}
+
+// Over TLS too: a connection that carries an allocation outlives the setup
+// timeout; one that completed the TLS handshake but never allocated does not.
+func TestTLSSetupTimeout(t *testing.T) {
+	const setup = 500 * time.Millisecond
+	serverTLS, clientTLS := selfSigned(t)
+	sfu := startEcho(t)
+	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, func(c *Config) {
+		c.TLSAddr = "127.0.0.1:0"
+		c.TLSConfig = serverTLS
+		c.SetupTimeout = setup
+	})
+	idle, err := tls.Dial("tcp", srv.TLSAddr().String(), clientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	user, pass := Credentials(testSecret, "tess", time.Hour, time.Now())
+	relay := allocate(t, tlsClient(t, srv, clientTLS, user, pass))
+	start := time.Now()
+	if !closedAt(idle, start.Add(setup+2*time.Second)) {
+		t.Fatal("handshaken TLS connection without an allocation not closed")
+	}
+	eventually(t, "setup timeout to pass", func() bool { return time.Since(start) > setup+200*time.Millisecond })
+	roundTrip(t, relay, sfu.udpAddr(), "still here")
+	if n := srv.tls.connCount(); n != 1 {
+		t.Fatalf("tracked TLS connections = %d, want 1 (the allocated one)", n)
+	}
 }
