@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +16,24 @@ import (
 
 	pturn "github.com/pion/turn/v4"
 )
+
+// rssMiB returns the resident set of this process (server and clients
+// together), or -1 where /proc is missing.
+func rssMiB() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kib, _ := strconv.Atoi(f[1])
+
+			return kib >> 10
+		}
+	}
+
+	return -1
+}
 
 // tryAllocate allocates a UDP relay from a fresh socket on localIP; it
 // returns the STUN error code (0 on success, -1 on other errors) and a
@@ -58,7 +79,7 @@ func tryAllocate(srv *Server, localIP, user, pass string) (int, func()) {
 func TestMadeUpNamesCannotExhaustAllocations(t *testing.T) {
 	sfu := startEcho(t)
 	srv := startServer(t, []netip.AddrPort{sfu.addrPort()}, nil) // defaults: 10/user, 100/source, 1000 total
-	start := time.Now()
+	start, rss0 := time.Now(), rssMiB()
 
 	var (
 		mu       sync.Mutex
@@ -101,8 +122,8 @@ func TestMadeUpNamesCannotExhaustAllocations(t *testing.T) {
 	}
 	close(names)
 	wg.Wait()
-	t.Logf("1,100 requests from one source in %v: %d allocated, %d refused with 486, %d other errors",
-		time.Since(start).Round(time.Millisecond), ok.Load(), quot.Load(), other.Load())
+	t.Logf("1,100 requests from one source in %v: %d allocated, %d refused with 486, %d other errors; RSS %d -> %d MiB",
+		time.Since(start).Round(time.Millisecond), ok.Load(), quot.Load(), other.Load(), rss0, rssMiB())
 	if ok.Load() != DefaultSourceQuota || quot.Load() != 1100-DefaultSourceQuota {
 		t.Fatalf("%d allocated and %d refused; want %d and %d", ok.Load(), quot.Load(),
 			DefaultSourceQuota, 1100-DefaultSourceQuota)
@@ -209,7 +230,7 @@ func TestStalledTCPConnsClosedBySetupTimeout(t *testing.T) {
 	if srv.cfg.MaxConns != 2000 {
 		t.Fatalf("MaxConns = %d, want the default 2000", srv.cfg.MaxConns)
 	}
-	start := time.Now()
+	start, rss0 := time.Now(), rssMiB()
 	var conns []stalledConn
 	for i := range 40 {
 		conns = append(conns, dialStalled(t, srv, fmt.Sprintf("127.0.1.%d", i+1), 50)...)
@@ -220,7 +241,7 @@ func TestStalledTCPConnsClosedBySetupTimeout(t *testing.T) {
 	for srv.tcp.connCount() < 2000 && time.Since(start) < setup*3/4 {
 		time.Sleep(10 * time.Millisecond)
 	}
-	tracked := srv.tcp.connCount()
+	tracked, rssFull := srv.tcp.connCount(), rssMiB()
 	if tracked == 2000 {
 		// The cap is full: a newcomer is refused for now.
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
@@ -240,8 +261,8 @@ func TestStalledTCPConnsClosedBySetupTimeout(t *testing.T) {
 		t.Fatalf("%d of %d stalled connections closed by the server within %v of opening", n, len(conns), setup+margin)
 	}
 	eventually(t, "the listener to forget them", func() bool { return srv.tcp.connCount() == 0 })
-	t.Logf("2,000 stalled conns opened in %v (%d tracked, %d goroutines in the test process), each closed within %v of opening, all within %v (setup timeout %v)",
-		opened.Round(time.Millisecond), tracked, goroutines, setup+margin, time.Since(start).Round(time.Millisecond), setup)
+	t.Logf("2,000 stalled conns opened in %v (%d tracked, %d goroutines, RSS %d -> %d MiB, both ends in this process), each closed within %v of opening, all within %v (setup timeout %v)",
+		opened.Round(time.Millisecond), tracked, goroutines, rss0, rssFull, setup+margin, time.Since(start).Round(time.Millisecond), setup)
 
 	user, pass := Credentials(testSecret, "alice", time.Hour, time.Now())
 	relay := allocate(t, tcpClientFrom(t, srv, "127.0.0.2", user, pass))
