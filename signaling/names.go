@@ -133,27 +133,27 @@ func (s *Server) nameInUse(name string) bool {
 	for _, k := range nameKeys(name) {
 		// A holder no longer registered under its name was removed by a
 		// path that did not release its keys: the key is free.
-		if c := s.keys[k]; c != nil && s.names[c.name] == c {
+		if ss := s.keys[k]; ss != nil && s.names[ss.name] == ss {
 			return true
 		}
 	}
 	return false
 }
 
-// reserveName records that c holds name's keys. Called with s.mu held.
-func (s *Server) reserveName(name string, c *client) {
+// reserveName records that session ss holds name's keys. Called with s.mu held.
+func (s *Server) reserveName(name string, ss *session) {
 	if s.keys == nil {
-		s.keys = map[string]*client{}
+		s.keys = map[string]*session{}
 	}
 	for _, k := range nameKeys(name) {
-		s.keys[k] = c
+		s.keys[k] = ss
 	}
 }
 
-// releaseName forgets c's hold on name's keys. Called with s.mu held.
-func (s *Server) releaseName(name string, c *client) {
+// releaseName forgets ss's hold on name's keys. Called with s.mu held.
+func (s *Server) releaseName(name string, ss *session) {
 	for _, k := range nameKeys(name) {
-		if s.keys[k] == c {
+		if s.keys[k] == ss {
 			delete(s.keys, k)
 		}
 	}

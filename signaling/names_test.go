@@ -116,7 +116,7 @@ func TestImpersonatingNamesAreRefused(t *testing.T) {
 	}
 	bob := e.login("bob")
 	bob.waitUsers("alice", "bob")
-	_ = alice.ws.Close()
+	alice.closeFrame()
 	bob.waitUsers("bob")
 	e.login("\u0430lice") // the look-alike is free once alice left
 }
