@@ -97,6 +97,7 @@ type Server struct {
 	mu      sync.Mutex
 	clients map[*client]struct{}
 	names   map[string]*session // live sessions, attached or detached
+	keys    map[string]*session // nameKey -> holder of the name (names.go)
 	tokens  map[string]*session // the current resume token of each session
 	calls   map[*call]struct{}
 	closed  bool
@@ -245,15 +246,16 @@ func (s *Server) login(c *client, raw, authToken string) {
 		s.mu.Unlock()
 		c.sendError("already logged in as " + c.sess.name)
 		return
-	case s.names[name] != nil:
+	case s.nameInUse(name):
 		s.mu.Unlock()
-		fail("the name " + name + " is taken, choose another")
+		fail("the name " + name + " is taken (or one that looks the same), choose another")
 		return
 	}
 	ss := newSession(name, c, &s.clock)
 	ss.token = newToken()
 	c.sess = ss
 	s.names[name] = ss
+	s.reserveName(name, ss)
 	s.tokens[ss.token] = ss
 	token := ss.token
 	s.mu.Unlock()
@@ -387,6 +389,7 @@ func (s *Server) finishSession(ss *session) {
 	s.mu.Lock()
 	if s.names[ss.name] == ss {
 		delete(s.names, ss.name)
+		s.releaseName(ss.name, ss)
 	}
 	if s.tokens[ss.token] == ss {
 		delete(s.tokens, ss.token)
