@@ -231,3 +231,20 @@ func TestLifecycleCloseStopsTimers(t *testing.T) {
 		t.Fatalf("events %v after close, want only the interruption before it", got)
 	}
 }
+
+func TestCandidateUfrag(t *testing.T) {
+	u := "abcd"
+	for _, tc := range []struct {
+		c    webrtc.ICECandidateInit
+		want string
+	}{
+		{webrtc.ICECandidateInit{Candidate: "candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host"}, ""},
+		{webrtc.ICECandidateInit{Candidate: "candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host generation 0 ufrag wxyz network-id 1"}, "wxyz"},
+		{webrtc.ICECandidateInit{Candidate: "candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host ufrag wxyz", UsernameFragment: &u}, "abcd"},
+		{webrtc.ICECandidateInit{Candidate: "candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 0.0.0.0 rport 0 ufrag q"}, "q"},
+	} {
+		if got := candidateUfrag(tc.c); got != tc.want {
+			t.Errorf("candidateUfrag(%q) = %q, want %q", tc.c.Candidate, got, tc.want)
+		}
+	}
+}

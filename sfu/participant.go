@@ -154,7 +154,7 @@ func (p *Participant) AddCandidate(c webrtc.ICECandidateInit) error {
 		p.mu.Unlock()
 		return ErrClosed
 	}
-	if !p.remoteSet || (c.UsernameFragment != nil && *c.UsernameFragment != "" && *c.UsernameFragment != p.ufrag) {
+	if u := candidateUfrag(c); !p.remoteSet || (u != "" && u != p.ufrag) {
 		defer p.mu.Unlock()
 		if len(p.early) >= maxEarlyCandidates {
 			return errors.New("too many candidates before the description")
@@ -187,8 +187,8 @@ func (p *Participant) setRemote(t webrtc.SDPType, sdp string) error {
 	var early []webrtc.ICECandidateInit
 	kept := p.early[:0]
 	for _, c := range p.early {
-		switch {
-		case c.UsernameFragment == nil || *c.UsernameFragment == "" || *c.UsernameFragment == ufrag:
+		switch u := candidateUfrag(c); {
+		case u == "" || u == ufrag:
 			early = append(early, c)
 		case len(kept) < maxEarlyCandidates/2:
 			kept = append(kept, c) // perhaps for a description still to come
@@ -217,6 +217,21 @@ func remoteUfrag(sdp string) string {
 		v = v[:j]
 	}
 	return strings.TrimSpace(v)
+}
+
+// candidateUfrag is the ICE username fragment a candidate names, in its
+// usernameFragment field or its "ufrag" extension ("" if neither).
+func candidateUfrag(c webrtc.ICECandidateInit) string {
+	if c.UsernameFragment != nil && *c.UsernameFragment != "" {
+		return *c.UsernameFragment
+	}
+	f := strings.Fields(c.Candidate)
+	for i := 8; i+1 < len(f); i++ { // extensions follow "typ <type>" (fields 7 and 8)
+		if f[i] == "ufrag" {
+			return f[i+1]
+		}
+	}
+	return ""
 }
 
 // holdCandidates queues the server's candidates until the next local
