@@ -497,3 +497,49 @@ func TestNeverConnectedFailsAfterConnectTimeout(t *testing.T) {
 	case <-deadline.C:
 	}
 }
+
+// pion's failed state is not final: a PeerConnection whose ICE agent gave
+// up (here: it never heard from the client) is revived by the client's
+// offer with new ICE credentials, and the call goes on. The connect
+// deadline, not pion, decides when to give up.
+func TestFailedICERevivedByRestart(t *testing.T) {
+	o := newOutageNet(t, outLostIP, outCalleeIP)
+	s, err := New(Config{Net: o.sfuNet, ICEFailedTimeout: 2 * time.Second, ConnectTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	call := s.NewCall("revive")
+	t.Cleanup(call.Close)
+	peer := joinWatched(t, call, "peer", false, outageClientOptions(o.nets[outCalleeIP]))
+	waitConnected(t, "peer", peer.testClient, 15*time.Second)
+
+	o.blocked.Store(true)
+	lost := joinWatched(t, call, "lost", true, outageClientOptions(o.nets[outLostIP]))
+	start := time.Now()
+	for lost.part.pc.ICEConnectionState() != webrtc.ICEConnectionStateFailed {
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("sfu ICE %s after %v, want failed", lost.part.pc.ICEConnectionState(), time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	failedAfter := time.Since(start)
+	o.blocked.Store(false)
+	restartAt := time.Now()
+	if err := lost.restartICE(); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, "lost", lost.testClient, 15*time.Second)
+	connectedAfter := time.Since(restartAt)
+	t.Cleanup(lost.StartSending())
+	t.Cleanup(peer.StartSending())
+	waitMore(t, "peer", peer.testClient, webrtc.RTPCodecTypeAudio, 0, 25, 10*time.Second)
+	waitMore(t, "lost", lost.testClient, webrtc.RTPCodecTypeAudio, 0, 25, 10*time.Second)
+	t.Logf("sfu's ICE failed %v after the remote description; connected %v after the client's ICE restart; media both ways",
+		failedAfter.Round(time.Millisecond), connectedAfter.Round(time.Millisecond))
+	for _, c := range []*watchedClient{lost, peer} {
+		if got := c.ev.String(); got != "" {
+			t.Errorf("%s's signaler saw %q, want nothing", c.part.name, got)
+		}
+	}
+}
