@@ -564,3 +564,27 @@ func TestFailedICERevivedByRestart(t *testing.T) {
 		}
 	}
 }
+
+// A short outage the client does not even notice (no restart): the SFU
+// reports the interruption and, once the client's packets arrive again,
+// the restoration.
+func TestShortOutageWithoutRestart(t *testing.T) {
+	const outage = 2 * time.Second
+	o, lost, peer, _, _ := startOutageCalls(t, Config{ICEFailedTimeout: 10 * time.Second, ICEDisconnectedTimeout: 500 * time.Millisecond})
+	audio := webrtc.RTPCodecTypeAudio
+	o.blocked.Store(true)
+	cut := time.Now()
+	interruptedAfter := lost.ev.waitFor(t, outage, "interrupted")
+	time.Sleep(time.Until(cut.Add(outage)))
+	nPeer := peer.Received(audio).Packets
+	o.blocked.Store(false)
+	back := time.Now()
+	toPeer := waitMore(t, "peer after the outage", peer.testClient, audio, nPeer, 1, 10*time.Second)
+	lost.ev.waitFor(t, 10*time.Second, "interrupted", "restored")
+	restoredAt := time.Since(back)
+	t.Logf("interrupted %v after the cut; after the return media to peer in %v, Restored after %v",
+		interruptedAfter.Round(time.Millisecond), toPeer.Round(time.Millisecond), restoredAt.Round(time.Millisecond))
+	if got := peer.ev.String(); got != "" {
+		t.Errorf("peer's signaler saw %q", got)
+	}
+}
