@@ -60,7 +60,7 @@ func TestAddSinkRefusesDuplicate(t *testing.T) {
 // whichever runs first.
 func TestRaceJoinPublish(t *testing.T) {
 	s := newTestSFU(t)
-	for i := range 30 {
+	for i := range 100 { // without the call's subscription lock, about one round in 200 misses or doubles
 		call := s.NewCall(fmt.Sprint("jp", i))
 		a := mustJoin(t, call, "a")
 		ups := []*upTrack{fakeUpTrack(webrtc.RTPCodecTypeAudio), fakeUpTrack(webrtc.RTPCodecTypeVideo)}
