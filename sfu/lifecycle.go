@@ -53,6 +53,7 @@ type lifecycle struct {
 
 	mu            sync.Mutex
 	everConnected bool
+	dtlsFailed    bool // sticky: pion may close the PeerConnection right after
 	interrupted   bool // Interrupted sent, Restored not yet
 	done          bool // Failed sent or closed: no more calls out
 	connectT      *timer
@@ -138,7 +139,7 @@ func (l *lifecycle) update(s webrtc.PeerConnectionState, dtlsFailed bool) {
 		l.mu.Unlock()
 		return
 	}
-	if dtlsFailed {
+	if dtlsFailed || l.dtlsFailed {
 		l.failLocked(ErrDTLSFailed) // permanent: an ICE restart keeps the DTLS session
 		return
 	}
@@ -179,9 +180,24 @@ func (l *lifecycle) update(s webrtc.PeerConnectionState, dtlsFailed bool) {
 			})
 		}
 	case webrtc.PeerConnectionStateClosed:
-		l.failLocked(ErrPCClosed) // closed by pion, not by us (close sets done first)
+		// Closed by pion, not by us (close sets done first): the client
+		// sent a DTLS close_notify, or a failed DTLS handshake closed its
+		// connection (pion may report that close before the failure).
+		if !l.everConnected {
+			l.failLocked(fmt.Errorf("%w before it ever connected (DTLS handshake failed, or the client closed it)", ErrPCClosed))
+			return
+		}
+		l.failLocked(ErrPCClosed)
 		return
 	}
+	l.mu.Unlock()
+}
+
+// markDTLSFailed records that the DTLS handshake failed; the next update
+// reports it. pion calls it under its DTLS transport's lock: it only records.
+func (l *lifecycle) markDTLSFailed() {
+	l.mu.Lock()
+	l.dtlsFailed = true
 	l.mu.Unlock()
 }
 

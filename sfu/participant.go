@@ -66,6 +66,13 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 	pc.OnICECandidate(p.onCandidate)
 	pc.OnTrack(p.onTrack)
 	pc.OnConnectionStateChange(p.onState)
+	// pion closes a PeerConnection whose DTLS handshake failed right after
+	// reporting it failed: remember why, so the reason is not "closed".
+	pc.SCTP().Transport().OnStateChange(func(s webrtc.DTLSTransportState) {
+		if s == webrtc.DTLSTransportStateFailed {
+			p.life.markDTLSFailed()
+		}
+	})
 	return p, nil
 }
 
