@@ -66,6 +66,7 @@ func (a *App) build() error {
 		UDPPort: cfg.UDPPort, PublicIPs: publicIPs,
 		IncludeLoopback:  cfg.IncludeLoopback || onlyLoopback(),
 		ICEFailedTimeout: cfg.Grace,
+		ConnectTimeout:   cfg.ConnectTimeout,
 		Logger:           log.With("component", "sfu"),
 	}
 	if cfg.RecordDir != "" {
