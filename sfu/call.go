@@ -40,9 +40,10 @@ type Call struct {
 
 	subMu sync.Mutex
 
-	mu     sync.Mutex
-	parts  []*Participant
-	closed bool
+	mu        sync.Mutex
+	parts     []*Participant
+	closed    bool
+	recording bool // StartRecording was called (consent.go)
 }
 
 // NewCall creates an empty call. id names it in logs and recordings. After
