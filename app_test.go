@@ -148,11 +148,15 @@ func TestShutdownTellsCallers(t *testing.T) {
 	alice, bob := establish(t, app, rtctest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	go func() { _ = app.Close(ctx) }()
+	closed := make(chan error, 1)
+	go func() { closed <- app.Close(ctx) }()
 	for _, p := range []*wsPeer{alice, bob} {
 		if m := p.expect("leave"); m.Reason != "server shutting down" {
 			t.Fatalf("%s: leave %+v", p.name, m)
 		}
+	}
+	if err := <-closed; err != nil { // Close is idempotent: the cleanup's call returns this too
+		t.Errorf("close: %v", err)
 	}
 }
 
