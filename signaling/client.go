@@ -15,11 +15,11 @@ import (
 // client is one WebSocket connection. The HTTP handler goroutine is its
 // reader; writePump is its only writer. Everyone else enqueues.
 type client struct {
-	srv  *Server
-	conn *websocket.Conn
-	host string // Host the client connected to, for ICE server URLs
-	ip   netip.Addr // the address the connection caps and call limits count
-	remote string   // RemoteAddr, for logs
+	srv    *Server
+	conn   *websocket.Conn
+	host   string     // Host the client connected to, for ICE server URLs
+	ip     netip.Addr // the address the connection caps and call limits count
+	remote string     // RemoteAddr, for logs
 
 	send      chan outFrame // encoded frames; bounded
 	quit      chan struct{} // closed to stop: flush, close frame, close
