@@ -129,7 +129,7 @@ func (c *client) readPump() (err error) {
 		}
 	}()
 	cfg := &c.srv.cfg
-	now := cfg.now
+	now := time.Now // deadlines are real time (cfg.now is the limiters' clock)
 	loginBy := now().Add(cfg.LoginTimeout)
 	// deadline is the read deadline: the pong timeout, but no later than
 	// the login deadline until the client has logged in.
@@ -140,7 +140,7 @@ func (c *client) readPump() (err error) {
 		}
 		return d
 	}
-	bucket := newTokenBucket(cfg.MessageRate, cfg.MessageBurst, now())
+	bucket := newTokenBucket(cfg.MessageRate, cfg.MessageBurst, cfg.now())
 	c.conn.SetReadLimit(cfg.MaxMessageSize)
 	_ = c.conn.SetReadDeadline(deadline())
 	c.conn.SetPongHandler(func(string) error {
@@ -158,7 +158,7 @@ func (c *client) readPump() (err error) {
 			}
 			return err
 		}
-		if !bucket.allow(now()) {
+		if !bucket.allow(cfg.now()) {
 			c.srv.log.Warn("client floods messages, closing", "remote", c.remote)
 			c.closeWith(websocket.ClosePolicyViolation, "too many messages")
 			return errPolicy
