@@ -27,6 +27,7 @@ type client struct {
 	closeText string        // reason in the close frame; set before quit closes
 	closeCode int           // code of the close frame; set before quit closes
 	kill      chan struct{} // closed to drop at once (queue overflow)
+	readDone  chan struct{} // closed when the reader has returned
 	killOnce  sync.Once
 
 	// users is the newest users list not yet written: a new one replaces
@@ -161,6 +162,7 @@ func (c *client) readPump() (err error) {
 		if !bucket.allow(cfg.now()) {
 			c.srv.log.Warn("client floods messages, closing", "remote", c.remote)
 			c.closeWith(websocket.ClosePolicyViolation, "too many messages")
+			c.discardRest() // until the client has read the close frame
 			return errPolicy
 		}
 		if kind != websocket.TextMessage {
@@ -216,6 +218,15 @@ func (c *client) writePump() {
 		case <-c.quit:
 			c.flush()
 			c.write(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText))
+			// Closing while the client still sends would reset the
+			// connection before it reads the close frame: give the reader
+			// (which sees the client's close, or drains) a moment.
+			t := time.NewTimer(time.Second)
+			select {
+			case <-c.readDone:
+			case <-t.C:
+			}
+			t.Stop()
 			return
 		}
 	}

@@ -50,7 +50,8 @@ type Config struct {
 
 	// MessageRate and MessageBurst: a token bucket of client frames per
 	// connection; a client that exceeds it is closed with 1008 (policy
-	// violation). Defaults 20/s, burst 100.
+	// violation). Defaults 20/s, burst 50 (less than SendQueue, so that a
+	// burst of requests is refused before its replies overflow the queue).
 	MessageRate  float64
 	MessageBurst int
 	// LoginTimeout closes (1008) a connection that has neither logged in
@@ -122,7 +123,7 @@ func (c *Config) setDefaults() {
 	if c.MessageRate <= 0 {
 		c.MessageRate = 20
 	}
-	defInt(&c.MessageBurst, 100)
+	defInt(&c.MessageBurst, 50) // below SendQueue: a burst of requests cannot overflow the replies
 	def(&c.LoginTimeout, 10*time.Second)
 	defInt(&c.MaxConns, 10000)
 	defInt(&c.MaxConnsPerIP, 50)
@@ -263,13 +264,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &client{srv: s, conn: conn, host: r.Host, ip: ip, remote: r.RemoteAddr,
 		send: make(chan outFrame, s.cfg.SendQueue), usersReady: make(chan struct{}, 1),
-		quit: make(chan struct{}), kill: make(chan struct{})}
+		quit: make(chan struct{}), kill: make(chan struct{}), readDone: make(chan struct{})}
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
 	s.mu.Unlock()
 	go func() { defer s.wg.Done(); c.writePump() }()
 	defer s.wg.Done()
 	err = c.readPump()
+	close(c.readDone)
 	s.unregister(c, err)
 }
 
