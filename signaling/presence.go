@@ -17,7 +17,8 @@ import (
 //
 // The list is capped at MaxUsersListed names (the first ones in sorted
 // order) and carries "total", the number of people online: at 10,000 users
-// a full list to everyone on every change would be 10,000² names.
+// a full list to everyone on every change would be 10,000² names. When only
+// the total changed, the list waits for PresenceTotalInterval.
 
 // presenceChanged asks for a users list to be sent soon. It never blocks.
 func (s *Server) presenceChanged() {
@@ -28,8 +29,10 @@ func (s *Server) presenceChanged() {
 }
 
 // runPresence sends lists until stop is closed. The first change after a
-// quiet interval is sent at once; changes within the interval after a send
-// are coalesced into one list at its end.
+// quiet interval is sent at once; changes within PresenceInterval after a
+// send are coalesced into one list at its end. A change of the count alone
+// (the capped list itself is the same) waits for PresenceTotalInterval:
+// with thousands online, logins beyond the listed names cost little.
 func (s *Server) runPresence(stop <-chan struct{}) {
 	defer func() {
 		if recovered(s.log, recover(), "presence") {
@@ -38,42 +41,72 @@ func (s *Server) runPresence(stop <-chan struct{}) {
 		}
 		close(s.presenceDone)
 	}()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var (
+		lastSent time.Time
+		lastList []byte    // the frame sent last, without its total
+		next     time.Time // no list is built before this
+		dirty    bool
+	)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-s.presenceKick:
+			dirty = true
+		case <-timer.C:
 		}
-		s.sendPresence()
-		t := time.NewTimer(s.cfg.PresenceInterval)
-		select {
-		case <-stop:
-			t.Stop()
-			return
-		case <-t.C:
+		now := time.Now()
+		if !dirty {
+			continue
 		}
+		if now.Before(next) {
+			timer.Reset(next.Sub(now))
+			continue
+		}
+		frame, list := s.buildPresence()
+		if bytes.Equal(frame, s.currentUsers()) {
+			dirty = false
+			continue
+		}
+		if bytes.Equal(list, lastList) && now.Sub(lastSent) < s.cfg.PresenceTotalInterval {
+			next = lastSent.Add(s.cfg.PresenceTotalInterval)
+			timer.Reset(next.Sub(now))
+			continue
+		}
+		dirty = false
+		lastSent, lastList, next = now, list, now.Add(s.cfg.PresenceInterval)
+		s.sendPresence(frame)
 	}
 }
 
-// sendPresence builds the current list and gives it to every session,
-// unless it is the one sent last.
-func (s *Server) sendPresence() {
+// buildPresence returns the current users frame and its list part.
+func (s *Server) buildPresence() (frame, list []byte) {
 	s.mu.Lock()
-	sessions := make([]*session, 0, len(s.names))
 	names := make([]string, 0, len(s.names))
 	for _, ss := range s.names {
-		sessions = append(sessions, ss)
 		names = append(names, ss.name)
 	}
 	s.mu.Unlock()
-	frame := usersFrame(names, s.cfg.MaxUsersListed)
+	frame = usersFrame(names, s.cfg.MaxUsersListed)
+	return frame, frame[:bytes.LastIndex(frame, []byte(`,"total":`))]
+}
+
+// sendPresence gives frame to every session, unless it is the one sent last.
+func (s *Server) sendPresence(frame []byte) {
 	s.mu.Lock()
-	same := bytes.Equal(frame, s.lastUsers)
-	s.lastUsers = frame
-	s.mu.Unlock()
-	if same {
+	if bytes.Equal(frame, s.lastUsers) {
+		s.mu.Unlock()
 		return
 	}
+	s.lastUsers = frame
+	sessions := make([]*session, 0, len(s.names))
+	for _, ss := range s.names {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
 	for _, ss := range sessions {
 		ss.enqueueUsers(frame)
 	}

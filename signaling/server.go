@@ -90,6 +90,9 @@ type Config struct {
 	// PresenceInterval: users lists go out at most this often (changes in
 	// between are coalesced). Default 250 ms.
 	PresenceInterval time.Duration
+	// PresenceTotalInterval: a change that leaves the (capped) list as it
+	// was and changes only "total" goes out at most this often. Default 2 s.
+	PresenceTotalInterval time.Duration
 	// MaxUsersListed caps the names in a users list (the first in sorted
 	// order; "total" gives the count). Default 100.
 	MaxUsersListed int
@@ -136,6 +139,7 @@ func (c *Config) setDefaults() {
 	def(&c.DeclinedRingTimeout, 5*time.Second)
 	def(&c.DeclineMemory, 5*time.Minute)
 	def(&c.PresenceInterval, 250*time.Millisecond)
+	def(&c.PresenceTotalInterval, 2*time.Second)
 	defInt(&c.MaxUsersListed, 100)
 	if c.now == nil {
 		c.now = time.Now
