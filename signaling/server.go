@@ -331,6 +331,7 @@ func (s *Server) login(c *client, raw string) {
 		fail(err.Error())
 		return
 	}
+	servers := s.iceServers(name, c.host) // not under the lock: it calls out
 	s.mu.Lock()
 	switch {
 	case c.sess != nil:
@@ -347,11 +348,12 @@ func (s *Server) login(c *client, raw string) {
 	c.sess = ss
 	s.names[name] = ss
 	s.tokens[ss.token] = ss
-	token := ss.token
 	c.authed.Store(true)
+	// The reply is queued under the lock, before the presence goroutine
+	// can see the session: a users list never precedes it.
+	c.sendMsg(&Message{Type: typeLogin, Success: new(true), ICEServers: servers, Session: ss.token})
 	s.mu.Unlock()
 
-	c.sendMsg(&Message{Type: typeLogin, Success: new(true), ICEServers: s.iceServers(name, c.host), Session: token})
 	s.log.Info("login", "name", name)
 	s.presenceChanged()
 }
