@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+
+	"videochat/internal/rtctest"
+	"videochat/signaling"
+)
+
+// startAppTweaked is startApp with a change to the App before it serves
+// (shorter HTTP timeouts, so that the tests need not wait 10 s).
+func startAppTweaked(t *testing.T, tweak func(*App)) *App {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	app, err := NewApp(Config{Addr: "127.0.0.1:0", UDPPort: 0, IncludeLoopback: true}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tweak(app)
+	served := make(chan error, 1)
+	go func() { served <- app.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := app.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return app
+}
+
+// mediaWatch samples the video packets a peer receives and reports the
+// slowest one-second window.
+type mediaWatch struct {
+	stop, done chan struct{}
+	minPPS     int
+}
+
+func watchMedia(p *wsPeer) *mediaWatch {
+	w := &mediaWatch{stop: make(chan struct{}), done: make(chan struct{}), minPPS: 1 << 30}
+	go func() {
+		defer close(w.done)
+		last := p.Received(webrtc.RTPCodecTypeVideo).Packets
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-tick.C:
+			}
+			n := p.Received(webrtc.RTPCodecTypeVideo).Packets
+			w.minPPS = min(w.minPPS, n-last)
+			last = n
+		}
+	}()
+	return w
+}
+
+func (w *mediaWatch) finish() int { close(w.stop); <-w.done; return w.minPPS }
+
+// healthyCall: two pion clients in a call with media flowing.
+func healthyCall(t *testing.T, app *App) (alice, bob *wsPeer, stop func()) {
+	t.Helper()
+	alice, bob = establish(t, app, rtctest.Options{})
+	stopA, stopB := alice.StartSending(), bob.StartSending()
+	for _, p := range []*wsPeer{alice, bob} {
+		if err := p.WaitPackets(webrtc.RTPCodecTypeVideo, 20, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return alice, bob, func() { stopA(); stopB() }
+}
+
+// stillSignals asserts that p's WebSocket is open and answered.
+func stillSignals(t *testing.T, p *wsPeer) {
+	t.Helper()
+	select {
+	case <-p.done:
+		t.Fatalf("%s was dropped", p.name)
+	default:
+	}
+	p.send(signaling.Message{Type: "ping"})
+	p.expect("pong")
+}
+
+// TestStormPionCall: beside a call whose media keeps flowing, 1,000
+// WebSocket clients (from 25 loopback addresses, under the per-address
+// cap) log in and then all reset at once.
+func TestStormPionCall(t *testing.T) {
+	const n, addrs = 1000, 25
+	app := startApp(t, nil)
+	alice, bob, stop := healthyCall(t, app)
+	defer stop()
+	watchA, watchB := watchMedia(alice), watchMedia(bob)
+	url := wsURLOf(app.URL(), "/ws")
+	conns := make([]*websocket.Conn, n)
+	usersBytes := make([]atomic.Int64, n)
+	var readers sync.WaitGroup
+	next, failed := atomic.Int64{}, atomic.Int64{}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				ws, err := stormLogin(url, fmt.Sprintf("127.0.0.%d", 2+i%addrs), fmt.Sprintf("storm-%04d", i))
+				if err != nil {
+					failed.Add(1)
+					t.Error(err)
+					continue
+				}
+				conns[i] = ws
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					for {
+						_, data, err := ws.ReadMessage()
+						if err != nil {
+							return
+						}
+						if bytes.HasPrefix(data, []byte(`{"type":"users"`)) {
+							usersBytes[i].Add(int64(len(data)))
+						}
+					}
+				}()
+			}
+		}()
+	}
+	wg.Wait()
+	loginTime := time.Since(start)
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d logins failed", failed.Load(), n)
+	}
+	for _, ws := range conns {
+		if tc, ok := ws.UnderlyingConn().(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = ws.Close()
+	}
+	readers.Wait()
+	time.Sleep(2 * time.Second) // the logouts (after the resume grace) go on beside the call
+	minA, minB := watchA.finish(), watchB.finish()
+	var maxBytes int64
+	for i := range usersBytes {
+		maxBytes = max(maxBytes, usersBytes[i].Load())
+	}
+	t.Logf("%d logins in %v; users traffic at most %d B per storm client; slowest second of video: alice %d, bob %d packets (50/s sent)",
+		n, loginTime.Round(time.Millisecond), maxBytes, minA, minB)
+	stillSignals(t, alice)
+	stillSignals(t, bob)
+	if maxBytes > 100<<10 {
+		t.Fatalf("users traffic %d B per client", maxBytes)
+	}
+	if minA < 25 || minB < 25 {
+		t.Fatalf("media slowed down during the storm: slowest second %d / %d packets, want >= 25 of 50", minA, minB)
+	}
+}
+
+func stormLogin(url, from, name string) (*websocket.Conn, error) {
+	d := &websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		return nd.DialContext(ctx, network, addr)
+	}, HandshakeTimeout: 30 * time.Second}
+	ws, _, err := d.Dial(url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := ws.WriteJSON(signaling.Message{Type: "login", Name: name}); err != nil {
+		_ = ws.Close()
+		return nil, err
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		var m signaling.Message
+		if err := ws.ReadJSON(&m); err != nil {
+			_ = ws.Close()
+			return nil, fmt.Errorf("login %s: %w", name, err)
+		}
+		if m.Type == "login" {
+			if m.Success == nil || !*m.Success {
+				_ = ws.Close()
+				return nil, fmt.Errorf("login %s refused: %s", name, m.Message)
+			}
+			_ = ws.SetReadDeadline(time.Time{})
+			return ws, nil
+		}
+	}
+}
+
+// TestFaultSlowHTTPClients: slowloris headers and a slow body are cut off
+// at the HTTP server's timeouts while a call goes on, and a WebSocket
+// outlives the request read timeout.
+func TestFaultSlowHTTPClients(t *testing.T) {
+	app := startAppTweaked(t, func(a *App) {
+		a.http.ReadHeaderTimeout, a.http.ReadTimeout = time.Second, 2*time.Second
+	})
+	alice, bob, stop := healthyCall(t, app)
+	defer stop()
+	watch := watchMedia(bob)
+	addr := app.ln.Addr().String()
+	start := time.Now()
+	var wg sync.WaitGroup
+	cut := make([]time.Duration, 21)
+	for i := range cut {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			if i == 0 { // a slow body: complete headers, then a byte a second
+				fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+			} else {
+				fmt.Fprintf(c, "GET / HTTP/1.1\r\n")
+			}
+			buf := make([]byte, 512)
+			for range 15 {
+				if i == 0 {
+					_, err = c.Write([]byte("x"))
+				} else {
+					_, err = fmt.Fprintf(c, "X-Slow-%d: y\r\n", i)
+				}
+				if err != nil {
+					break
+				}
+				_ = c.SetReadDeadline(time.Now().Add(time.Second))
+				if _, err := c.Read(buf); err != nil && !isTimeout(err) {
+					break // closed by the server
+				}
+			}
+			cut[i] = time.Since(start)
+		}()
+	}
+	// Meanwhile a WebSocket stays open past ReadTimeout, and the page loads.
+	ws := dialPeer(t, wsURLOf(app.URL(), "/ws"), "carol", rtctest.Options{})
+	time.Sleep(2500 * time.Millisecond)
+	stillSignals(t, ws)
+	resp, err := http.Get(app.URL() + "healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	wg.Wait()
+	t.Logf("slow body cut after %v; slow headers cut after %v..%v; slowest second of video %d packets",
+		cut[0].Round(10*time.Millisecond), slicesMin(cut[1:]).Round(10*time.Millisecond), slicesMax(cut[1:]).Round(10*time.Millisecond), watch.finish())
+	for i, d := range cut {
+		if d > 6*time.Second {
+			t.Fatalf("slow client %d held its connection %v", i, d)
+		}
+	}
+	stillSignals(t, alice)
+	stillSignals(t, bob)
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+func slicesMin(d []time.Duration) time.Duration {
+	m := d[0]
+	for _, x := range d {
+		m = min(m, x)
+	}
+	return m
+}
+
+func slicesMax(d []time.Duration) time.Duration {
+	m := d[0]
+	for _, x := range d {
+		m = max(m, x)
+	}
+	return m
+}
+
+// TestFaultConnectionCapReturns503: over the per-address cap, the upgrade
+// is refused with 503 while the call beside goes on.
+func TestFaultConnectionCapReturns503(t *testing.T) {
+	app := startApp(t, nil)
+	alice, bob, stop := healthyCall(t, app) // 2 connections from 127.0.0.1
+	defer stop()
+	url := wsURLOf(app.URL(), "/ws")
+	var open []*websocket.Conn
+	defer func() {
+		for _, ws := range open {
+			_ = ws.Close()
+		}
+	}()
+	for range 48 { // the default cap is 50 per address
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, ws)
+	}
+	_, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("51st connection: %v %v, want 503", resp, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "too many connections") {
+		t.Fatalf("503 body %q", body)
+	}
+	stillSignals(t, alice)
+	stillSignals(t, bob)
+}
