@@ -2,8 +2,11 @@ package signaling
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -126,4 +129,49 @@ func TestClientIP(t *testing.T) {
 	if got := remoteIP("[::ffff:1.2.3.4]:9"); got.String() != "1.2.3.4" {
 		t.Fatalf("mapped: %v", got)
 	}
+}
+
+func TestPendingUsersListIsReplaced(t *testing.T) {
+	c := fakeClient()
+	c.setUsers([]byte("u1"))
+	c.setUsers([]byte("u2"))
+	if got := string(c.takeUsers()); got != "u2" {
+		t.Fatalf("pending list %q, want the newest", got)
+	}
+	if c.takeUsers() != nil || len(c.send) != 0 {
+		t.Fatal("a users list was queued")
+	}
+}
+
+func TestPresenceIsCoalesced(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.PresenceInterval = 300 * time.Millisecond })
+	w := e.login("watcher")
+	w.waitUsers("watcher")
+	want := []string{"watcher"}
+	start := time.Now()
+	for i := range 40 {
+		name := fmt.Sprintf("u%02d", i)
+		e.login(name)
+		want = append(want, name)
+	}
+	slices.Sort(want)
+	frames := 0
+	for {
+		m := w.nextAny()
+		if m.Type != typeUsers {
+			continue
+		}
+		frames++
+		if strings.Join(m.Users, ",") == strings.Join(want, ",") {
+			if m.Total != 41 {
+				t.Fatalf("total %d", m.Total)
+			}
+			break
+		}
+	}
+	// At most one list per interval while the logins went on.
+	if limit := 2 + int(time.Since(start)/(300*time.Millisecond)); frames > limit {
+		t.Fatalf("%d lists for 40 logins", frames)
+	}
+	t.Logf("%d lists for 40 logins", frames)
 }
