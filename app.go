@@ -64,8 +64,10 @@ func (a *App) build() error {
 	}
 	sfuCfg := sfu.Config{
 		UDPPort: cfg.UDPPort, PublicIPs: publicIPs,
-		IncludeLoopback: cfg.IncludeLoopback || onlyLoopback(),
-		Logger:          log.With("component", "sfu"),
+		IncludeLoopback:  cfg.IncludeLoopback || onlyLoopback(),
+		ICEFailedTimeout: cfg.Grace,
+		ConnectTimeout:   cfg.ConnectTimeout,
+		Logger:           log.With("component", "sfu"),
 	}
 	if cfg.RecordDir != "" {
 		a.rec, err = recorder.New(recorder.Config{Dir: cfg.RecordDir, OnFinish: cfg.RecordOnFinish,
@@ -87,10 +89,15 @@ func (a *App) build() error {
 		ICEServers:     a.iceServersFor,
 		Recording:      a.rec != nil,
 		AllowedOrigins: cfg.AllowedOrigins,
+		ResumeGrace:    cfg.Grace,
+		AuthSecret:     []byte(cfg.AuthSecret),
 		Logger:         log.With("component", "signaling"),
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.AuthSecret != "" {
+		log.Info("access control on: login needs a token signed with -auth-secret")
 	}
 	a.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
