@@ -110,6 +110,8 @@ func TestStormPionCall(t *testing.T) {
 	alice, bob, stop := healthyCall(t, app)
 	defer stop()
 	watchA, watchB := watchMedia(alice), watchMedia(bob)
+	jumps0 := alice.Received(webrtc.RTPCodecTypeVideo).SeqJumps + bob.Received(webrtc.RTPCodecTypeVideo).SeqJumps
+	pkts0 := alice.Received(webrtc.RTPCodecTypeVideo).Packets + bob.Received(webrtc.RTPCodecTypeVideo).Packets
 	url := wsURLOf(app.URL(), "/ws")
 	conns := make([]*websocket.Conn, n)
 	usersBytes := make([]atomic.Int64, n)
@@ -164,19 +166,26 @@ func TestStormPionCall(t *testing.T) {
 	readers.Wait()
 	time.Sleep(2 * time.Second) // the logouts go on beside the call
 	minA, minB := watchA.finish(), watchB.finish()
+	jumps := alice.Received(webrtc.RTPCodecTypeVideo).SeqJumps + bob.Received(webrtc.RTPCodecTypeVideo).SeqJumps - jumps0
+	pkts := alice.Received(webrtc.RTPCodecTypeVideo).Packets + bob.Received(webrtc.RTPCodecTypeVideo).Packets - pkts0
 	var maxBytes int64
 	for i := range usersBytes {
 		maxBytes = max(maxBytes, usersBytes[i].Load())
 	}
-	t.Logf("%d logins in %v; users traffic at most %d B per storm client; slowest second of video: alice %d, bob %d packets (50/s sent)",
-		n, loginTime.Round(time.Millisecond), maxBytes, minA, minB)
+	t.Logf("%d logins in %v; users traffic at most %d B per storm client; slowest second of video: alice %d, bob %d packets (50/s sent); %d sequence gaps in %d packets",
+		n, loginTime.Round(time.Millisecond), maxBytes, minA, minB, jumps, pkts)
 	stillSignals(t, alice)
 	stillSignals(t, bob)
 	if maxBytes > 100<<10 {
 		t.Fatalf("users traffic %d B per client", maxBytes)
 	}
-	if minA < 25 || minB < 25 {
-		t.Fatalf("media slowed down during the storm: slowest second %d / %d packets, want >= 25 of 50", minA, minB)
+	// The senders run in this process too: on a loaded machine they send
+	// less, which is not the server's doing. What the server must not do
+	// is stall or drop the call's packets: every second carries media
+	// (unloaded: 45-48 of 50), and (almost) nothing is lost on the way:
+	// under 2 % (a starved in-process receiver can miss a few).
+	if minA < 5 || minB < 5 || jumps*50 > pkts {
+		t.Fatalf("media disturbed during the storm: slowest second %d / %d packets, %d sequence gaps", minA, minB, jumps)
 	}
 }
 
