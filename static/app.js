@@ -400,6 +400,7 @@ client.onClose = () => {
     stopLocal();
     remoteVideo.srcObject = null;
     users = [];
+    usersTotal = 0;
     renderUsers();
     setStatus('');
     if (loggedIn) {
