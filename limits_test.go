@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -337,6 +338,101 @@ func TestFaultConnectionCapReturns503(t *testing.T) {
 	if !strings.Contains(string(body), "too many connections") {
 		t.Fatalf("503 body %q", body)
 	}
+	stillSignals(t, alice)
+	stillSignals(t, bob)
+}
+
+// TestFaultHostileClientsBesideCall: a client that floods (closed 1008),
+// one that never logs in (closed 1008 at the 10 s deadline) and one that
+// stops reading (dropped when its writes time out), all at once beside a
+// call whose media and signaling go on.
+func TestFaultHostileClientsBesideCall(t *testing.T) {
+	app := startApp(t, nil)
+	alice, bob, stop := healthyCall(t, app)
+	defer stop()
+	watch := watchMedia(bob)
+	url := wsURLOf(app.URL(), "/ws")
+	dial := func() *websocket.Conn {
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ws.Close() })
+		return ws
+	}
+	flood, idle, stuck := dial(), dial(), dial()
+	start := time.Now()
+	type result struct {
+		who  string
+		code int
+		at   time.Duration
+	}
+	results := make(chan result, 2)
+	closeCode := func(who string, ws *websocket.Conn) {
+		_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				var ce *websocket.CloseError
+				code := 0
+				if errors.As(err, &ce) {
+					code = ce.Code
+				}
+				results <- result{who, code, time.Since(start)}
+				return
+			}
+		}
+	}
+	go closeCode("flood", flood)
+	go closeCode("idle", idle)
+	go func() {
+		for range 1000 {
+			if flood.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)) != nil {
+				return
+			}
+		}
+	}()
+	// The stuck client asks for big replies and never reads them.
+	if err := stuck.WriteJSON(signaling.Message{Type: "login", Name: "stuck"}); err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(fmt.Sprintf(`{"type":%q}`, strings.Repeat("x", 200<<10)))
+	stuckDone := make(chan struct{})
+	go func() {
+		defer close(stuckDone)
+		for range 90 {
+			if stuck.WriteMessage(websocket.TextMessage, big) != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // under the message rate limit
+		}
+	}()
+	for range 2 {
+		r := <-results
+		t.Logf("%s closed with %d after %v", r.who, r.code, r.at.Round(10*time.Millisecond))
+		if r.code != websocket.ClosePolicyViolation {
+			t.Fatalf("%s: close code %d, want 1008", r.who, r.code)
+		}
+		if r.who == "idle" && r.at < 9*time.Second {
+			t.Fatalf("idle connection closed after %v, before the 10 s login deadline", r.at)
+		}
+	}
+	// The stuck client is dropped once the server's write to it timed out
+	// (10 s): reading now, it finds what was buffered, then the end,
+	// without a close frame (a dropped client gets none).
+	<-stuckDone // about 4.5 s after start; the server's writer is blocked by then
+	time.Sleep(time.Until(start.Add(17 * time.Second)))
+	_ = stuck.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var err error
+	for err == nil {
+		_, _, err = stuck.ReadMessage()
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the client that stopped reading was not dropped")
+	}
+	if ce := (*websocket.CloseError)(nil); errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure {
+		t.Fatalf("the stuck client was closed with %d, not dropped for not reading", ce.Code)
+	}
+	t.Logf("stuck client dropped after %v; slowest second of video %d packets", time.Since(start).Round(100*time.Millisecond), watch.finish())
 	stillSignals(t, alice)
 	stillSignals(t, bob)
 }
