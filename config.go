@@ -32,6 +32,7 @@ type Config struct {
 	RecordOnFinish []string      // command and arguments run with each finished recording's path
 	RecordTimeout  time.Duration // time limit of each RecordOnFinish run
 	Grace          time.Duration // how long a lost connection (WebSocket or ICE) keeps its call
+	RingTimeout    time.Duration // an unanswered call ends ("no answer") after this
 	ConnectTimeout time.Duration // a PeerConnection not connected this long after its description fails
 	TURNCredTTL    time.Duration // lifetime of issued TURN credentials
 	TURNPerIP      int           // TURN allocations (and TCP/TLS connections) per client address
@@ -67,6 +68,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.DurationVar(&cfg.Grace, "reconnect-grace", 15*time.Second, "how long a user whose connection dropped (WebSocket without a close frame, or media/ICE) keeps the call while reconnecting")
 	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "require a login token: an HS256 JWT signed with this secret (at least 32 bytes), sub = user name, exp required (off if empty)")
 	fs.StringVar(&authFile, "auth-secret-file", "", "read -auth-secret from this file (surrounding whitespace trimmed); keeps it off the command line")
+	fs.DurationVar(&cfg.RingTimeout, "ring-timeout", 30*time.Second, "an unanswered call ends with \"no answer\" after this")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "a media connection not established this long after its offer/answer ends the call")
 	fs.DurationVar(&cfg.TURNCredTTL, "turn-credential-ttl", 4*time.Hour, "lifetime of the TURN credentials handed out at login (a relayed call cannot outlast them by much)")
 	fs.IntVar(&cfg.TURNPerIP, "turn-per-ip", 100, "TURN allocations, and TURN TCP/TLS connections, per client IP address (IPv6: per /64)")
@@ -115,8 +117,8 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	if len(cfg.RecordOnFinish) > 0 && cfg.RecordDir == "" {
 		return cfg, errors.New("-record-on-finish needs -record-dir")
 	}
-	if cfg.Grace <= 0 || cfg.ConnectTimeout <= 0 || cfg.TURNCredTTL <= 0 || cfg.TURNSetup <= 0 {
-		return cfg, errors.New("-reconnect-grace, -connect-timeout, -turn-credential-ttl and -turn-setup-timeout must be positive")
+	if cfg.Grace <= 0 || cfg.RingTimeout <= 0 || cfg.ConnectTimeout <= 0 || cfg.TURNCredTTL <= 0 || cfg.TURNSetup <= 0 {
+		return cfg, errors.New("-reconnect-grace, -ring-timeout, -connect-timeout, -turn-credential-ttl and -turn-setup-timeout must be positive")
 	}
 	if cfg.TURNPerIP <= 0 {
 		return cfg, errors.New("-turn-per-ip must be positive")

@@ -25,8 +25,8 @@ type Message struct {
 	// Total (additive) is the number of people online, on users (the list
 	// itself is capped; see README, Protocol additions).
 	Total int `json:"total,omitempty"`
-	// Recording (additive) is true on offer, answer and accepted when the
-	// server records the call.
+	// Recording (additive) is true on `recording` (to both participants,
+	// when recording starts: after the callee accepted) and on accepted.
 	Recording bool `json:"recording,omitempty"`
 	// Session (additive) is the resume token: in the login and resume
 	// replies, and in a client's resume request.
@@ -54,6 +54,7 @@ const (
 	typeCandidate = "candidate"
 	typeLeave     = "leave"
 	typeAccepted  = "accepted"
+	typeRecording = "recording"
 	typeError     = "error"
 	typeUsers     = "users"
 	typeResume    = "resume"
