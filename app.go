@@ -110,7 +110,12 @@ func (a *App) build() error {
 	if tlsCfg != nil {
 		a.ln, a.tls = tls.NewListener(a.ln, tlsCfg), true
 	}
-	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	// Slowloris and slow bodies: headers within 10 s, a whole request
+	// within 30 s, idle keep-alive connections closed after 2 min. A
+	// WebSocket is not cut by these: hijacking the connection (gorilla's
+	// Upgrade) clears its deadlines, and the signaling reader sets its own.
+	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	return nil
 }
 

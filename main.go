@@ -30,6 +30,7 @@ func run() error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	raiseFileLimit(log)
 	app, err := NewApp(cfg, log)
 	if err != nil {
 		return err

@@ -2,6 +2,9 @@ package signaling
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
+	"net/netip"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -20,6 +23,11 @@ type call struct {
 	accepted       bool
 	ended          bool
 	timer          *time.Timer
+	ring           time.Duration // how long the callee's phone rings
+	callerIP       string
+	// cands counts each participant's candidates in this call (capped at
+	// Config.MaxCandidates); capped records that it was told.
+	cands, capped map[*session]int
 	// mediaDown: the participant's media connection is interrupted (SFU);
 	// shownDown: the other participant was last told "reconnecting".
 	mediaDown, shownDown map[*session]bool
@@ -33,7 +41,9 @@ func (cl *call) other(c *session) *session {
 }
 
 // offer starts a call to name, or renegotiates the caller's media in one.
-func (s *Server) offer(c *session, name, sdp string) {
+// ip is the caller's connection's address (call attempts are limited per
+// caller and per address).
+func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 	s.mu.Lock()
 	if cl := c.call; cl != nil {
 		peer, other := cl.peers[c], cl.other(c)
@@ -59,13 +69,31 @@ func (s *Server) offer(c *session, name, sdp string) {
 		}
 		return
 	}
+	now := s.cfg.now()
+	okName, waitName := s.callsBy.allow(c.name, now)
+	okIP, waitIP := true, time.Duration(0)
+	if okName {
+		okIP, waitIP = s.callsIP.allow(ip.String(), now)
+	}
+	if !okName || !okIP {
+		s.mu.Unlock()
+		wait := max(waitName, waitIP)
+		c.sendError(fmt.Sprintf("too many calls, wait %d s", int(math.Ceil(wait.Seconds()))))
+		return
+	}
+	ring := s.cfg.RingTimeout
+	if s.declined.has(declineKey(name, c.name), now) || s.declined.has(declineKey(name, ip.String()), now) {
+		ring = min(ring, s.cfg.DeclinedRingTimeout)
+	}
 	id := newID()
 	cl := &call{id: id, caller: c, callee: callee, media: s.cfg.Media.NewCall(id), peers: map[*session]Peer{},
-		mediaDown: map[*session]bool{}, shownDown: map[*session]bool{}}
+		mediaDown: map[*session]bool{}, shownDown: map[*session]bool{}, ring: ring, callerIP: ip.String(),
+		cands: map[*session]int{}, capped: map[*session]int{}}
 	c.call, callee.call = cl, cl
 	s.calls[cl] = struct{}{}
 	early := c.early
-	c.early = nil
+	c.early, c.earlyDropped = nil, 0
+	cl.cands[c] = len(early)
 	s.mu.Unlock()
 	s.log.Info("call", "id", cl.id, "caller", c.name, "callee", callee.name)
 	s.setUp(cl, sdp, early)
@@ -131,8 +159,11 @@ func (s *Server) startRinging(cl *call) {
 	if cl.ended || cl.accepted {
 		return
 	}
-	cl.timer = time.AfterFunc(s.cfg.RingTimeout, func() {
-		s.async(func() { s.endCall(cl, ReasonNoAnswer, cl.caller, cl.callee) })
+	cl.timer = time.AfterFunc(cl.ring, func() {
+		s.async(func() {
+			s.rememberDecline(cl)
+			s.endCall(cl, ReasonNoAnswer, cl.caller, cl.callee)
+		})
 	})
 }
 
@@ -203,16 +234,29 @@ func (s *Server) candidate(c *session, m *Message) {
 	}
 	s.mu.Lock()
 	var peer Peer
-	if c.call != nil {
-		peer = c.call.peers[c]
+	if cl := c.call; cl != nil {
+		if cl.cands[c] >= s.cfg.MaxCandidates {
+			cl.capped[c]++
+			first := cl.capped[c] == 1
+			s.mu.Unlock()
+			if first { // once per call: more errors would only fill the queue
+				c.sendError(fmt.Sprintf("too many ICE candidates in this call (at most %d); further candidates are ignored", s.cfg.MaxCandidates))
+			}
+			return
+		}
+		cl.cands[c]++
+		peer = cl.peers[c]
 	}
 	if peer == nil {
 		full := len(c.early) >= maxEarlyCandidates
 		if !full {
 			c.early = append(c.early, cand)
+		} else {
+			c.earlyDropped++
 		}
+		tell := full && c.earlyDropped == 1
 		s.mu.Unlock()
-		if full {
+		if tell {
 			c.sendError("too many candidates before an offer")
 		}
 		return
@@ -226,13 +270,16 @@ func (s *Server) candidate(c *session, m *Message) {
 // leave hangs up or declines; outside a call it is harmless.
 func (s *Server) leave(c *session) {
 	s.mu.Lock()
-	c.early = nil
+	c.early, c.earlyDropped = nil, 0
 	cl := c.call
 	reason := ReasonHangup
 	if cl != nil && c == cl.callee && !cl.accepted {
 		reason = ReasonDeclined
 	}
 	s.mu.Unlock()
+	if reason == ReasonDeclined {
+		s.rememberDecline(cl)
+	}
 	if cl != nil {
 		s.endCall(cl, reason, cl.other(c))
 	}
@@ -263,7 +310,23 @@ func (s *Server) endCall(cl *call, reason string, tell ...*session) {
 	cl.media.Close()
 }
 
+// rememberDecline notes that cl's callee declined (or did not answer)
+// its caller: the caller's next calls to them ring only briefly.
+func (s *Server) rememberDecline(cl *call) {
+	now := s.cfg.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl.accepted {
+		return
+	}
+	s.declined.add(declineKey(cl.callee.name, cl.caller.name), now)
+	s.declined.add(declineKey(cl.callee.name, cl.callerIP), now)
+}
+
+func declineKey(callee, caller string) string { return callee + "\x00" + caller }
+
 // async runs f on a goroutine the server waits for, unless it is closed.
+// A panic in f is logged with its stack and goes no further.
 func (s *Server) async(f func()) {
 	s.mu.Lock()
 	if s.closed {
@@ -272,7 +335,11 @@ func (s *Server) async(f func()) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	go func() { defer s.wg.Done(); f() }()
+	go func() {
+		defer s.wg.Done()
+		defer func() { recovered(s.log, recover(), "async") }()
+		f()
+	}()
 }
 
 // peerSignal carries the SFU's messages for one participant to its client.

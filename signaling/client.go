@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -13,19 +15,53 @@ import (
 // client is one WebSocket connection. The HTTP handler goroutine is its
 // reader; writePump is its only writer. Everyone else enqueues.
 type client struct {
-	srv  *Server
-	conn *websocket.Conn
-	host string // Host the client connected to, for ICE server URLs
+	srv    *Server
+	conn   *websocket.Conn
+	host   string     // Host the client connected to, for ICE server URLs
+	ip     netip.Addr // the address the connection caps and call limits count
+	remote string     // RemoteAddr, for logs
 
 	send      chan outFrame // encoded frames; bounded
 	quit      chan struct{} // closed to stop: flush, close frame, close
 	quitOnce  sync.Once
 	closeText string        // reason in the close frame; set before quit closes
+	closeCode int           // code of the close frame; set before quit closes
 	kill      chan struct{} // closed to drop at once (queue overflow)
+	readDone  chan struct{} // closed when the reader has returned
 	killOnce  sync.Once
+
+	// users is the newest users list not yet written: a new one replaces
+	// it (presence is coalesced, never queued). usersReady wakes the writer.
+	usersMu    sync.Mutex
+	users      []byte
+	usersReady chan struct{}
+
+	// authed is set once the connection has logged in or resumed (the
+	// login deadline no longer applies).
+	authed atomic.Bool
 
 	// Guarded by srv.mu.
 	sess *session // the session this connection is attached to, after login or resume
+}
+
+// setUsers makes frame the users list to write next, replacing one that
+// is still pending. It never blocks.
+func (c *client) setUsers(frame []byte) {
+	c.usersMu.Lock()
+	c.users = frame
+	c.usersMu.Unlock()
+	select {
+	case c.usersReady <- struct{}{}:
+	default:
+	}
+}
+
+func (c *client) takeUsers() []byte {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	f := c.users
+	c.users = nil
+	return f
 }
 
 // outFrame is one frame, or several that must be written back to back
@@ -73,18 +109,43 @@ func (c *client) sendError(text string) { c.sendMsg(&Message{Type: typeError, Me
 // stop asks the writer to flush what is queued and close the connection.
 func (c *client) stop() { c.stopWith("server shutting down") }
 
-func (c *client) stopWith(text string) {
-	c.quitOnce.Do(func() { c.closeText = text; close(c.quit) })
+func (c *client) stopWith(text string) { c.closeWith(websocket.CloseGoingAway, text) }
+
+// closeWith is stopWith with a close code (1008 for a policy violation).
+func (c *client) closeWith(code int, text string) {
+	c.quitOnce.Do(func() { c.closeCode, c.closeText = code, text; close(c.quit) })
 }
 
+// errPolicy ends a reader that closed its connection for breaking a limit.
+var errPolicy = errors.New("policy violation")
+
 // readPump reads frames until the connection fails and returns the error
-// that ended it.
-func (c *client) readPump() error {
+// that ended it. A panic while handling a frame is logged with its stack
+// and ends this connection only.
+func (c *client) readPump() (err error) {
+	defer func() {
+		if recovered(c.srv.log, recover(), "reader") {
+			c.closeWith(websocket.CloseInternalServerErr, "internal error")
+			err = errPolicy
+		}
+	}()
 	cfg := &c.srv.cfg
+	now := time.Now // deadlines are real time (cfg.now is the limiters' clock)
+	loginBy := now().Add(cfg.LoginTimeout)
+	// deadline is the read deadline: the pong timeout, but no later than
+	// the login deadline until the client has logged in.
+	deadline := func() time.Time {
+		d := now().Add(cfg.PongTimeout)
+		if !c.authed.Load() && loginBy.Before(d) {
+			d = loginBy
+		}
+		return d
+	}
+	bucket := newTokenBucket(cfg.MessageRate, cfg.MessageBurst, cfg.now())
 	c.conn.SetReadLimit(cfg.MaxMessageSize)
-	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+	_ = c.conn.SetReadDeadline(deadline())
 	c.conn.SetPongHandler(func(string) error {
-		return c.conn.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+		return c.conn.SetReadDeadline(deadline())
 	})
 	for {
 		kind, data, err := c.conn.ReadMessage()
@@ -92,15 +153,26 @@ func (c *client) readPump() error {
 			c.discardRest() // gorilla has sent close 1009
 		}
 		if err != nil {
+			if !c.authed.Load() && !now().Before(loginBy) {
+				c.closeWith(websocket.ClosePolicyViolation, "log in or resume within "+cfg.LoginTimeout.String())
+				return errPolicy
+			}
 			return err
 		}
-		// Any frame proves the client is alive.
-		_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+		if !bucket.allow(cfg.now()) {
+			c.srv.log.Warn("client floods messages, closing", "remote", c.remote)
+			c.closeWith(websocket.ClosePolicyViolation, "too many messages")
+			c.discardRest() // until the client has read the close frame
+			return errPolicy
+		}
 		if kind != websocket.TextMessage {
 			c.sendError("only text frames carrying JSON are understood")
-			continue
+		} else {
+			c.srv.handle(c, data)
 		}
-		c.srv.handle(c, data)
+		// Any frame proves the client is alive (set after handling: a
+		// login lifts the login deadline).
+		_ = c.conn.SetReadDeadline(deadline())
 	}
 }
 
@@ -118,6 +190,7 @@ func (c *client) writePump() {
 	cfg := &c.srv.cfg
 	ping := time.NewTicker(cfg.PingInterval)
 	defer func() {
+		recovered(c.srv.log, recover(), "writer")
 		ping.Stop()
 		_ = c.conn.Close()
 	}()
@@ -125,6 +198,15 @@ func (c *client) writePump() {
 		select {
 		case f := <-c.send:
 			if !c.writeFrame(f) {
+				return
+			}
+		case <-c.usersReady:
+			// What was queued before the list goes first (a login reply
+			// precedes the first list).
+			if !c.flush() {
+				return
+			}
+			if f := c.takeUsers(); f != nil && !c.write(websocket.TextMessage, f) {
 				return
 			}
 		case <-ping.C:
@@ -135,21 +217,31 @@ func (c *client) writePump() {
 			return
 		case <-c.quit:
 			c.flush()
-			c.write(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, c.closeText))
+			c.write(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText))
+			// Closing while the client still sends would reset the
+			// connection before it reads the close frame: give the reader
+			// (which sees the client's close, or drains) a moment.
+			t := time.NewTimer(time.Second)
+			select {
+			case <-c.readDone:
+			case <-t.C:
+			}
+			t.Stop()
 			return
 		}
 	}
 }
 
-func (c *client) flush() {
+// flush writes what is queued now; false if a write failed.
+func (c *client) flush() bool {
 	for {
 		select {
 		case f := <-c.send:
 			if !c.writeFrame(f) {
-				return
+				return false
 			}
 		default:
-			return
+			return true
 		}
 	}
 }

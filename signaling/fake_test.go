@@ -96,6 +96,9 @@ func (p *fakePeer) describe(t webrtc.SDPType) {
 }
 
 func (p *fakePeer) HandleOffer(sdp string) error {
+	if sdp == "panic" {
+		panic("fake SFU panics on this offer")
+	}
 	if sdp == "bad" {
 		return errors.New("unparseable SDP")
 	}

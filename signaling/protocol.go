@@ -22,6 +22,9 @@ type Message struct {
 	ICEServers []ICEServer                `json:"iceServers,omitzero"`
 	Reason     string                     `json:"reason,omitempty"`
 	Users      []string                   `json:"users,omitzero"`
+	// Total (additive) is the number of people online, on users (the list
+	// itself is capped; see README, Protocol additions).
+	Total int `json:"total,omitempty"`
 	// Recording (additive) is true on `recording` (to both participants,
 	// when recording starts: after the callee accepted) and on accepted.
 	Recording bool `json:"recording,omitempty"`

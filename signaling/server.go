@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -49,6 +50,61 @@ type Config struct {
 	// Empty: anyone may log in with any free name.
 	AuthSecret []byte
 
+	// Limits (issue 10). Each is refused or closed with a message a person
+	// can act on; nothing a client does affects other clients.
+
+	// MessageRate and MessageBurst: a token bucket of client frames per
+	// connection; a client that exceeds it is closed with 1008 (policy
+	// violation). Defaults 20/s, burst 50 (less than SendQueue, so that a
+	// burst of requests is refused before its replies overflow the queue).
+	MessageRate  float64
+	MessageBurst int
+	// LoginTimeout closes (1008) a connection that has neither logged in
+	// nor resumed this long after connecting. Default 10 s.
+	LoginTimeout time.Duration
+	// MaxConns and MaxConnsPerIP cap open WebSockets in total and per
+	// client address; more are refused with HTTP 503 before the upgrade.
+	// Defaults 10,000 and 50.
+	MaxConns      int
+	MaxConnsPerIP int
+	// TrustedProxies: when a connection comes from one of these networks,
+	// its client address is taken from X-Forwarded-For (the nearest entry
+	// that is not itself a trusted proxy). Empty (the default): the header
+	// is ignored.
+	TrustedProxies []netip.Prefix
+	// MaxCandidates bounds the ICE candidates one participant may send in
+	// one call (before and after its offer); more get an error and are
+	// ignored. Default 200.
+	MaxCandidates int
+	// MaxSDPSize and MaxSDPMediaSections bound an offer's or answer's SDP
+	// before the SFU parses it. Defaults 64 KiB and 16 m= lines.
+	MaxSDPSize          int
+	MaxSDPMediaSections int
+	// CallAttempts per CallWindow per caller (and CallAttemptsPerIP per
+	// client address) are allowed; more get an error saying how long to
+	// wait. Defaults 5 per 30 s, 20 per address.
+	CallAttempts      int
+	CallAttemptsPerIP int
+	CallWindow        time.Duration
+	// DeclinedRingTimeout replaces RingTimeout for a call to someone who
+	// declined (or did not answer) the same caller within DeclineMemory,
+	// so a stranger who keeps calling cannot keep them busy. Defaults 5 s
+	// and 5 min.
+	DeclinedRingTimeout time.Duration
+	DeclineMemory       time.Duration
+	// PresenceInterval: users lists go out at most this often (changes in
+	// between are coalesced). Default 250 ms.
+	PresenceInterval time.Duration
+	// PresenceTotalInterval: a change that leaves the (capped) list as it
+	// was and changes only "total" goes out at most this often. Default 2 s.
+	PresenceTotalInterval time.Duration
+	// MaxUsersListed caps the names in a users list (the first in sorted
+	// order; "total" gives the count). Default 100.
+	MaxUsersListed int
+
+	// now is the clock of the limiters; tests replace it.
+	now func() time.Time
+
 	// afterFunc starts the grace timers (time.AfterFunc); tests replace it.
 	afterFunc func(time.Duration, func()) stopper
 	// authNow is the clock for token expiry (time.Now); tests replace it.
@@ -68,6 +124,32 @@ func (c *Config) setDefaults() {
 	def(&c.ResumeGrace, 15*time.Second)
 	if c.ResumeQueue <= 0 {
 		c.ResumeQueue = 256
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	if c.MessageRate <= 0 {
+		c.MessageRate = 20
+	}
+	defInt(&c.MessageBurst, 50) // below SendQueue: a burst of requests cannot overflow the replies
+	def(&c.LoginTimeout, 10*time.Second)
+	defInt(&c.MaxConns, 10000)
+	defInt(&c.MaxConnsPerIP, 50)
+	defInt(&c.MaxCandidates, 200)
+	defInt(&c.MaxSDPSize, 64<<10)
+	defInt(&c.MaxSDPMediaSections, 16)
+	defInt(&c.CallAttempts, 5)
+	defInt(&c.CallAttemptsPerIP, 20)
+	def(&c.CallWindow, 30*time.Second)
+	def(&c.DeclinedRingTimeout, 5*time.Second)
+	def(&c.DeclineMemory, 5*time.Minute)
+	def(&c.PresenceInterval, 250*time.Millisecond)
+	def(&c.PresenceTotalInterval, 2*time.Second)
+	defInt(&c.MaxUsersListed, 100)
+	if c.now == nil {
+		c.now = time.Now
 	}
 	if c.afterFunc == nil {
 		c.afterFunc = realAfter
@@ -103,6 +185,18 @@ type Server struct {
 	calls   map[*call]struct{}
 	closed  bool
 	wg      sync.WaitGroup // client goroutines and call timers at work
+
+	nconns   int                // open WebSockets (MaxConns)
+	perIP    map[netip.Addr]int // open WebSockets per client address
+	callsBy  *attemptLimiter    // call attempts per caller name
+	callsIP  *attemptLimiter    // call attempts per client address
+	declined recentSet          // "callee\x00caller" pairs that declined or went unanswered
+
+	presenceKick chan struct{} // cap 1: the online list changed
+	presenceStop chan struct{}
+	presenceDone chan struct{}
+	stopOnce     sync.Once
+	lastUsers    []byte // the users frame sent last
 }
 
 // New returns a Server.
@@ -114,7 +208,11 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
 		clients: map[*client]struct{}{}, names: map[string]*session{}, tokens: map[string]*session{},
-		calls: map[*call]struct{}{}, auth: newAuthenticator(cfg.AuthSecret, cfg.authNow),
+		calls: map[*call]struct{}{}, auth: newAuthenticator(cfg.AuthSecret, cfg.authNow), perIP: map[netip.Addr]int{},
+		callsBy:      newAttemptLimiter(cfg.CallAttempts, cfg.CallWindow),
+		callsIP:      newAttemptLimiter(cfg.CallAttemptsPerIP, cfg.CallWindow),
+		declined:     recentSet{ttl: cfg.DeclineMemory},
+		presenceKick: make(chan struct{}, 1), presenceStop: make(chan struct{}), presenceDone: make(chan struct{}),
 	}
 	s.clock = sessionClock{grace: cfg.ResumeGrace, maxQueue: cfg.ResumeQueue, after: cfg.afterFunc,
 		expire: func(ss *session, epoch uint64) {
@@ -125,7 +223,8 @@ func New(cfg Config) (*Server, error) {
 				}
 			})
 		}}
-	s.upgrader = websocket.Upgrader{CheckOrigin: s.checkOrigin}
+	s.upgrader = websocket.Upgrader{CheckOrigin: s.checkOrigin, HandshakeTimeout: cfg.WriteTimeout}
+	go s.runPresence(s.presenceStop)
 	return s, nil
 }
 
@@ -154,6 +253,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this endpoint speaks WebSocket", http.StatusBadRequest)
 		return
 	}
+	ip := s.clientIP(r)
+	if why := s.admit(ip); why != "" {
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, why, http.StatusServiceUnavailable)
+		return
+	}
+	defer s.release(ip)
 	s.mu.Lock()
 	closed := s.closed
 	if !closed {
@@ -169,14 +275,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.wg.Add(-2)
 		return // the upgrader has replied (403 for a foreign origin)
 	}
-	c := &client{srv: s, conn: conn, host: r.Host, send: make(chan outFrame, s.cfg.SendQueue),
-		quit: make(chan struct{}), kill: make(chan struct{})}
+	c := &client{srv: s, conn: conn, host: r.Host, ip: ip, remote: r.RemoteAddr,
+		send: make(chan outFrame, s.cfg.SendQueue), usersReady: make(chan struct{}, 1),
+		quit: make(chan struct{}), kill: make(chan struct{}), readDone: make(chan struct{})}
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
 	s.mu.Unlock()
 	go func() { defer s.wg.Done(); c.writePump() }()
 	defer s.wg.Done()
 	err = c.readPump()
+	close(c.readDone)
 	s.unregister(c, err)
 }
 
@@ -207,8 +315,16 @@ func (s *Server) handle(c *client, data []byte) {
 	}
 	switch m.Type {
 	case typeOffer:
-		s.offer(ss, m.Name, m.Offer.SDP)
+		if msg := s.checkSDP(m.Type, m.Offer.SDP); msg != "" {
+			c.sendError(msg)
+			return
+		}
+		s.offer(ss, c.ip, m.Name, m.Offer.SDP)
 	case typeAnswer:
+		if msg := s.checkSDP(m.Type, m.Answer.SDP); msg != "" {
+			c.sendError(msg)
+			return
+		}
 		s.answer(ss, m.Answer.SDP)
 	case typeCandidate:
 		s.candidate(ss, m)
@@ -241,6 +357,7 @@ func (s *Server) login(c *client, raw, authToken string) {
 			return
 		}
 	}
+	servers := s.iceServers(name, c.host) // not under the lock: it calls out
 	s.mu.Lock()
 	switch {
 	case c.sess != nil:
@@ -258,12 +375,14 @@ func (s *Server) login(c *client, raw, authToken string) {
 	s.names[name] = ss
 	s.reserveName(name, ss)
 	s.tokens[ss.token] = ss
-	token := ss.token
+	c.authed.Store(true)
+	// The reply is queued under the lock, before the presence goroutine
+	// can see the session: a users list never precedes it.
+	c.sendMsg(&Message{Type: typeLogin, Success: new(true), ICEServers: servers, Session: ss.token})
 	s.mu.Unlock()
 
-	c.sendMsg(&Message{Type: typeLogin, Success: new(true), ICEServers: s.iceServers(name, c.host), Session: token})
 	s.log.Info("login", "name", name)
-	s.broadcastUsers()
+	s.presenceChanged()
 }
 
 func (s *Server) iceServers(name, host string) []ICEServer {
@@ -310,6 +429,7 @@ func (s *Server) resume(c *client, token string) {
 	old, ok := ss.attach(c, reply)
 	if ok {
 		c.sess = ss
+		c.authed.Store(true)
 		if old != nil {
 			old.sess = nil
 		}
@@ -325,26 +445,10 @@ func (s *Server) resume(c *client, token string) {
 		old.stopWith("session resumed on another connection")
 	}
 	s.log.Info("session resumed", "name", ss.name, "replaced", old != nil)
+	if users := s.currentUsers(); users != nil {
+		ss.enqueueUsers(users) // the new connection starts with the list
+	}
 	s.showCallstate(ss)
-}
-
-// broadcastUsers sends the online list to every logged-in client. It
-// enqueues under the lock so that lists arrive in the order of changes.
-func (s *Server) broadcastUsers() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	users := make([]string, 0, len(s.names))
-	for n := range s.names {
-		users = append(users, n)
-	}
-	slices.Sort(users)
-	frame, err := jsonFrame(&Message{Type: typeUsers, Users: users})
-	if err != nil {
-		return
-	}
-	for _, ss := range s.names {
-		ss.enqueueUsers(frame)
-	}
 }
 
 // unregister forgets a closed connection. err is what ended its reader:
@@ -381,7 +485,7 @@ func lostWithoutClose(err error) bool {
 	if errors.As(err, &ce) {
 		return ce.Code == websocket.CloseAbnormalClosure
 	}
-	return err != nil && !errors.Is(err, websocket.ErrReadLimit)
+	return err != nil && !errors.Is(err, websocket.ErrReadLimit) && !errors.Is(err, errPolicy)
 }
 
 // finishSession releases an ended session: its name, its token, its call
@@ -401,7 +505,7 @@ func (s *Server) finishSession(ss *session) {
 		s.endCall(cl, ReasonGone, cl.other(ss))
 	}
 	s.log.Info("logout", "name", ss.name)
-	s.broadcastUsers()
+	s.presenceChanged()
 }
 
 // Close tells every client the server is going away, ends every call and
@@ -445,6 +549,8 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	// Connections that were lost while closing may have detached sessions.
 	s.endDetached()
+	s.stopOnce.Do(func() { close(s.presenceStop) })
+	<-s.presenceDone
 	return err
 }
 

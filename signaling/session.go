@@ -103,6 +103,9 @@ type session struct {
 	token string
 	call  *call
 	early []webrtc.ICECandidateInit // candidates sent before the call exists
+	// earlyDropped counts candidates refused because early was full
+	// (the client is told once).
+	earlyDropped int
 }
 
 func newSession(name string, c *client, clock *sessionClock) *session {
@@ -131,7 +134,11 @@ func (ss *session) push(frame []byte, users bool) {
 	defer ss.mu.Unlock()
 	switch ss.state {
 	case stateAttached:
-		ss.conn.enqueue(frame)
+		if users {
+			ss.conn.setUsers(frame) // replaces a list not yet written
+		} else {
+			ss.conn.enqueue(frame)
+		}
 	case stateDetached:
 		if users && ss.usersAt >= 0 {
 			ss.queue = append(ss.queue[:ss.usersAt], ss.queue[ss.usersAt+1:]...)

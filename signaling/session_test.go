@@ -62,7 +62,7 @@ func (ft *fakeTimers) clock(maxQueue int) *sessionClock {
 }
 
 func fakeClient() *client {
-	return &client{send: make(chan outFrame, 16), kill: make(chan struct{})}
+	return &client{send: make(chan outFrame, 16), kill: make(chan struct{}), usersReady: make(chan struct{}, 1)}
 }
 
 // drain returns the frames queued on c, batches flattened, as strings.
@@ -78,6 +78,9 @@ func drain(c *client) []string {
 				out = append(out, string(b))
 			}
 		default:
+			if u := c.takeUsers(); u != nil {
+				out = append(out, string(u))
+			}
 			return out
 		}
 	}

@@ -57,6 +57,7 @@ let starting = false; // getUserMedia in flight for Call/Accept
 let frameWatch = 0; // invalidates first-frame watchers of earlier calls
 /** @type {string[]} */
 let users = [];
+let usersTotal = 0; // everyone online; the server lists only the first ~100
 
 /** @type {{callClicked?: number, firstRemoteFrame?: number}} */
 const marks = {};
@@ -123,10 +124,17 @@ function renderUsers() {
         li.append(b);
         usersList.append(li);
     }
-    if (others.length === 0) {
+    const more = usersTotal - users.length;
+    if (others.length === 0 && more <= 0) {
         const li = document.createElement('li');
         li.className = 'empty';
         li.textContent = 'No one else is online';
+        usersList.append(li);
+    }
+    if (more > 0) {
+        const li = document.createElement('li');
+        li.className = 'empty';
+        li.textContent = `and ${more} more online: type a name to call`;
         usersList.append(li);
     }
     render();
@@ -355,8 +363,9 @@ client.onLogin = (/** @type {boolean} */ success) => {
     render();
 };
 
-client.onUsers = (/** @type {string[]} */ list) => {
+client.onUsers = (/** @type {string[]} */ list, /** @type {number} */ total) => {
     users = list;
+    usersTotal = total;
     renderUsers();
 };
 
@@ -391,6 +400,7 @@ client.onClose = () => {
     stopLocal();
     remoteVideo.srcObject = null;
     users = [];
+    usersTotal = 0;
     renderUsers();
     setStatus('');
     if (loggedIn) {

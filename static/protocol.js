@@ -53,7 +53,7 @@ export class VideoChatClient {
         // Callbacks, to be replaced by the UI.
         /** @type {(success: boolean, message: string) => void} */
         this.onLogin = () => {};
-        /** @type {(users: string[]) => void} every online name, our own included */
+        /** @type {(users: string[], total: number) => void} online names (the server lists at most ~100: total counts everyone online) */
         this.onUsers = () => {};
         /** @type {(name: string) => void} */
         this.onIncomingCall = () => {};
@@ -322,7 +322,10 @@ export class VideoChatClient {
         }
         switch (msg.type) {
         case 'login': return this._onLoginReply(msg);
-        case 'users': return this.onUsers(Array.isArray(msg.users) ? msg.users : []);
+        case 'users': {
+            const list = Array.isArray(msg.users) ? msg.users : [];
+            return this.onUsers(list, typeof msg.total === 'number' ? msg.total : list.length);
+        }
         case 'offer': return this._onOffer(msg.name || '', msg.offer);
         case 'answer': return this._onAnswer(msg.answer);
         case 'candidate': return this._onCandidate(msg.candidate);
