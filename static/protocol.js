@@ -13,7 +13,26 @@
  * @typedef {Object} LoginResult
  * @property {boolean} success
  * @property {string} [message]
+ *
+ * @typedef {'open'|'reconnecting'|'closed'} ConnectionState
+ *   the signaling connection: 'reconnecting' while a lost WebSocket is being
+ *   replaced (the session and the call live on meanwhile)
+ * @typedef {'new'|'connected'|'reconnecting'} MediaState
+ *   our PeerConnection to the server, as the UI cares about it
  */
+
+/** Heartbeat: a ping every PING_INTERVAL; no frame for DEAD_AFTER = dead socket. */
+const PING_INTERVAL = 5000;
+const DEAD_AFTER = 10000;
+/** Reconnect delays (ms): 0.5, 1, 2, 4, then 5 s until GIVE_UP_AFTER. */
+const RECONNECT_DELAYS = [500, 1000, 2000, 4000, 5000];
+const GIVE_UP_AFTER = 60000;
+/** A new WebSocket must open, and answer resume, within this. */
+const CONNECT_TIMEOUT = 5000;
+/** ICE: restart after this long in 'disconnected'; retry a restart every RESTART_RETRY. */
+const DISCONNECTED_GRACE = 2000;
+const RESTART_RETRY = 5000;
+const MAX_RESTARTS = 12;
 
 /** A client of the video chat server: one WebSocket, at most one call. */
 export class VideoChatClient {
@@ -37,6 +56,21 @@ export class VideoChatClient {
         /** @type {MediaStream|null} The remote media of the current call. */
         this.remoteStream = null;
 
+        /** The resume token of our login (PROTOCOL.md, Session resume). */
+        this.session = '';
+        /** @type {ConnectionState} */
+        this.connection = 'closed';
+        /** @type {MediaState} our media connection to the server */
+        this.mediaState = 'new';
+        /** @type {'connected'|'reconnecting'} the other participant's, from callstate */
+        this.peerState = 'connected';
+        /** Counters for tests and diagnostics. */
+        this.resumes = 0;
+        this.reconnectAttempts = 0;
+        this.iceRestarts = 0;
+        /** @type {{t: number, what: string}[]} recent connection events (performance.now()) */
+        this.events = [];
+
         /** @type {RTCSessionDescriptionInit|null} offer of a ringing call */
         this._pendingOffer = null;
         /** @type {RTCIceCandidateInit[]} server candidates before the remote description */
@@ -49,6 +83,36 @@ export class VideoChatClient {
         this._loginResolve = null;
         /** the name of the login in flight */
         this._loginName = '';
+
+        /** @type {object[]} messages waiting for the socket to come back */
+        this._outbox = [];
+        /** true while a new socket waits for its resume reply */
+        this._resuming = false;
+        /** true after close(): nothing reconnects */
+        this._signedOut = false;
+        /** performance.now() of the last frame received */
+        this._lastFrame = 0;
+        /** @type {number|undefined} */
+        this._pingTimer = undefined;
+        /** @type {number|undefined} */
+        this._reconnectTimer = undefined;
+        /** performance.now() when the socket was lost, 0 when not reconnecting */
+        this._lostAt = 0;
+        /** @type {WebSocket[]} sockets given up on, closed once the session is back */
+        this._abandoned = [];
+        /** @type {number|undefined} ICE: disconnected grace, restart retry */
+        this._iceTimer = undefined;
+        /** restarts since the media connection was last connected */
+        this._restartsInRow = 0;
+        /** performance.now() of our unanswered ICE-restart offer, or 0 */
+        this._restartOfferAt = 0;
+        /** @type {number|undefined} */
+        this._resumeTimer = undefined;
+        /** index into RECONNECT_DELAYS */
+        this._reconnectIndex = 0;
+        /** performance.now() of the last ping, and of the first unanswered one (0: none) */
+        this._lastPing = 0;
+        this._awaitingSince = 0;
 
         // Callbacks, to be replaced by the UI.
         /** @type {(success: boolean, message: string) => void} */
@@ -69,8 +133,15 @@ export class VideoChatClient {
         this.onStateChange = () => {};
         /** @type {(pc: RTCPeerConnection) => void} a new PeerConnection exists */
         this.onPeerConnection = () => {};
-        /** @type {() => void} the WebSocket closed; the client is back in 'signin' */
+        /**
+         * The session is over and the client is back in 'signin': signed out,
+         * the WebSocket closed before login, or a lost one could not be
+         * resumed (message says why; '' after sign-out).
+         * @type {(message: string) => void}
+         */
         this.onClose = () => {};
+        /** @type {() => void} connection, mediaState or peerState changed */
+        this.onConnectionChange = () => {};
         /** true when the server said it records the current call */
         this.recording = false;
         /** @type {(recording: boolean) => void} */
@@ -90,18 +161,15 @@ export class VideoChatClient {
                 s.addEventListener('close', () => reject(new Error('Cannot connect to server')), { once: true });
             });
         }
+        this._signedOut = false;
         return new Promise((resolve, reject) => {
-            const ws = new WebSocket(this.options.url);
-            this.socket = ws;
-            let opened = false;
-            ws.onopen = () => { opened = true; resolve(); };
-            ws.onmessage = (e) => this._onMessage(e.data);
-            ws.onclose = () => {
-                if (this.socket !== ws) return;
-                this.socket = null;
-                if (!opened) reject(new Error('Cannot connect to server'));
-                this._onSocketClosed();
-            };
+            const ws = this._openSocket();
+            ws.addEventListener('open', () => {
+                this._lastFrame = performance.now();
+                this._setConnection('open');
+                resolve();
+            }, { once: true });
+            ws.addEventListener('close', () => reject(new Error('Cannot connect to server')), { once: true });
         });
     }
 
@@ -119,9 +187,41 @@ export class VideoChatClient {
         });
     }
 
-    /** Closes the WebSocket (the server logs us out and ends any call). */
+    /**
+     * Signs out: closes the WebSocket with a close frame (the server logs us
+     * out at once and ends any call) and stops reconnecting.
+     */
     close() {
-        if (this.socket) this.socket.close();
+        this._signedOut = true;
+        clearTimeout(this._reconnectTimer);
+        this._closeAbandoned();
+        const ws = this.socket;
+        if (ws && ws.readyState === WebSocket.OPEN) {
+            ws.close(1000, 'sign out');
+        } else {
+            if (ws) this._detach(ws).close();
+            this.socket = null;
+            if (this.state !== 'signin' || this._lostAt) this._endSession('');
+        }
+    }
+
+    /**
+     * The network may have changed (the page saw 'online' or a
+     * navigator.connection change): restart ICE during a call, and check the
+     * WebSocket at once instead of at the next heartbeat.
+     */
+    networkChanged() {
+        this._log('network change');
+        if (this._lostAt && !this._signedOut) {
+            // Reconnecting: try now instead of after the backoff.
+            if (!this.socket) {
+                clearTimeout(this._reconnectTimer);
+                this._reconnect();
+            }
+        } else if (this.connection === 'open') {
+            this._send({ type: 'ping' });
+        }
+        if (this.pc && (this.state === 'calling' || this.state === 'connected')) this._restartIce('network change');
     }
 
     /**
@@ -192,11 +292,355 @@ export class VideoChatClient {
 
     // ---- internals ----
 
-    /** @param {object} msg */
+    /**
+     * Sends a message; while a lost connection is being resumed, queues it
+     * (in order) for the new one. Pings are never queued.
+     * @param {{type: string} & Object<string, any>} msg
+     */
     _send(msg) {
-        if (this.socket && this.socket.readyState === WebSocket.OPEN) {
-            this.socket.send(JSON.stringify(msg));
+        const ws = this.socket;
+        if (ws && ws.readyState === WebSocket.OPEN && !this._resuming) {
+            ws.send(JSON.stringify(msg));
+            return;
         }
+        if (this._lostAt && msg.type !== 'ping') this._outbox.push(msg);
+    }
+
+    /** @param {string} what */
+    _log(what) {
+        this.events.push({ t: performance.now(), what });
+        if (this.events.length > 300) this.events.splice(0, this.events.length - 300);
+        console.debug(`[videochat] ${what}`);
+    }
+
+    /** @param {ConnectionState} c */
+    _setConnection(c) {
+        if (this.connection === c) return;
+        this.connection = c;
+        this._log(`signaling ${c}`);
+        this.onConnectionChange();
+    }
+
+    /** @param {MediaState} m */
+    _setMedia(m) {
+        if (this.mediaState === m) return;
+        this.mediaState = m;
+        this.onConnectionChange();
+    }
+
+    // ---- the WebSocket: heartbeat, loss, resume ----
+
+    /** @returns {WebSocket} a new socket, now this.socket */
+    _openSocket() {
+        const ws = new WebSocket(this.options.url);
+        this.socket = ws;
+        ws.onmessage = (e) => this._onFrame(ws, e.data);
+        ws.onclose = () => this._onSocketClose(ws);
+        return ws;
+    }
+
+    /**
+     * Stops listening to a socket we gave up on. It is not closed yet if it
+     * is open: a close frame would end the session at the server; it is
+     * closed once the session lives on another connection (or is over).
+     * @param {WebSocket} ws
+     * @returns {WebSocket}
+     */
+    _detach(ws) {
+        ws.onclose = null;
+        if (ws.readyState === WebSocket.OPEN) {
+            if (!this._abandoned.includes(ws)) this._abandoned.push(ws);
+        } else {
+            ws.onmessage = null;
+        }
+        if (this.socket === ws) this.socket = null;
+        return ws;
+    }
+
+    _closeAbandoned() {
+        for (const ws of this._abandoned) {
+            ws.onmessage = null;
+            ws.close();
+        }
+        this._abandoned = [];
+    }
+
+    /** @param {WebSocket} ws @param {any} data */
+    _onFrame(ws, data) {
+        // An abandoned socket that turns out to be alive still speaks for
+        // the session until the session moves to another connection.
+        if (ws !== this.socket && !this._abandoned.includes(ws)) return;
+        this._lastFrame = performance.now();
+        this._awaitingSince = 0;
+        this._onMessage(data, ws);
+    }
+
+    /** @param {WebSocket} ws */
+    _onSocketClose(ws) {
+        this._abandoned = this._abandoned.filter((x) => x !== ws);
+        if (ws !== this.socket) return;
+        this.socket = null;
+        if (this._lostAt) { // an attempt to resume failed
+            this._resuming = false;
+            clearTimeout(this._resumeTimer);
+            this._scheduleReconnect();
+            return;
+        }
+        this._socketLost();
+    }
+
+    /** The current socket is gone (closed, or dead by the heartbeat). */
+    _socketLost() {
+        this._stopHeartbeat();
+        const loggedIn = !!this.session && this.state !== 'signin' && !this._signedOut;
+        if (!loggedIn) {
+            this._endSession(this._signedOut || this.state === 'signin' ? '' : 'Disconnected from server');
+            return;
+        }
+        this._lostAt = performance.now();
+        this._reconnectIndex = 0;
+        this._log('websocket lost');
+        this._setConnection('reconnecting');
+        this._scheduleReconnect();
+    }
+
+    _scheduleReconnect() {
+        clearTimeout(this._reconnectTimer);
+        if (this._signedOut || !this._lostAt) return;
+        const i = Math.min(this._reconnectIndex || 0, RECONNECT_DELAYS.length - 1);
+        this._reconnectIndex = (this._reconnectIndex || 0) + 1;
+        this._reconnectTimer = setTimeout(() => this._reconnect(), RECONNECT_DELAYS[i]);
+    }
+
+    _reconnect() {
+        this._reconnectTimer = undefined;
+        if (this._signedOut || !this._lostAt || this.socket) return;
+        if (performance.now() - this._lostAt > GIVE_UP_AFTER) {
+            this._endSession('Lost the connection to the server');
+            return;
+        }
+        this.reconnectAttempts++;
+        this._log(`reconnect attempt ${this.reconnectAttempts}`);
+        const ws = this._openSocket();
+        this._resuming = true;
+        ws.onopen = () => {
+            this._lastFrame = performance.now();
+            ws.send(JSON.stringify({ type: 'resume', session: this.session }));
+        };
+        clearTimeout(this._resumeTimer);
+        // A socket that neither opens nor answers in time (a black-holed
+        // network) is given up for a fresh attempt.
+        this._resumeTimer = setTimeout(() => {
+            if (this.socket !== ws || !this._resuming) return;
+            this._log('resume attempt timed out');
+            if (ws.readyState === WebSocket.CONNECTING) {
+                ws.onclose = null;
+                ws.close(); // not open yet: no close frame
+            }
+            this._detach(ws);
+            this._resuming = false;
+            this._scheduleReconnect();
+        }, CONNECT_TIMEOUT);
+    }
+
+    /**
+     * The reply to resume.
+     * @param {any} msg
+     * @param {WebSocket} ws the socket it came on
+     */
+    _onResumeReply(msg, ws) {
+        if (!msg.success) {
+            if (ws !== this.socket || !this._resuming) return; // an older attempt's spent token
+            this._log(`resume failed: ${msg.message || ''}`);
+            this._endSession(`Connection lost and could not be resumed${msg.message ? `: ${msg.message}` : ''}. Please sign in again.`);
+            return;
+        }
+        // The session now lives on ws (possibly an attempt we had given up on).
+        clearTimeout(this._resumeTimer);
+        clearTimeout(this._reconnectTimer);
+        const current = this.socket;
+        if (current && current !== ws) {
+            this._detach(current);
+            if (current.readyState === WebSocket.CONNECTING) current.close();
+        }
+        this._abandoned = this._abandoned.filter((x) => x !== ws);
+        this.socket = ws;
+        ws.onclose = () => this._onSocketClose(ws);
+        ws.onmessage = (e) => this._onFrame(ws, e.data);
+        this._closeAbandoned();
+        this._resuming = false;
+        const lostFor = performance.now() - this._lostAt;
+        this._lostAt = 0;
+        this.resumes++;
+        if (typeof msg.session === 'string' && msg.session) this.session = msg.session;
+        if (typeof msg.name === 'string' && msg.name) this.name = msg.name;
+        if (Array.isArray(msg.iceServers)) {
+            this.iceServers = msg.iceServers;
+            if (this.pc) {
+                try {
+                    this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.iceServers });
+                } catch (e) {
+                    console.warn('setConfiguration', e);
+                }
+            }
+        }
+        this._log(`resumed after ${Math.round(lostFor)} ms`);
+        this._setConnection('open');
+        this._startHeartbeat();
+        const inCall = this.state === 'calling' || this.state === 'connected';
+        if (inCall && !msg.call) {
+            // The server ended the call while we were away.
+            this._outbox = this._outbox.filter((m) => !['offer', 'answer', 'candidate'].includes(m.type));
+            this._endCall('disconnected');
+        }
+        const queued = this._outbox;
+        this._outbox = [];
+        for (const m of queued) this._send(m);
+    }
+
+    _startHeartbeat() {
+        this._stopHeartbeat();
+        this._awaitingSince = 0;
+        this._lastPing = performance.now();
+        this._pingTimer = setInterval(() => this._heartbeat(), 1000);
+    }
+
+    _stopHeartbeat() {
+        clearInterval(this._pingTimer);
+        this._pingTimer = undefined;
+    }
+
+    _heartbeat() {
+        const ws = this.socket;
+        if (!ws || this._resuming || ws.readyState !== WebSocket.OPEN) return;
+        const now = performance.now();
+        // Dead: no frame for DEAD_AFTER, and a ping has been unanswered for
+        // a whole interval (a throttled background timer that woke up late
+        // sends a ping first and judges later).
+        if (this._awaitingSince && now - this._awaitingSince >= PING_INTERVAL && now - this._lastFrame >= DEAD_AFTER) {
+            this._log('heartbeat: no frame for 10 s, the socket is dead');
+            this._detach(ws);
+            this._socketLost();
+            return;
+        }
+        if (now - this._lastPing >= PING_INTERVAL) {
+            this._lastPing = now;
+            if (!this._awaitingSince) this._awaitingSince = now;
+            ws.send(JSON.stringify({ type: 'ping' }));
+        }
+    }
+
+    /**
+     * The session is over: back to sign-in.
+     * @param {string} message why, for the person ('' after signing out)
+     */
+    _endSession(message) {
+        this._stopHeartbeat();
+        clearTimeout(this._reconnectTimer);
+        clearTimeout(this._resumeTimer);
+        this._closeAbandoned();
+        const ws = this.socket;
+        if (ws) {
+            this.socket = null;
+            ws.onclose = null;
+            ws.onmessage = null;
+            ws.close();
+        }
+        this._lostAt = 0;
+        this._resuming = false;
+        this._outbox = [];
+        this.session = '';
+        const inCall = this.state !== 'idle' && this.state !== 'signin';
+        if (inCall) this._endCall('disconnected');
+        this.name = '';
+        this._setConnection('closed');
+        this._setState('signin');
+        if (this._loginResolve) {
+            this._loginResolve({ success: false, message: message || 'Disconnected from server' });
+            this._loginResolve = null;
+        }
+        this.onClose(message);
+    }
+
+    // ---- the media connection: ICE restart ----
+
+    /** @param {RTCPeerConnection} pc */
+    _onPcState(pc) {
+        if (pc !== this.pc) return;
+        const ice = pc.iceConnectionState, conn = pc.connectionState;
+        this._log(`ice ${ice}, connection ${conn}`);
+        if (ice === 'connected' || ice === 'completed') {
+            if (conn === 'failed' || conn === 'disconnected') return; // DTLS; wait for its own event
+            clearTimeout(this._iceTimer);
+            this._iceTimer = undefined;
+            this._restartsInRow = 0;
+            this._setMedia('connected');
+            return;
+        }
+        if (ice === 'failed' || conn === 'failed') {
+            this._setMedia('reconnecting');
+            this._restartIce(`ice ${ice}`);
+            return;
+        }
+        if (ice === 'disconnected' || conn === 'disconnected') {
+            this._setMedia('reconnecting');
+            if (this._iceTimer === undefined) {
+                this._iceTimer = setTimeout(() => {
+                    this._iceTimer = undefined;
+                    if (!iceUp(pc)) this._restartIce('disconnected for 2 s');
+                }, DISCONNECTED_GRACE);
+            }
+        }
+    }
+
+    /**
+     * Restarts ICE (new credentials, fresh candidates): pc.restartIce() and
+     * an offer to the server, which answers it; retried every RESTART_RETRY
+     * until the media connection is back or the call ends.
+     * @param {string} why
+     */
+    _restartIce(why) {
+        const pc = this.pc;
+        if (!pc || (this.state !== 'calling' && this.state !== 'connected')) return;
+        if (this._restartsInRow >= MAX_RESTARTS) {
+            this._log('ICE restarts exhausted');
+            this._send({ type: 'leave', name: this.peer });
+            this._endCall('connection failed');
+            return;
+        }
+        clearTimeout(this._iceTimer);
+        this._iceTimer = setTimeout(() => {
+            this._iceTimer = undefined;
+            if (pc === this.pc && !iceUp(pc)) this._restartIce('not back yet');
+        }, RESTART_RETRY);
+        this._enqueue(async () => {
+            try {
+                if (pc !== this.pc || !pc.remoteDescription) return;
+                if (pc.signalingState === 'have-local-offer') {
+                    // Our earlier restart offer is unanswered. While the
+                    // signaling is down it waits in the outbox; otherwise it
+                    // may have been lost with a dead socket: offer anew.
+                    if (!this._restartOfferAt || this.connection !== 'open') return;
+                    if (performance.now() - this._restartOfferAt < RESTART_RETRY - 500) return;
+                    this._log('restart offer unanswered: rolling back');
+                    await pc.setLocalDescription({ type: 'rollback' });
+                }
+                if (pc !== this.pc || pc.signalingState !== 'stable') return;
+                this._restartsInRow++;
+                this.iceRestarts++;
+                this._log(`ICE restart (${why})`);
+                pc.restartIce();
+                const offer = await pc.createOffer();
+                if (pc !== this.pc || pc.signalingState !== 'stable') return;
+                await pc.setLocalDescription(offer);
+                if (pc !== this.pc) return;
+                this._restartOfferAt = performance.now();
+                this._send({ type: 'offer', name: this.peer, offer: descJSON(pc.localDescription) });
+            } catch (e) {
+                console.warn('ICE restart failed', e);
+                this._log(`ICE restart error: ${e instanceof Error ? e.message : e}`);
+            }
+        });
     }
 
     /** @param {CallState} state */
@@ -237,6 +681,9 @@ export class VideoChatClient {
             if (pc !== this.pc || !e.candidate) return;
             this._send({ type: 'candidate', name: this.peer, candidate: e.candidate.toJSON() });
         };
+        const onState = () => this._onPcState(pc);
+        pc.addEventListener('iceconnectionstatechange', onState);
+        pc.addEventListener('connectionstatechange', onState);
         pc.ontrack = (e) => {
             const stream = this.remoteStream;
             if (pc !== this.pc || !stream) return;
@@ -274,6 +721,12 @@ export class VideoChatClient {
             this.pc.close();
         }
         this.pc = null;
+        clearTimeout(this._iceTimer);
+        this._iceTimer = undefined;
+        this._restartsInRow = 0;
+        this._restartOfferAt = 0;
+        this.mediaState = 'new';
+        this.peerState = 'connected';
         if (this.remoteStream) for (const t of this.remoteStream.getTracks()) t.stop();
         this.remoteStream = null;
         this._pendingOffer = null;
@@ -290,20 +743,11 @@ export class VideoChatClient {
         this.onCallEnded(reason);
     }
 
-    _onSocketClosed() {
-        const inCall = this.state !== 'idle' && this.state !== 'signin';
-        if (inCall) this._endCall('disconnected');
-        this.name = '';
-        this._setState('signin');
-        if (this._loginResolve) {
-            this._loginResolve({ success: false, message: 'Disconnected from server' });
-            this._loginResolve = null;
-        }
-        this.onClose();
-    }
-
-    /** @param {any} data */
-    _onMessage(data) {
+    /**
+     * @param {any} data
+     * @param {WebSocket} [ws] the socket it came on
+     */
+    _onMessage(data, ws) {
         let msg;
         try {
             msg = JSON.parse(data);
@@ -318,6 +762,9 @@ export class VideoChatClient {
         }
         switch (msg.type) {
         case 'login': return this._onLoginReply(msg);
+        case 'resume': return ws && this._onResumeReply(msg, ws);
+        case 'pong': return;
+        case 'callstate': return this._onCallState(String(msg.name || ''), msg.state);
         case 'users': return this.onUsers(Array.isArray(msg.users) ? msg.users : []);
         case 'offer': return this._onOffer(msg.name || '', msg.offer);
         case 'answer': return this._onAnswer(msg.answer);
@@ -335,7 +782,9 @@ export class VideoChatClient {
         if (result.success) {
             this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
             this.name = this._loginName;
+            this.session = typeof msg.session === 'string' ? msg.session : '';
             this._setState('idle');
+            this._startHeartbeat();
         }
         if (this._loginResolve) {
             const resolve = this._loginResolve;
@@ -389,6 +838,8 @@ export class VideoChatClient {
         this._enqueue(async () => {
             if (pc !== this.pc || pc.signalingState !== 'have-local-offer') return;
             await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+            if (this._restartOfferAt) this._log('ICE restart answered');
+            this._restartOfferAt = 0;
             await this._flushCandidates(pc);
         }, pc);
     }
@@ -418,8 +869,26 @@ export class VideoChatClient {
         this._endCall(reason);
     }
 
+    /**
+     * @param {string} name
+     * @param {any} state
+     */
+    _onCallState(name, state) {
+        if (!name || name !== this.peer || (state !== 'reconnecting' && state !== 'connected')) return;
+        this._log(`${name} ${state}`);
+        if (this.peerState === state) return;
+        this.peerState = state;
+        this.onConnectionChange();
+    }
+
     /** @param {string} message */
     _onError(message) {
+        // A server without the heartbeat (older version) rejects ping.
+        if (message === 'Command not found: ping') return;
+        if (this._resuming) {
+            this._onResumeReply({ success: false, message }, /** @type {WebSocket} */ (this.socket));
+            return;
+        }
         if (this.state === 'signin' && this._loginResolve) {
             const resolve = this._loginResolve;
             this._loginResolve = null;
@@ -431,6 +900,14 @@ export class VideoChatClient {
         // A call that the server refused (user offline, busy, ...).
         if (this.state === 'calling' && !this._answered) this._endCall(message);
     }
+}
+
+/**
+ * @param {RTCPeerConnection} pc
+ * @returns {boolean} ICE is connected
+ */
+function iceUp(pc) {
+    return pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed';
 }
 
 /**
