@@ -23,6 +23,7 @@ var counter atomic.Int32 // unique names within this process
 type NS struct {
 	Name   string
 	HostIf string // the host's end of the veth
+	NSIf   string // the namespace's end of the veth
 	HostIP string // the host's end of the veth
 	NSIP   string // the namespace's end
 	t      testing.TB
@@ -48,11 +49,14 @@ func New(t testing.TB) *NS {
 		t:      t,
 	}
 	host, peer := fmt.Sprintf("vch%d", id), fmt.Sprintf("vcn%d", id)
-	ns.HostIf = host
+	ns.HostIf, ns.NSIf = host, peer
 	t.Cleanup(func() {
+		_ = exec.Command("nft", "delete", "table", "netdev", ns.outageTable()).Run()
 		_ = exec.Command("ip", "netns", "del", ns.Name).Run()
 		_ = exec.Command("ip", "link", "del", host).Run()
 	})
+	// A leftover of an earlier run that died with the same id.
+	_ = exec.Command("nft", "delete", "table", "netdev", ns.outageTable()).Run()
 	ns.must("ip", "netns", "add", ns.Name)
 	ns.must("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
 	ns.must("ip", "link", "set", peer, "netns", ns.Name)
@@ -90,6 +94,31 @@ func (ns *NS) UDPLoss(percent int) {
 		"add chain inet lossy out { type filter hook output priority 0; }; "+
 		"add chain inet lossy in { type filter hook input priority 0; }; "+
 		"add rule inet lossy out "+rule+"; add rule inet lossy in "+rule)
+}
+
+// outageTable names the host's nftables table of DropAll (per veth, so
+// namespaces of concurrent tests do not collide).
+func (ns *NS) outageTable() string { return "outage_" + ns.HostIf }
+
+// DropAll cuts the namespace off, as a network that goes dark: every
+// packet in and out of it is dropped (ARP included), silently. The drops
+// happen at the ingress of each end of the veth, so senders see no error
+// (an output-hook drop would fail their send calls with EPERM, which a real
+// outage does not). The namespace's loopback is untouched. Restore undoes it.
+func (ns *NS) DropAll() {
+	ns.t.Helper()
+	chain := func(table, dev string) string {
+		return fmt.Sprintf("add table netdev %s; add chain netdev %s in { type filter hook ingress device %s priority 0; policy drop; }", table, table, dev)
+	}
+	ns.must("nft", chain(ns.outageTable(), ns.HostIf))
+	ns.Exec("nft", chain("outage", ns.NSIf))
+}
+
+// Restore ends a DropAll outage.
+func (ns *NS) Restore() {
+	ns.t.Helper()
+	ns.must("nft", "delete", "table", "netdev", ns.outageTable())
+	ns.Exec("nft", "delete", "table", "netdev", "outage")
 }
 
 // LimitDownlink caps what the host sends into the namespace (the

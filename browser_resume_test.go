@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"videochat/internal/browsertest"
+	"videochat/internal/netns"
+)
+
+// connTracker wraps the server's listener and remembers every accepted
+// connection with the first bytes read from it (the HTTP request), so a test
+// can cut the TCP connection under a given WebSocket without a close frame.
+type connTracker struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []*trackedConn
+}
+
+type trackedConn struct {
+	net.Conn
+	mu     sync.Mutex
+	head   []byte // the first bytes read: request line and headers
+	closed bool
+}
+
+func (l *connTracker) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c}
+	l.mu.Lock()
+	l.conns = append(l.conns, tc)
+	l.mu.Unlock()
+	return tc, nil
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.mu.Lock()
+		if room := 4096 - len(c.head); room > 0 {
+			c.head = append(c.head, p[:min(n, room)]...)
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// isWebSocketFor reports whether the connection is an open WebSocket whose
+// upgrade request named host in its Host header.
+func (c *trackedConn) isWebSocketFor(host string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := bytes.ToLower(c.head)
+	return !c.closed && bytes.Contains(h, []byte("\r\nupgrade: websocket")) &&
+		bytes.Contains(h, []byte("\r\nhost: "+strings.ToLower(host)+"\r\n"))
+}
+
+// cutWebSockets closes the TCP connection of every open WebSocket that was
+// opened to host (no close frame: the server's reader sees an error, the
+// browser a FIN) and reports how many it cut.
+func (l *connTracker) cutWebSockets(host string) int {
+	l.mu.Lock()
+	conns := append([]*trackedConn(nil), l.conns...)
+	l.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		if c.isWebSocketFor(host) {
+			_ = c.Close()
+			n++
+		}
+	}
+	return n
+}
+
+// watchCallJS records, in the page, every text the status line shows and
+// whether the page ever leaves the call screen.
+const watchCallJS = `(() => {
+  const status = document.getElementById('status');
+  window.__seen = [status.textContent]; window.__left = '';
+  const note = () => {
+    const st = status.textContent;
+    if (window.__seen[window.__seen.length - 1] !== st) window.__seen.push(st);
+    if (!window.__left && (window.app.state !== 'connected' || document.getElementById('call-view').hidden))
+      window.__left = window.app.state + ': ' + st;
+  };
+  new MutationObserver(note).observe(status, {childList: true, characterData: true, subtree: true});
+  new MutationObserver(note).observe(document.body, {attributes: true});
+  setInterval(note, 20);
+  return true;
+})()`
+
+type callWatch struct {
+	Seen []string `json:"seen"`
+	Left string   `json:"left"`
+}
+
+func watched(tab *browsertest.Tab) callWatch {
+	var w callWatch
+	tab.Eval(`({seen: window.__seen, left: window.__left})`, &w)
+	return w
+}
+
+// connHooks is what the page exposes about its connections.
+type connHooks struct {
+	Connection string  `json:"connection"`
+	MediaState string  `json:"mediaState"`
+	PeerState  string  `json:"peerState"`
+	Resumes    int     `json:"resumes"`
+	Attempts   int     `json:"reconnectAttempts"`
+	ICERestart int     `json:"iceRestarts"`
+	Status     string  `json:"status"`
+	TimeOrigin float64 `json:"timeOrigin"`
+	Events     []struct {
+		T    float64 `json:"t"`
+		What string  `json:"what"`
+	} `json:"events"`
+}
+
+func hooks(tab *browsertest.Tab) connHooks {
+	var h connHooks
+	tab.Eval(`(() => { const a = window.app; return {connection: a.connection, mediaState: a.mediaState,
+		peerState: a.peerState, resumes: a.resumes, reconnectAttempts: a.reconnectAttempts,
+		iceRestarts: a.iceRestarts, status: a.status, timeOrigin: performance.timeOrigin, events: a.events}; })()`, &h)
+	return h
+}
+
+// logEvents logs the page's connection events after since, in ms relative to
+// since.
+func logEvents(t *testing.T, who string, h connHooks, since time.Time) {
+	t.Helper()
+	var b strings.Builder
+	for _, e := range h.Events {
+		at := h.TimeOrigin + e.T - float64(since.UnixNano())/1e6
+		if at < -1000 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n  %+7.0f ms  %s", at, e.What)
+	}
+	t.Logf("%s's connection events (0 = outage start):%s", who, b.String())
+}
+
+// TestBrowserICERestartAfterOutage cuts the caller's network off entirely for
+// 5 s in the middle of a call (every packet in and out of its namespace is
+// dropped: media, ICE checks and the WebSocket alike). The call must carry
+// on by itself: the page shows "Reconnecting…" during the outage, never
+// leaves the call screen, and decodes frames again soon after the network
+// is back.
+func TestBrowserICERestartAfterOutage(t *testing.T) {
+	ns := netns.New(t)
+	app, nsBrowserB, nsURL := nsBrowser(t, ns, nil)
+	other := browsertest.Launch(t)
+
+	caller := signIn(t, nsBrowserB, nsURL, "alice")
+	callee := signIn(t, other, app.URL(), "bob")
+	caller.WaitFor(`document.querySelector('#users [data-name="bob"]')`, 10*time.Second)
+	autoAccept(callee)
+	caller.Eval(`(() => { document.querySelector('#users [data-name="bob"]').click(); return true; })()`, new(bool))
+	for _, tab := range []*browsertest.Tab{caller, callee} {
+		tab.WaitFor(`window.app.state === 'connected'`, 15*time.Second)
+		waitDecoding(t, tab, 30)
+		tab.Eval(watchCallJS, new(bool))
+	}
+
+	const outage = 5 * time.Second
+	ns.DropAll()
+	start := time.Now()
+	restored := false
+	defer func() {
+		if !restored {
+			ns.Restore()
+		}
+	}()
+	sawReconnecting := time.Duration(0)
+	for time.Since(start) < outage {
+		if sawReconnecting == 0 && strings.HasPrefix(hooks(caller).Status, "Reconnecting") {
+			sawReconnecting = time.Since(start)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	before := stats(caller).FramesDecoded
+	beforeCallee := stats(callee).FramesDecoded
+	ns.Restore()
+	restored = true
+	back := time.Now()
+	t.Logf("outage %v: the caller's page showed Reconnecting… after %v", outage, sawReconnecting.Round(10*time.Millisecond))
+
+	// Frames decode again, both ways.
+	var callerBack, calleeBack time.Duration
+	for callerBack == 0 || calleeBack == 0 {
+		if time.Since(back) > 15*time.Second {
+			logEvents(t, "alice", hooks(caller), start)
+			t.Fatalf("media not back 15 s after the network: caller %v, callee %v (0 = not yet); %+v", callerBack, calleeBack, hooks(caller))
+		}
+		if callerBack == 0 && stats(caller).FramesDecoded > before+2 {
+			callerBack = time.Since(back)
+		}
+		if calleeBack == 0 && stats(callee).FramesDecoded > beforeCallee+2 {
+			calleeBack = time.Since(back)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("network back -> frames decoding again: caller (bob's video) %v, callee (alice's video) %v",
+		callerBack.Round(10*time.Millisecond), calleeBack.Round(10*time.Millisecond))
+	caller.WaitFor(`window.app.mediaState === 'connected' && window.app.connection === 'open'`, 10*time.Second)
+	callee.WaitFor(`window.app.status === 'Connected with alice'`, 10*time.Second)
+	waitDecoding(t, caller, stats(caller).FramesDecoded+20)
+	waitDecoding(t, callee, stats(callee).FramesDecoded+20)
+
+	ha, hb := hooks(caller), hooks(callee)
+	logEvents(t, "alice", ha, start)
+	logEvents(t, "bob", hb, start)
+	wa, wb := watched(caller), watched(callee)
+	t.Logf("alice: %d ICE restarts, %d resumes; statuses %q", ha.ICERestart, ha.Resumes, wa.Seen)
+	t.Logf("bob: statuses %q", wb.Seen)
+	if sawReconnecting == 0 && !containsPrefix(wa.Seen, "Reconnecting") {
+		t.Error(`the caller's page never showed "Reconnecting…" during the outage`)
+	}
+	for who, w := range map[string]callWatch{"caller": wa, "callee": wb} {
+		if w.Left != "" {
+			t.Errorf("the %s's page left the call screen (%s)", who, w.Left)
+		}
+	}
+	if limit := 3 * time.Second; callerBack > limit || calleeBack > limit {
+		t.Errorf("frames decoded again %v (caller) / %v (callee) after the network came back, want within %v", callerBack, calleeBack, limit)
+	}
+}
+
+// TestBrowserResumeAfterWebSocketCut cuts the TCP connection under the
+// caller's WebSocket at the server (no close frame) during a call: the media
+// must not notice, and the page must resume its session by itself without
+// leaving the call screen.
+func TestBrowserResumeAfterWebSocketCut(t *testing.T) {
+	var tracker *connTracker
+	app := startApp(t, func(c *Config) {
+		c.wrapListener = func(ln net.Listener) net.Listener {
+			tracker = &connTracker{Listener: ln}
+			return tracker
+		}
+	})
+	b := browsertest.Launch(t)
+	// The caller opens the page as 127.0.0.1 and the callee as localhost,
+	// so the caller's WebSocket is the one whose Host is 127.0.0.1.
+	port := app.ln.Addr().(*net.TCPAddr).Port
+	callerHost := fmt.Sprintf("127.0.0.1:%d", port)
+	caller, callee := browserCallAs(t, b, "http://"+callerHost+"/", app.URL())
+	for _, tab := range []*browsertest.Tab{caller, callee} {
+		tab.Eval(watchCallJS, new(bool))
+	}
+	callerFrames, calleeFrames := stats(caller).FramesDecoded, stats(callee).FramesDecoded
+
+	start := time.Now()
+	if n := tracker.cutWebSockets(callerHost); n != 1 {
+		t.Fatalf("cut %d WebSockets opened to %s, want 1", n, callerHost)
+	}
+	var resumed time.Duration
+	for resumed == 0 {
+		h := hooks(caller)
+		if h.Resumes >= 1 {
+			resumed = time.Since(start)
+			break
+		}
+		if time.Since(start) > 15*time.Second {
+			logEvents(t, "alice", h, start)
+			t.Fatalf("the caller did not resume within 15 s: %+v", h)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("WebSocket cut -> session resumed after %v", resumed.Round(time.Millisecond))
+	caller.WaitFor(`window.app.connection === 'open' && window.app.status === 'Connected with bob'`, 5*time.Second)
+	callee.WaitFor(`window.app.status === 'Connected with alice'`, 10*time.Second)
+
+	// The media never depended on the WebSocket.
+	sc := waitDecoding(t, caller, callerFrames+20)
+	se := waitDecoding(t, callee, calleeFrames+20)
+	t.Logf("frames since the cut: caller %d, callee %d", sc.FramesDecoded-callerFrames, se.FramesDecoded-calleeFrames)
+
+	// The resumed socket carries signaling: a ping round trip, and the other
+	// side hears alice's state through the server.
+	ha, hb := hooks(caller), hooks(callee)
+	logEvents(t, "alice", ha, start)
+	logEvents(t, "bob", hb, start)
+	wa, wb := watched(caller), watched(callee)
+	t.Logf("alice: statuses %q; bob: statuses %q", wa.Seen, wb.Seen)
+	if ha.Resumes != 1 || ha.ICERestart != 0 {
+		t.Errorf("caller: %d resumes, %d ICE restarts; want 1 and 0", ha.Resumes, ha.ICERestart)
+	}
+	if !containsPrefix(wa.Seen, "Reconnecting") {
+		t.Error(`the caller's page never showed "Reconnecting…"`)
+	}
+	if !hasEvent(hb, "alice reconnecting") || !hasEvent(hb, "alice connected") {
+		t.Error("the callee's page was not told (callstate) that alice was reconnecting and back")
+	}
+	for who, w := range map[string]callWatch{"caller": wa, "callee": wb} {
+		if w.Left != "" {
+			t.Errorf("the %s's page left the call screen (%s)", who, w.Left)
+		}
+	}
+
+	// Hanging up still works over the resumed connection.
+	caller.Eval(`(() => { document.getElementById('hangup-btn').click(); return true; })()`, new(bool))
+	callee.WaitFor(`window.app.state === 'idle' && window.app.lastEndReason === 'hangup'`, 10*time.Second)
+}
+
+func containsPrefix(list []string, prefix string) bool {
+	for _, s := range list {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasEvent(h connHooks, what string) bool {
+	for _, e := range h.Events {
+		if e.What == what {
+			return true
+		}
+	}
+	return false
+}
