@@ -238,6 +238,64 @@ func TestBrowserICERestartAfterOutage(t *testing.T) {
 	if limit := 3 * time.Second; callerBack > limit || calleeBack > limit {
 		t.Errorf("frames decoded again %v (caller) / %v (callee) after the network came back, want within %v", callerBack, calleeBack, limit)
 	}
+
+	// A network change (the page's 'online' event; a new Wi-Fi, say)
+	// restarts ICE at once: the server answers with fresh credentials and
+	// the media moves to the new candidate pair without a gap.
+	restartICE(t, caller, callee, func() {
+		caller.Eval(`(() => { window.dispatchEvent(new Event('online')); return true; })()`, new(bool))
+	})
+	for who, w := range map[string]callWatch{"caller": watched(caller), "callee": watched(callee)} {
+		if w.Left != "" {
+			t.Errorf("the %s's page left the call screen (%s)", who, w.Left)
+		}
+	}
+}
+
+// selectedPairJS reports the remote ICE ufrag and address of the tab's
+// selected candidate pair (an ICE restart changes the ufrag).
+const selectedPairJS = `(() => {
+  const pc = window.app.pc, s = pc && pc.getSenders().find(s => s.transport);
+  const p = s && s.transport.iceTransport.getSelectedCandidatePair();
+  return p && p.remote ? p.remote.usernameFragment + ' ' + p.remote.address + ':' + p.remote.port : '';
+})()`
+
+// restartICE triggers an ICE restart in tab (by calling trigger), waits
+// until it completed (the server's answer applied and a new candidate pair
+// selected) and checks that frames keep coming both ways.
+func restartICE(t *testing.T, tab, other *browsertest.Tab, trigger func()) {
+	t.Helper()
+	h0 := hooks(tab)
+	var pair0 string
+	tab.Eval(selectedPairJS, &pair0)
+	f0, g0 := stats(tab), stats(other)
+	start := time.Now()
+	trigger()
+	var pair string
+	var newPair time.Duration
+	for newPair == 0 {
+		tab.Eval(selectedPairJS, &pair)
+		if pair != pair0 && pair != "" {
+			newPair = time.Since(start)
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			logEvents(t, "caller", hooks(tab), start)
+			t.Fatalf("ICE restart: no new candidate pair within 10 s (%s, before %s)", pair, pair0)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h := hooks(tab)
+	logEvents(t, "caller", h, start)
+	t.Logf("ICE restart: a new candidate pair selected %v after the trigger (%s -> %s)",
+		newPair.Round(time.Millisecond), pair0, pair)
+	if h.ICERestart != h0.ICERestart+1 {
+		t.Errorf("%d ICE restarts, want %d", h.ICERestart, h0.ICERestart+1)
+	}
+	f1 := waitDecoding(t, tab, f0.FramesDecoded+20)
+	g1 := waitDecoding(t, other, g0.FramesDecoded+20)
+	t.Logf("across the restart: freezes %d -> %d (%.2f s -> %.2f s) here, %d -> %d (%.2f s -> %.2f s) at the other side",
+		f0.FreezeCount, f1.FreezeCount, f0.FreezeSeconds, f1.FreezeSeconds, g0.FreezeCount, g1.FreezeCount, g0.FreezeSeconds, g1.FreezeSeconds)
 }
 
 // TestBrowserResumeAfterWebSocketCut cuts the TCP connection under the

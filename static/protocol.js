@@ -33,6 +33,13 @@ const CONNECT_TIMEOUT = 5000;
 const DISCONNECTED_GRACE = 2000;
 const RESTART_RETRY = 5000;
 const MAX_RESTARTS = 12;
+/**
+ * Chromium calls ICE 'disconnected' only after ~5 s of unanswered checks;
+ * the page notices sooner that nothing arrives: no byte received on the
+ * transport for STALL_AFTER (sampled every STALL_SAMPLE) shows "Reconnecting…".
+ */
+const STALL_SAMPLE = 500;
+const STALL_AFTER = 2000;
 
 /** A client of the video chat server: one WebSocket, at most one call. */
 export class VideoChatClient {
@@ -104,6 +111,10 @@ export class VideoChatClient {
         this._iceTimer = undefined;
         /** restarts since the media connection was last connected */
         this._restartsInRow = 0;
+        /** true while no packet arrives on the media transport */
+        this._stalled = false;
+        /** @type {number|undefined} */
+        this._stallTimer = undefined;
         /** performance.now() of our unanswered ICE-restart offer, or 0 */
         this._restartOfferAt = 0;
         /** @type {number|undefined} */
@@ -569,12 +580,14 @@ export class VideoChatClient {
         if (pc !== this.pc) return;
         const ice = pc.iceConnectionState, conn = pc.connectionState;
         this._log(`ice ${ice}, connection ${conn}`);
+        this._watchPair(pc);
         if (ice === 'connected' || ice === 'completed') {
             if (conn === 'failed' || conn === 'disconnected') return; // DTLS; wait for its own event
             clearTimeout(this._iceTimer);
             this._iceTimer = undefined;
             this._restartsInRow = 0;
-            this._setMedia('connected');
+            if (!this._stalled) this._setMedia('connected');
+            this._watchStall(pc);
             return;
         }
         if (ice === 'failed' || conn === 'failed') {
@@ -583,7 +596,11 @@ export class VideoChatClient {
             return;
         }
         if (ice === 'disconnected' || conn === 'disconnected') {
-            this._setMedia('reconnecting');
+            // Chromium also flips to 'disconnected' for a few ms right after
+            // a recovery (its write timeout fires late): do not flash it.
+            setTimeout(() => {
+                if (pc === this.pc && !iceUp(pc)) this._setMedia('reconnecting');
+            }, 250);
             if (this._iceTimer === undefined) {
                 this._iceTimer = setTimeout(() => {
                     this._iceTimer = undefined;
@@ -591,6 +608,59 @@ export class VideoChatClient {
                 }, DISCONNECTED_GRACE);
             }
         }
+    }
+
+    /**
+     * Logs each change of the selected candidate pair (an ICE restart ends
+     * with one).
+     * @param {RTCPeerConnection} pc
+     */
+    _watchPair(pc) {
+        const sender = pc.getSenders().find((s) => s.transport);
+        const it = sender && sender.transport ? sender.transport.iceTransport : null;
+        if (!it || watchedTransports.has(it)) return;
+        watchedTransports.add(it);
+        it.addEventListener('selectedcandidatepairchange', () => {
+            if (pc !== this.pc) return;
+            const p = it.getSelectedCandidatePair();
+            const r = p && p.remote;
+            this._log(`selected pair -> ${r ? `${r.address}:${r.port} ufrag ${r.usernameFragment}` : 'none'}`);
+        });
+    }
+
+    /**
+     * Samples the transport's received bytes while in a call: nothing new
+     * for STALL_AFTER marks the media as reconnecting, anything new ends it.
+     * @param {RTCPeerConnection} pc
+     */
+    _watchStall(pc) {
+        if (this._stallTimer !== undefined) return;
+        let last = -1, changed = performance.now();
+        this._stallTimer = setInterval(async () => {
+            if (pc !== this.pc) return;
+            let bytes = 0;
+            try {
+                const report = await pc.getStats();
+                report.forEach((r) => { if (r.type === 'transport') bytes += r.bytesReceived || 0; });
+            } catch (e) {
+                return;
+            }
+            if (pc !== this.pc) return;
+            const now = performance.now();
+            if (bytes !== last) {
+                last = bytes;
+                changed = now;
+                if (this._stalled) {
+                    this._stalled = false;
+                    this._log('packets arrive again');
+                    if (iceUp(pc)) this._setMedia('connected');
+                }
+            } else if (!this._stalled && now - changed >= STALL_AFTER && this.mediaState === 'connected') {
+                this._stalled = true;
+                this._log(`no packet for ${Math.round(now - changed)} ms`);
+                this._setMedia('reconnecting');
+            }
+        }, STALL_SAMPLE);
     }
 
     /**
@@ -723,6 +793,9 @@ export class VideoChatClient {
         this.pc = null;
         clearTimeout(this._iceTimer);
         this._iceTimer = undefined;
+        clearInterval(this._stallTimer);
+        this._stallTimer = undefined;
+        this._stalled = false;
         this._restartsInRow = 0;
         this._restartOfferAt = 0;
         this.mediaState = 'new';
@@ -901,6 +974,9 @@ export class VideoChatClient {
         if (this.state === 'calling' && !this._answered) this._endCall(message);
     }
 }
+
+/** @type {WeakSet<RTCIceTransport>} */
+const watchedTransports = new WeakSet();
 
 /**
  * @param {RTCPeerConnection} pc
