@@ -158,15 +158,62 @@ func logEvents(t *testing.T, who string, h connHooks, since time.Time) {
 // 5 s in the middle of a call (every packet in and out of its namespace is
 // dropped: media, ICE checks and the WebSocket alike). The call must carry
 // on by itself: the page shows "Reconnecting…" during the outage, never
-// leaves the call screen, and decodes frames again soon after the network
-// is back.
+// leaves the call screen, and decodes frames again within 3 s of the
+// network's return. Then a network change restarts ICE.
 func TestBrowserICERestartAfterOutage(t *testing.T) {
+	caller, callee := callThroughOutage(t, 5*time.Second)
+
+	// A network change (the page's 'online' event; a new Wi-Fi, say)
+	// restarts ICE at once: the server answers with fresh credentials and
+	// the media moves to the new candidate pair.
+	restartICE(t, caller, callee, func() {
+		caller.Eval(`(() => { window.dispatchEvent(new Event('online')); return true; })()`, new(bool))
+	})
+	for who, w := range map[string]callWatch{"caller": watched(caller), "callee": watched(callee)} {
+		if w.Left != "" {
+			t.Errorf("the %s's page left the call screen (%s)", who, w.Left)
+		}
+	}
+}
+
+// TestBrowserResumeAfterLongOutage is the same with an 11 s outage: long
+// enough for Chromium to call ICE disconnected (the page restarts ICE while
+// the WebSocket is dark) and for the page's heartbeat to declare the
+// WebSocket dead and reconnect (in the dark first). Once the network is
+// back the page resumes its session, sends what it queued, and the call
+// goes on.
+func TestBrowserResumeAfterLongOutage(t *testing.T) {
+	caller, callee := callThroughOutage(t, 11*time.Second)
+	caller.WaitFor(`window.app.connection === 'open' && window.app.mediaState === 'connected'`, 15*time.Second)
+	h := hooks(caller)
+	t.Logf("alice: %d resumes, %d ICE restarts, %d reconnect attempts", h.Resumes, h.ICERestart, h.Attempts)
+	if h.Resumes < 1 {
+		t.Errorf("the caller's WebSocket survived an 11 s outage unnoticed (no resume)")
+	}
+	// Signaling works afterwards: an ICE restart completes.
+	restartICE(t, caller, callee, func() {
+		caller.Eval(`(() => { window.dispatchEvent(new Event('online')); return true; })()`, new(bool))
+	})
+	for who, w := range map[string]callWatch{"caller": watched(caller), "callee": watched(callee)} {
+		if w.Left != "" {
+			t.Errorf("the %s's page left the call screen (%s)", who, w.Left)
+		}
+	}
+}
+
+// callThroughOutage sets up a call from alice (a browser in a namespace) to
+// bob (a browser outside), cuts alice's namespace off for outage, and
+// checks that the media comes back by itself within 3 s of the network's
+// return, with "Reconnecting…" on alice's page meanwhile and neither page
+// leaving the call screen.
+func callThroughOutage(t *testing.T, outage time.Duration) (caller, callee *browsertest.Tab) {
+	t.Helper()
 	ns := netns.New(t)
 	app, nsBrowserB, nsURL := nsBrowser(t, ns, nil)
 	other := browsertest.Launch(t)
 
-	caller := signIn(t, nsBrowserB, nsURL, "alice")
-	callee := signIn(t, other, app.URL(), "bob")
+	caller = signIn(t, nsBrowserB, nsURL, "alice")
+	callee = signIn(t, other, app.URL(), "bob")
 	caller.WaitFor(`document.querySelector('#users [data-name="bob"]')`, 10*time.Second)
 	autoAccept(callee)
 	caller.Eval(`(() => { document.querySelector('#users [data-name="bob"]').click(); return true; })()`, new(bool))
@@ -176,7 +223,6 @@ func TestBrowserICERestartAfterOutage(t *testing.T) {
 		tab.Eval(watchCallJS, new(bool))
 	}
 
-	const outage = 5 * time.Second
 	ns.DropAll()
 	start := time.Now()
 	restored := false
@@ -216,7 +262,8 @@ func TestBrowserICERestartAfterOutage(t *testing.T) {
 	}
 	t.Logf("network back -> frames decoding again: caller (bob's video) %v, callee (alice's video) %v",
 		callerBack.Round(10*time.Millisecond), calleeBack.Round(10*time.Millisecond))
-	caller.WaitFor(`window.app.mediaState === 'connected' && window.app.connection === 'open'`, 10*time.Second)
+	caller.WaitFor(`window.app.mediaState === 'connected' && window.app.connection === 'open'`, 15*time.Second)
+	resumedAfter := time.Since(back)
 	callee.WaitFor(`window.app.status === 'Connected with alice'`, 10*time.Second)
 	waitDecoding(t, caller, stats(caller).FramesDecoded+20)
 	waitDecoding(t, callee, stats(callee).FramesDecoded+20)
@@ -225,10 +272,11 @@ func TestBrowserICERestartAfterOutage(t *testing.T) {
 	logEvents(t, "alice", ha, start)
 	logEvents(t, "bob", hb, start)
 	wa, wb := watched(caller), watched(callee)
-	t.Logf("alice: %d ICE restarts, %d resumes; statuses %q", ha.ICERestart, ha.Resumes, wa.Seen)
+	t.Logf("alice: %d ICE restarts, %d resumes (signaling and media both up %v after the network); statuses %q",
+		ha.ICERestart, ha.Resumes, resumedAfter.Round(10*time.Millisecond), wa.Seen)
 	t.Logf("bob: statuses %q", wb.Seen)
-	if sawReconnecting == 0 && !containsPrefix(wa.Seen, "Reconnecting") {
-		t.Error(`the caller's page never showed "Reconnecting…" during the outage`)
+	if sawReconnecting == 0 {
+		t.Error(`the caller's page did not show "Reconnecting…" during the outage`)
 	}
 	for who, w := range map[string]callWatch{"caller": wa, "callee": wb} {
 		if w.Left != "" {
@@ -238,18 +286,7 @@ func TestBrowserICERestartAfterOutage(t *testing.T) {
 	if limit := 3 * time.Second; callerBack > limit || calleeBack > limit {
 		t.Errorf("frames decoded again %v (caller) / %v (callee) after the network came back, want within %v", callerBack, calleeBack, limit)
 	}
-
-	// A network change (the page's 'online' event; a new Wi-Fi, say)
-	// restarts ICE at once: the server answers with fresh credentials and
-	// the media moves to the new candidate pair without a gap.
-	restartICE(t, caller, callee, func() {
-		caller.Eval(`(() => { window.dispatchEvent(new Event('online')); return true; })()`, new(bool))
-	})
-	for who, w := range map[string]callWatch{"caller": watched(caller), "callee": watched(callee)} {
-		if w.Left != "" {
-			t.Errorf("the %s's page left the call screen (%s)", who, w.Left)
-		}
-	}
+	return caller, callee
 }
 
 // selectedPairJS reports the remote ICE ufrag and address of the tab's

@@ -217,21 +217,43 @@ export class VideoChatClient {
     }
 
     /**
+     * The network is back (media arrives again): a reconnect attempt that
+     * started in the dark may sit in TCP's SYN backoff for seconds, so start
+     * a fresh one now; an open socket gets a ping to prove itself.
+     */
+    _kickSignaling() {
+        if (this._signedOut) return;
+        if (!this._lostAt) {
+            if (this.connection === 'open' && this.socket && this.socket.readyState === WebSocket.OPEN) {
+                this._lastPing = performance.now();
+                if (!this._awaitingSince) this._awaitingSince = this._lastPing;
+                this.socket.send(JSON.stringify({ type: 'ping' }));
+            }
+            return;
+        }
+        const ws = this.socket;
+        if (ws && ws.readyState === WebSocket.OPEN) return; // waiting for its resume reply
+        this._log('network back: reconnecting now');
+        if (ws) {
+            ws.onclose = null;
+            ws.close(); // still connecting: no close frame
+            this._detach(ws);
+        }
+        this._resuming = false;
+        clearTimeout(this._resumeTimer);
+        clearTimeout(this._reconnectTimer);
+        this._reconnectIndex = 0;
+        this._reconnect();
+    }
+
+    /**
      * The network may have changed (the page saw 'online' or a
      * navigator.connection change): restart ICE during a call, and check the
      * WebSocket at once instead of at the next heartbeat.
      */
     networkChanged() {
         this._log('network change');
-        if (this._lostAt && !this._signedOut) {
-            // Reconnecting: try now instead of after the backoff.
-            if (!this.socket) {
-                clearTimeout(this._reconnectTimer);
-                this._reconnect();
-            }
-        } else if (this.connection === 'open') {
-            this._send({ type: 'ping' });
-        }
+        this._kickSignaling();
         if (this.pc && (this.state === 'calling' || this.state === 'connected')) this._restartIce('network change');
     }
 
@@ -654,6 +676,7 @@ export class VideoChatClient {
                     this._stalled = false;
                     this._log('packets arrive again');
                     if (iceUp(pc)) this._setMedia('connected');
+                    this._kickSignaling();
                 }
             } else if (!this._stalled && now - changed >= STALL_AFTER && this.mediaState === 'connected') {
                 this._stalled = true;
