@@ -529,6 +529,12 @@ export class VideoChatClient {
         const queued = this._outbox;
         this._outbox = [];
         for (const m of queued) this._send(m);
+        // A restart offer sent on the dead socket is lost unless the server
+        // got it (its answer then comes with the queued messages).
+        const pc = this.pc;
+        if (pc && this._restartOfferAt && !queued.some((m) => m.type === 'offer')) {
+            setTimeout(() => this._resendOffer(pc), 1000);
+        }
     }
 
     _startHeartbeat() {
@@ -651,6 +657,22 @@ export class VideoChatClient {
     }
 
     /**
+     * Sends our unanswered (restart) offer again, unchanged: the first copy
+     * may have died with a dead socket. Safe if both arrive: the same ICE
+     * credentials get the same answer, and a second answer finds us stable
+     * and is ignored.
+     * @param {RTCPeerConnection} pc
+     */
+    _resendOffer(pc) {
+        if (pc !== this.pc || pc.signalingState !== 'have-local-offer' || !pc.localDescription) return;
+        if (this.connection !== 'open') return; // the resume path sends it
+        if (this._outbox.some((m) => m.type === 'offer')) return;
+        this._log('restart offer unanswered: sending it again');
+        this._restartOfferAt = performance.now();
+        this._send({ type: 'offer', name: this.peer, offer: descJSON(pc.localDescription) });
+    }
+
+    /**
      * Samples the transport's received bytes while in a call: nothing new
      * for STALL_AFTER marks the media as reconnecting, anything new ends it.
      * @param {RTCPeerConnection} pc
@@ -704,19 +726,20 @@ export class VideoChatClient {
         clearTimeout(this._iceTimer);
         this._iceTimer = setTimeout(() => {
             this._iceTimer = undefined;
-            if (pc === this.pc && !iceUp(pc)) this._restartIce('not back yet');
+            if (pc !== this.pc) return;
+            if (!iceUp(pc)) this._restartIce('not back yet');
+            else if (this._restartOfferAt && pc.signalingState === 'have-local-offer') this._resendOffer(pc);
         }, RESTART_RETRY);
         this._enqueue(async () => {
             try {
                 if (pc !== this.pc || !pc.remoteDescription) return;
                 if (pc.signalingState === 'have-local-offer') {
-                    // Our earlier restart offer is unanswered. While the
-                    // signaling is down it waits in the outbox; otherwise it
-                    // may have been lost with a dead socket: offer anew.
-                    if (!this._restartOfferAt || this.connection !== 'open') return;
-                    if (performance.now() - this._restartOfferAt < RESTART_RETRY - 500) return;
-                    this._log('restart offer unanswered: rolling back');
-                    await pc.setLocalDescription({ type: 'rollback' });
+                    // Our earlier restart offer is unanswered: it waits in
+                    // the outbox, or it was lost with a dead socket.
+                    if (this._restartOfferAt && performance.now() - this._restartOfferAt >= RESTART_RETRY - 500) {
+                        this._resendOffer(pc);
+                    }
+                    return;
                 }
                 if (pc !== this.pc || pc.signalingState !== 'stable') return;
                 this._restartsInRow++;
