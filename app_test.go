@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
@@ -121,7 +122,11 @@ func TestAbruptDisconnectEndsCall(t *testing.T) {
 	if err := alice.WaitPackets(webrtc.RTPCodecTypeVideo, 20, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	_ = alice.ws.Close() // no leave, socket just goes away; the PeerConnection stays up
+	// The tab closes: a close frame but no leave; the PeerConnection stays up.
+	// (A connection lost without a close frame is held for a resume: see
+	// resume_test.go.)
+	_ = alice.ws.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(time.Second))
 	if m := bob.expect("leave"); m.Reason != "disconnected" {
 		t.Fatalf("leave %+v", m)
 	}

@@ -26,6 +26,8 @@ type wsPeer struct {
 	// remote holds candidates that arrived before the description.
 	mu      sync.Mutex
 	pending []webrtc.ICECandidateInit
+
+	session string // resume token of the login (or latest resume) reply
 }
 
 // dialPeer connects to the app at wsURL and logs in as name.
@@ -43,7 +45,7 @@ func dialPeer(t *testing.T, wsURL, name string, opts rtctest.Options, servers ..
 	if err := ws.ReadJSON(&reply); err != nil || reply.Type != "login" || reply.Success == nil || !*reply.Success {
 		t.Fatalf("login %s: %+v %v", name, reply, err)
 	}
-	p.ice = reply.ICEServers
+	p.ice, p.session = reply.ICEServers, reply.Session
 	opts.ICEServers = servers
 	if opts.ICEServers == nil {
 		for _, s := range reply.ICEServers {

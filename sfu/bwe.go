@@ -6,13 +6,13 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/cc"
-	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/rtcp"
 )
 
 // Bandwidth adaptation across the SFU: every subscriber's downlink is
 // estimated from its transport-wide congestion control feedback (pion's
-// GCC, used as an estimator only: no pacing of forwarded media), and each
+// GCC, used as an estimator only: no pacing of forwarded media, plus our
+// own probes: prober.go), and each
 // publisher is told, by REMB, the least its subscribers can take. REMB caps
 // the publisher's whole send rate; browsers give audio its share first, so
 // video gives way and audio is not starved.
@@ -39,12 +39,7 @@ func (e *estimators) take(id string) cc.BandwidthEstimator {
 
 func registerCongestionControl(reg *interceptor.Registry, est *estimators) error {
 	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-		return gcc.NewSendSideBWE(
-			gcc.SendSideBWEInitialBitrate(bweInitial),
-			gcc.SendSideBWEMinBitrate(bweMin),
-			gcc.SendSideBWEMaxBitrate(bweMax),
-			gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
-		)
+		return newProbingEstimator()
 	})
 	if err != nil {
 		return err

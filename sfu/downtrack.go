@@ -33,6 +33,7 @@ type downTrack struct {
 
 type downStats struct {
 	packets, bytes, plis, firs, nacks, writeErrors atomic.Uint64
+	padding, paddingBytes                          atomic.Uint64 // bandwidth probes
 }
 
 func newDownTrack(kind webrtc.RTPCodecType, streamID string, bwe cc.BandwidthEstimator) *downTrack {
@@ -55,6 +56,9 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		d.mu.Lock()
 		d.ssrc, d.pt, d.writer = uint32(ctx.SSRC()), uint8(c.PayloadType), ctx.WriteStream()
 		d.mu.Unlock()
+		if p, ok := d.bwe.(*probingEstimator); ok && d.kind == webrtc.RTPCodecTypeVideo {
+			p.setPadder(d)
+		}
 		d.requestKeyframe()
 		return c, nil
 	}
@@ -66,6 +70,9 @@ func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
 	d.mu.Lock()
 	d.writer = nil
 	d.mu.Unlock()
+	if p, ok := d.bwe.(*probingEstimator); ok {
+		p.clearPadder(d)
+	}
 	return nil
 }
 
@@ -102,7 +109,11 @@ func (d *downTrack) write(in, out *rtp.Header, ext []rtp.Extension, payload []by
 		d.mu.Unlock()
 		return nil
 	}
-	seq, ts := d.rw.rewrite(in.SSRC, in.SequenceNumber, in.Timestamp)
+	seq, ts, ok := d.rw.mapPacket(in.SSRC, in.SequenceNumber, in.Timestamp, in.Marker)
+	if !ok {
+		d.mu.Unlock()
+		return nil // too late to be numbered: the receiver gave up on it long ago
+	}
 	*out = rtp.Header{
 		Version: 2, Padding: in.Padding, PaddingSize: in.PaddingSize, Marker: in.Marker,
 		PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts, SSRC: d.ssrc,
@@ -116,6 +127,48 @@ func (d *downTrack) write(in, out *rtp.Header, ext []rtp.Extension, payload []by
 	d.stats.packets.Add(1)
 	d.stats.bytes.Add(uint64(len(payload)))
 	return nil
+}
+
+// Padding packets carry no payload and the most padding RTP allows.
+const (
+	paddingSize   = 255
+	maxPadBurst   = 16                   // packets per call of pad
+	paddingPacket = 12 + 8 + paddingSize // header, transport-cc extension, padding
+)
+
+// pad sends padding-only packets worth about bytes (a bandwidth probe),
+// only between two frames so that no frame is split; it returns the bytes
+// sent. It is called by the prober's pacer, never by a read loop.
+func (d *downTrack) pad(bytes int) int {
+	n := min((bytes+paddingPacket-1)/paddingPacket, maxPadBurst)
+	if n <= 0 {
+		return 0
+	}
+	var seqs [maxPadBurst]uint16
+	d.mu.Lock()
+	w, ssrc, pt := d.writer, d.ssrc, d.pt
+	if w == nil || d.source.Load() == nil || !d.rw.betweenFrames() {
+		d.mu.Unlock()
+		return 0
+	}
+	var ts uint32
+	for i := range n {
+		seqs[i], ts = d.rw.padding()
+	}
+	d.mu.Unlock()
+	sent := 0
+	for i := range n {
+		h := rtp.Header{Version: 2, Padding: true, PaddingSize: paddingSize,
+			PayloadType: pt, SequenceNumber: seqs[i], Timestamp: ts, SSRC: ssrc}
+		if _, err := w.WriteRTP(&h, nil); err != nil {
+			d.stats.writeErrors.Add(1)
+			break
+		}
+		sent += paddingPacket
+		d.stats.padding.Add(1)
+		d.stats.paddingBytes.Add(paddingPacket)
+	}
+	return sent
 }
 
 // readRTCP drains the sender's RTCP (so the NACK responder works) and turns

@@ -20,6 +20,8 @@ type DownStats struct {
 	Packets, Bytes    uint64
 	PLIs, FIRs, NACKs uint64 // from the receiver (NACKs: sequence numbers asked for)
 	Retransmitted     uint64 // packets resent to the receiver (RTX) in answer to NACKs
+	Padding           uint64 // padding-only packets sent as bandwidth probes
+	PaddingBytes      uint64
 	WriteErrors       uint64
 }
 
@@ -29,8 +31,11 @@ type ParticipantStats struct {
 	// EstimatedBitrate is the downlink estimate from the participant's
 	// congestion control feedback (bit/s), 0 if unknown.
 	EstimatedBitrate int
-	Up               []UpStats
-	Down             []DownStats
+	// ProbeClusters counts the bandwidth probes sent to this participant;
+	// ProbeRaises those that raised its estimate.
+	ProbeClusters, ProbeRaises int
+	Up                         []UpStats
+	Down                       []DownStats
 }
 
 // Stats returns a snapshot of the participant's numbers.
@@ -38,6 +43,9 @@ func (p *Participant) Stats() ParticipantStats {
 	ps := ParticipantStats{Name: p.name}
 	if p.bwe != nil {
 		ps.EstimatedBitrate = p.bwe.GetTargetBitrate()
+	}
+	if pe, ok := p.bwe.(*probingEstimator); ok {
+		ps.ProbeClusters, ps.ProbeRaises = pe.probeStats()
 	}
 	for _, u := range p.upTracks() {
 		s := u.snapshot()
@@ -49,6 +57,7 @@ func (p *Participant) Stats() ParticipantStats {
 			Kind: d.kind.String(), Packets: d.stats.packets.Load(), Bytes: d.stats.bytes.Load(),
 			PLIs: d.stats.plis.Load(), FIRs: d.stats.firs.Load(), NACKs: d.stats.nacks.Load(),
 			WriteErrors: d.stats.writeErrors.Load(), Retransmitted: p.repair.Resent(d.boundSSRC()),
+			Padding: d.stats.padding.Load(), PaddingBytes: d.stats.paddingBytes.Load(),
 		})
 	}
 	return ps

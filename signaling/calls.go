@@ -13,16 +13,19 @@ const maxEarlyCandidates = 64
 // call is one 1:1 call. Its fields are guarded by Server.mu.
 type call struct {
 	id             string
-	caller, callee *client
+	caller, callee *session
 	media          MediaCall
-	peers          map[*client]Peer
+	peers          map[*session]Peer
 	offered        bool // the callee has been sent the offer
 	accepted       bool
 	ended          bool
 	timer          *time.Timer
+	// mediaDown: the participant's media connection is interrupted (SFU);
+	// shownDown: the other participant was last told "reconnecting".
+	mediaDown, shownDown map[*session]bool
 }
 
-func (cl *call) other(c *client) *client {
+func (cl *call) other(c *session) *session {
 	if c == cl.caller {
 		return cl.callee
 	}
@@ -30,7 +33,7 @@ func (cl *call) other(c *client) *client {
 }
 
 // offer starts a call to name, or renegotiates the caller's media in one.
-func (s *Server) offer(c *client, name, sdp string) {
+func (s *Server) offer(c *session, name, sdp string) {
 	s.mu.Lock()
 	if cl := c.call; cl != nil {
 		peer, other := cl.peers[c], cl.other(c)
@@ -57,7 +60,8 @@ func (s *Server) offer(c *client, name, sdp string) {
 		return
 	}
 	id := newID()
-	cl := &call{id: id, caller: c, callee: callee, media: s.cfg.Media.NewCall(id), peers: map[*client]Peer{}}
+	cl := &call{id: id, caller: c, callee: callee, media: s.cfg.Media.NewCall(id), peers: map[*session]Peer{},
+		mediaDown: map[*session]bool{}, shownDown: map[*session]bool{}}
 	c.call, callee.call = cl, cl
 	s.calls[cl] = struct{}{}
 	early := c.early
@@ -68,7 +72,7 @@ func (s *Server) offer(c *client, name, sdp string) {
 }
 
 // checkCallee is called with s.mu held.
-func (s *Server) checkCallee(c *client, name string) (callee *client, problem string, busy bool) {
+func (s *Server) checkCallee(c *session, name string) (callee *session, problem string, busy bool) {
 	callee = s.names[name]
 	switch {
 	case callee == nil:
@@ -147,7 +151,7 @@ func (s *Server) abort(cl *call, msg string) {
 }
 
 // answer applies the client's answer to the server's offer.
-func (s *Server) answer(c *client, sdp string) {
+func (s *Server) answer(c *session, sdp string) {
 	s.mu.Lock()
 	cl := c.call
 	var peer Peer
@@ -178,7 +182,7 @@ func (s *Server) answer(c *client, sdp string) {
 	}
 }
 
-func (s *Server) candidate(c *client, m *Message) {
+func (s *Server) candidate(c *session, m *Message) {
 	cand := webrtc.ICECandidateInit{}
 	if m.Candidate != nil {
 		cand = *m.Candidate
@@ -206,7 +210,7 @@ func (s *Server) candidate(c *client, m *Message) {
 }
 
 // leave hangs up or declines; outside a call it is harmless.
-func (s *Server) leave(c *client) {
+func (s *Server) leave(c *session) {
 	s.mu.Lock()
 	c.early = nil
 	cl := c.call
@@ -221,7 +225,7 @@ func (s *Server) leave(c *client) {
 }
 
 // endCall ends cl once: the clients in tell are told why, then media is closed.
-func (s *Server) endCall(cl *call, reason string, tell ...*client) {
+func (s *Server) endCall(cl *call, reason string, tell ...*session) {
 	s.mu.Lock()
 	if cl.ended {
 		s.mu.Unlock()
@@ -232,7 +236,7 @@ func (s *Server) endCall(cl *call, reason string, tell ...*client) {
 	if cl.timer != nil {
 		cl.timer.Stop()
 	}
-	for _, c := range []*client{cl.caller, cl.callee} {
+	for _, c := range []*session{cl.caller, cl.callee} {
 		if c.call == cl {
 			c.call, c.early = nil, nil
 		}
@@ -261,7 +265,7 @@ func (s *Server) async(f func()) {
 type peerSignal struct {
 	srv   *Server
 	call  *call
-	c     *client
+	c     *session
 	other string
 }
 
@@ -291,9 +295,47 @@ func (p *peerSignal) SendCandidate(c webrtc.ICECandidateInit) {
 }
 
 // Interrupted and Restored: the participant's media connection was lost
-// and came back (callstate to the other participant: see sessions).
-func (p *peerSignal) Interrupted() {}
-func (p *peerSignal) Restored()    {}
+// and came back. They only take the lock and enqueue.
+func (p *peerSignal) Interrupted() { p.srv.setMediaDown(p.call, p.c, true) }
+func (p *peerSignal) Restored()    { p.srv.setMediaDown(p.call, p.c, false) }
+
+func (s *Server) setMediaDown(cl *call, ss *session, down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl.ended || ss.call != cl {
+		return
+	}
+	cl.mediaDown[ss] = down
+	s.showCallstateLocked(ss)
+}
+
+// showCallstate tells the other participant of ss's call whether ss is
+// reachable (its WebSocket attached and its media connected), when that
+// differs from what it was told last.
+func (s *Server) showCallstate(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.showCallstateLocked(ss)
+}
+
+// showCallstateLocked is showCallstate with s.mu held; it only enqueues,
+// under the lock, so that states arrive in the order they changed.
+func (s *Server) showCallstateLocked(ss *session) {
+	cl := ss.call
+	if cl == nil || cl.ended {
+		return
+	}
+	down := cl.mediaDown[ss] || ss.current() == stateDetached
+	if down == cl.shownDown[ss] {
+		return
+	}
+	cl.shownDown[ss] = down
+	state := callConnected
+	if down {
+		state = callReconnecting
+	}
+	cl.other(ss).sendMsg(&Message{Type: typeCallstate, Name: ss.name, State: state})
+}
 
 func (p *peerSignal) Failed(err error) {
 	p.srv.log.Warn("peer connection failed", "call", p.call.id, "name", p.c.name, "err", err)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/webrtc/v4"
 )
 
 // client is one WebSocket connection. The HTTP handler goroutine is its
@@ -18,25 +17,45 @@ type client struct {
 	conn *websocket.Conn
 	host string // Host the client connected to, for ICE server URLs
 
-	send     chan []byte   // encoded frames; bounded
-	quit     chan struct{} // closed to stop: flush, close frame, close
-	quitOnce sync.Once
-	kill     chan struct{} // closed to drop at once (queue overflow)
-	killOnce sync.Once
+	send      chan outFrame // encoded frames; bounded
+	quit      chan struct{} // closed to stop: flush, close frame, close
+	quitOnce  sync.Once
+	closeText string        // reason in the close frame; set before quit closes
+	kill      chan struct{} // closed to drop at once (queue overflow)
+	killOnce  sync.Once
 
 	// Guarded by srv.mu.
-	name  string
-	call  *call
-	early []webrtc.ICECandidateInit // candidates sent before the call exists
+	sess *session // the session this connection is attached to, after login or resume
+}
+
+// outFrame is one frame, or several that must be written back to back
+// (a resume reply and what was queued while the session was detached).
+type outFrame struct {
+	data  []byte
+	batch [][]byte
 }
 
 // enqueue queues a frame without blocking; a client whose queue is full is
 // too slow to keep up and is dropped.
-func (c *client) enqueue(frame []byte) {
+func (c *client) enqueue(frame []byte) { c.push(outFrame{data: frame}) }
+
+func (c *client) enqueueBatch(frames [][]byte) { c.push(outFrame{batch: frames}) }
+
+func (c *client) push(f outFrame) {
 	select {
-	case c.send <- frame:
+	case c.send <- f:
 	default:
 		c.killOnce.Do(func() { close(c.kill) })
+	}
+}
+
+// killed reports whether the client was dropped for being too slow.
+func (c *client) killed() bool {
+	select {
+	case <-c.kill:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -52,10 +71,15 @@ func (c *client) sendMsg(m *Message) {
 func (c *client) sendError(text string) { c.sendMsg(&Message{Type: typeError, Message: text}) }
 
 // stop asks the writer to flush what is queued and close the connection.
-func (c *client) stop() { c.quitOnce.Do(func() { close(c.quit) }) }
+func (c *client) stop() { c.stopWith("server shutting down") }
 
-// readPump reads frames until the connection fails, then unregisters.
-func (c *client) readPump() {
+func (c *client) stopWith(text string) {
+	c.quitOnce.Do(func() { c.closeText = text; close(c.quit) })
+}
+
+// readPump reads frames until the connection fails and returns the error
+// that ended it.
+func (c *client) readPump() error {
 	cfg := &c.srv.cfg
 	c.conn.SetReadLimit(cfg.MaxMessageSize)
 	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
@@ -68,7 +92,7 @@ func (c *client) readPump() {
 			c.discardRest() // gorilla has sent close 1009
 		}
 		if err != nil {
-			return
+			return err
 		}
 		// Any frame proves the client is alive.
 		_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
@@ -99,8 +123,8 @@ func (c *client) writePump() {
 	}()
 	for {
 		select {
-		case frame := <-c.send:
-			if !c.write(websocket.TextMessage, frame) {
+		case f := <-c.send:
+			if !c.writeFrame(f) {
 				return
 			}
 		case <-ping.C:
@@ -111,7 +135,7 @@ func (c *client) writePump() {
 			return
 		case <-c.quit:
 			c.flush()
-			c.write(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"))
+			c.write(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, c.closeText))
 			return
 		}
 	}
@@ -120,14 +144,26 @@ func (c *client) writePump() {
 func (c *client) flush() {
 	for {
 		select {
-		case frame := <-c.send:
-			if !c.write(websocket.TextMessage, frame) {
+		case f := <-c.send:
+			if !c.writeFrame(f) {
 				return
 			}
 		default:
 			return
 		}
 	}
+}
+
+func (c *client) writeFrame(f outFrame) bool {
+	if f.data != nil {
+		return c.write(websocket.TextMessage, f.data)
+	}
+	for _, frame := range f.batch {
+		if !c.write(websocket.TextMessage, frame) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *client) write(kind int, data []byte) bool {

@@ -52,6 +52,7 @@ type conn struct {
 	ch chan Message
 	// closeErr receives the read error that ended the connection.
 	closeErr chan error
+	session  string // the token from the login reply
 }
 
 func (e *env) dial(header http.Header) *conn {
@@ -191,7 +192,26 @@ func (e *env) login(name string) *conn {
 	if m.Success == nil || !*m.Success {
 		e.t.Fatalf("login %q failed: %+v", name, m)
 	}
+	c.session = m.Session
 	return c
+}
+
+// closeFrame closes the connection as a browser does when its tab closes:
+// with a close frame.
+func (c *conn) closeFrame() {
+	c.t.Helper()
+	msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "bye")
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+		c.t.Fatal(err)
+	}
+	<-c.closeErr // the server's close frame, or the end of the connection
+	_ = c.ws.Close()
+}
+
+// drop cuts the TCP connection without a close frame (network lost).
+func (c *conn) drop() {
+	_ = c.ws.UnderlyingConn().Close()
+	<-c.closeErr
 }
 
 func offerMsg(to, sdp string) map[string]any {

@@ -27,6 +27,13 @@ type Message struct {
 	// Recording (additive) is true on offer, answer and accepted when the
 	// server records the call.
 	Recording bool `json:"recording,omitempty"`
+	// Session (additive) is the resume token: in the login and resume
+	// replies, and in a client's resume request.
+	Session string `json:"session,omitempty"`
+	// Call (additive) names the other participant in a resume reply.
+	Call string `json:"call,omitempty"`
+	// State (additive) is a callstate's "reconnecting" or "connected".
+	State string `json:"state,omitempty"`
 }
 
 // ICEServer is one entry of the login reply's iceServers (RTCIceServer).
@@ -46,6 +53,16 @@ const (
 	typeAccepted  = "accepted"
 	typeError     = "error"
 	typeUsers     = "users"
+	typeResume    = "resume"
+	typePing      = "ping"
+	typePong      = "pong"
+	typeCallstate = "callstate"
+)
+
+// States carried by callstate.
+const (
+	callReconnecting = "reconnecting"
+	callConnected    = "connected"
 )
 
 // Reasons carried by leave.
@@ -74,7 +91,7 @@ func parseMessage(data []byte) (*Message, error) {
 		return nil, errors.New(`every message needs a string field "type"`)
 	}
 	switch typ {
-	case typeLogin, typeOffer, typeAnswer, typeCandidate, typeLeave:
+	case typeLogin, typeOffer, typeAnswer, typeCandidate, typeLeave, typeResume, typePing:
 	default:
 		return nil, fmt.Errorf("Command not found: %s", typ)
 	}
@@ -102,6 +119,10 @@ func checkFields(m *Message) error {
 		return checkDescription(m.Type, m.Offer, webrtc.SDPTypeOffer)
 	case typeAnswer:
 		return checkDescription(m.Type, m.Answer, webrtc.SDPTypeAnswer)
+	case typeResume:
+		if m.Session == "" {
+			return errors.New(`resume: missing field "session" (the token from the login reply)`)
+		}
 	}
 	return nil
 }

@@ -36,7 +36,16 @@ type Config struct {
 	WriteTimeout   time.Duration // default 10 s
 	PingInterval   time.Duration // default 15 s
 	PongTimeout    time.Duration // no frame or pong for this long drops the client, default 45 s
-	Logger         *slog.Logger
+	// ResumeGrace is how long a session whose WebSocket was lost without a
+	// close frame is held for a resume, default 15 s.
+	ResumeGrace time.Duration
+	// ResumeQueue bounds the frames queued for a detached session; more
+	// end the session. Default 256.
+	ResumeQueue int
+	Logger      *slog.Logger
+
+	// afterFunc starts the grace timers (time.AfterFunc); tests replace it.
+	afterFunc func(time.Duration, func()) stopper
 }
 
 func (c *Config) setDefaults() {
@@ -49,6 +58,13 @@ func (c *Config) setDefaults() {
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.PingInterval, 15*time.Second)
 	def(&c.PongTimeout, 45*time.Second)
+	def(&c.ResumeGrace, 15*time.Second)
+	if c.ResumeQueue <= 0 {
+		c.ResumeQueue = 256
+	}
+	if c.afterFunc == nil {
+		c.afterFunc = realAfter
+	}
 	if c.MaxMessageSize <= 0 {
 		c.MaxMessageSize = 256 << 10
 	}
@@ -69,9 +85,12 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 
+	clock sessionClock
+
 	mu      sync.Mutex
 	clients map[*client]struct{}
-	names   map[string]*client
+	names   map[string]*session // live sessions, attached or detached
+	tokens  map[string]*session // the current resume token of each session
 	calls   map[*call]struct{}
 	closed  bool
 	wg      sync.WaitGroup // client goroutines and call timers at work
@@ -85,8 +104,18 @@ func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
-		clients: map[*client]struct{}{}, names: map[string]*client{}, calls: map[*call]struct{}{},
+		clients: map[*client]struct{}{}, names: map[string]*session{}, tokens: map[string]*session{},
+		calls: map[*call]struct{}{},
 	}
+	s.clock = sessionClock{grace: cfg.ResumeGrace, maxQueue: cfg.ResumeQueue, after: cfg.afterFunc,
+		expire: func(ss *session, epoch uint64) {
+			s.async(func() {
+				if ss.expired(epoch) {
+					s.log.Info("session expired", "name", ss.name)
+					s.finishSession(ss)
+				}
+			})
+		}}
 	s.upgrader = websocket.Upgrader{CheckOrigin: s.checkOrigin}
 	return s, nil
 }
@@ -131,15 +160,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.wg.Add(-2)
 		return // the upgrader has replied (403 for a foreign origin)
 	}
-	c := &client{srv: s, conn: conn, host: r.Host, send: make(chan []byte, s.cfg.SendQueue),
+	c := &client{srv: s, conn: conn, host: r.Host, send: make(chan outFrame, s.cfg.SendQueue),
 		quit: make(chan struct{}), kill: make(chan struct{})}
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
 	s.mu.Unlock()
 	go func() { defer s.wg.Done(); c.writePump() }()
 	defer s.wg.Done()
-	c.readPump()
-	s.unregister(c)
+	err = c.readPump()
+	s.unregister(c, err)
 }
 
 // handle runs one client frame. It is called on the client's reader.
@@ -149,26 +178,33 @@ func (s *Server) handle(c *client, data []byte) {
 		c.sendError(err.Error())
 		return
 	}
-	if m.Type == typeLogin {
+	switch m.Type {
+	case typePing:
+		c.sendMsg(&Message{Type: typePong})
+		return
+	case typeLogin:
 		s.login(c, m.Name)
+		return
+	case typeResume:
+		s.resume(c, m.Session)
 		return
 	}
 	s.mu.Lock()
-	loggedIn := c.name != ""
+	ss := c.sess
 	s.mu.Unlock()
-	if !loggedIn {
+	if ss == nil {
 		c.sendError("log in first: send {\"type\":\"login\",\"name\":...}")
 		return
 	}
 	switch m.Type {
 	case typeOffer:
-		s.offer(c, m.Name, m.Offer.SDP)
+		s.offer(ss, m.Name, m.Offer.SDP)
 	case typeAnswer:
-		s.answer(c, m.Answer.SDP)
+		s.answer(ss, m.Answer.SDP)
 	case typeCandidate:
-		s.candidate(c, m)
+		s.candidate(ss, m)
 	case typeLeave:
-		s.leave(c)
+		s.leave(ss)
 	}
 }
 
@@ -181,26 +217,88 @@ func (s *Server) login(c *client, raw string) {
 	}
 	s.mu.Lock()
 	switch {
-	case c.name != "":
+	case c.sess != nil:
 		s.mu.Unlock()
-		c.sendError("already logged in as " + c.name)
+		c.sendError("already logged in as " + c.sess.name)
 		return
 	case s.names[name] != nil:
 		s.mu.Unlock()
 		fail("the name " + name + " is taken, choose another")
 		return
 	}
-	c.name = name
-	s.names[name] = c
+	ss := newSession(name, c, &s.clock)
+	ss.token = newToken()
+	c.sess = ss
+	s.names[name] = ss
+	s.tokens[ss.token] = ss
+	token := ss.token
 	s.mu.Unlock()
 
-	servers := s.cfg.ICEServers(name, c.host)
+	c.sendMsg(&Message{Type: typeLogin, Success: new(true), ICEServers: s.iceServers(name, c.host), Session: token})
+	s.log.Info("login", "name", name)
+	s.broadcastUsers()
+}
+
+func (s *Server) iceServers(name, host string) []ICEServer {
+	servers := s.cfg.ICEServers(name, host)
 	if servers == nil {
 		servers = []ICEServer{}
 	}
-	c.sendMsg(&Message{Type: typeLogin, Success: new(true), ICEServers: servers})
-	s.log.Info("login", "name", name)
-	s.broadcastUsers()
+	return servers
+}
+
+// resume attaches c to the session named by token, which it spends.
+func (s *Server) resume(c *client, token string) {
+	fail := func(msg string) { c.sendMsg(&Message{Type: typeResume, Success: new(false), Message: msg}) }
+	const gone = "this session is unknown, already resumed or expired; log in again"
+	s.mu.Lock()
+	if c.sess != nil {
+		s.mu.Unlock()
+		c.sendError("already logged in as " + c.sess.name)
+		return
+	}
+	ss := s.tokens[token]
+	if ss == nil {
+		s.mu.Unlock()
+		fail(gone)
+		return
+	}
+	delete(s.tokens, token)
+	ss.token = newToken()
+	s.tokens[ss.token] = ss
+	newTok, other := ss.token, ""
+	if ss.call != nil {
+		other = ss.call.other(ss).name
+	}
+	s.mu.Unlock()
+
+	reply, err := jsonFrame(&Message{Type: typeResume, Success: new(true), Name: ss.name,
+		ICEServers: s.iceServers(ss.name, c.host), Session: newTok, Call: other})
+	if err != nil {
+		return
+	}
+	// Attach under s.mu so that c.sess and the session's connection change
+	// together (unregister of the old connection then finds no session).
+	s.mu.Lock()
+	old, ok := ss.attach(c, reply)
+	if ok {
+		c.sess = ss
+		if old != nil {
+			old.sess = nil
+		}
+	} else if s.tokens[newTok] == ss {
+		delete(s.tokens, newTok)
+	}
+	s.mu.Unlock()
+	if !ok {
+		fail(gone)
+		return
+	}
+	if old != nil {
+		old.stopWith("session resumed on another connection")
+	}
+	s.log.Info("session resumed", "name", ss.name, "replaced", old != nil)
+	s.showCallstate(ss)
 }
 
 // broadcastUsers sends the online list to every logged-in client. It
@@ -217,29 +315,65 @@ func (s *Server) broadcastUsers() {
 	if err != nil {
 		return
 	}
-	for _, c := range s.names {
-		c.enqueue(frame)
+	for _, ss := range s.names {
+		ss.enqueueUsers(frame)
 	}
 }
 
-// unregister forgets a closed connection: its call ends, its name is freed.
-func (s *Server) unregister(c *client) {
+// unregister forgets a closed connection. err is what ended its reader:
+// a connection lost without a close frame detaches its session, which then
+// waits for a resume; otherwise the session ends (its call ends, its name
+// is freed).
+func (s *Server) unregister(c *client, err error) {
 	c.stop()
 	s.mu.Lock()
 	delete(s.clients, c)
-	name := c.name
-	if name != "" && s.names[name] == c {
-		delete(s.names, name)
+	ss := c.sess
+	c.sess = nil
+	closing := s.closed
+	s.mu.Unlock()
+	if ss == nil {
+		return // never logged in, or its session was resumed elsewhere
 	}
-	cl := c.call
+	if !closing && lostWithoutClose(err) && !c.killed() && ss.detach(c) {
+		s.log.Info("connection lost, session held for resume", "name", ss.name, "err", err)
+		s.showCallstate(ss)
+		return
+	}
+	if ss.end(c) {
+		s.finishSession(ss)
+	}
+}
+
+// lostWithoutClose reports whether a read error means the connection went
+// away without a close frame (reset, timeout, EOF), not closed on purpose.
+// Gorilla reports an EOF as a CloseError with code 1006, which no peer
+// ever sends in a close frame.
+func lostWithoutClose(err error) bool {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code == websocket.CloseAbnormalClosure
+	}
+	return err != nil && !errors.Is(err, websocket.ErrReadLimit)
+}
+
+// finishSession releases an ended session: its name, its token, its call
+// (the other participant gets leave "disconnected").
+func (s *Server) finishSession(ss *session) {
+	s.mu.Lock()
+	if s.names[ss.name] == ss {
+		delete(s.names, ss.name)
+	}
+	if s.tokens[ss.token] == ss {
+		delete(s.tokens, ss.token)
+	}
+	cl := ss.call
 	s.mu.Unlock()
 	if cl != nil {
-		s.endCall(cl, ReasonGone, cl.other(c))
+		s.endCall(cl, ReasonGone, cl.other(ss))
 	}
-	if name != "" {
-		s.log.Info("logout", "name", name)
-		s.broadcastUsers()
-	}
+	s.log.Info("logout", "name", ss.name)
+	s.broadcastUsers()
 }
 
 // Close tells every client the server is going away, ends every call and
@@ -260,11 +394,12 @@ func (s *Server) Close(ctx context.Context) error {
 		c.stop()
 	}
 	s.mu.Unlock()
+	s.endDetached()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.clients {
@@ -272,7 +407,34 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
+	}
+	// Connections that were lost while closing may have detached sessions.
+	s.endDetached()
+	return err
+}
+
+// endDetached ends every session that waits for a resume, stopping its
+// grace timer (and its call, if one is left).
+func (s *Server) endDetached() {
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.names))
+	for _, ss := range s.names {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		if ss.current() != stateDetached || !ss.end(nil) {
+			continue
+		}
+		s.mu.Lock()
+		delete(s.names, ss.name)
+		delete(s.tokens, ss.token)
+		cl := ss.call
+		s.mu.Unlock()
+		if cl != nil {
+			s.endCall(cl, ReasonShutdown, cl.other(ss))
+		}
 	}
 }
 

@@ -131,13 +131,16 @@ func TestNameFreedOnDisconnect(t *testing.T) {
 	a := e.login("alice")
 	b := e.login("bob")
 	b.waitUsers("alice", "bob")
-	_ = a.ws.Close()
+	a.closeFrame()
 	b.waitUsers("bob")
 	e.login("alice")
 }
 
 func TestDeadClientIsDropped(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.PingInterval = 50 * time.Millisecond; c.PongTimeout = 300 * time.Millisecond })
+	e := newEnv(t, func(c *Config) {
+		c.PingInterval, c.PongTimeout = 50*time.Millisecond, 300*time.Millisecond
+		c.ResumeGrace = 100 * time.Millisecond // a timeout detaches the session first
+	})
 	// A raw client that logs in and then never reads, so it never answers pings.
 	url := "ws" + strings.TrimPrefix(e.http.URL, "http") + "/ws"
 	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
@@ -254,7 +257,7 @@ func TestDisconnectAndFailureEndTheCall(t *testing.T) {
 	e := newEnv(t, nil)
 	a, b := e.login("alice"), e.login("bob")
 	e.connect(a, b, "alice", "bob")
-	_ = b.ws.Close()
+	b.closeFrame()
 	if m := a.expect(typeLeave); m.Reason != ReasonGone || m.Name != "bob" {
 		t.Fatalf("disconnect leave: %+v", m)
 	}

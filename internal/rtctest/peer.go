@@ -49,6 +49,7 @@ type Received struct {
 	Corrupt  int // payloads that do not match what a Peer sends
 	LastSeq  uint16
 	SeqJumps int // sequence numbers that did not follow the previous one
+	Padding  int // padding-only packets (the server's bandwidth probes), not counted in Packets
 }
 
 // NewPeer creates a client PeerConnection with a sendrecv audio and video
@@ -188,15 +189,26 @@ func (p *Peer) readTrack(tr *webrtc.TrackRemote, each func(*rtp.Packet)) {
 	}
 }
 
+// isPadding reports a padding-only packet (or its retransmission: a
+// repair of padding carries no payload either).
+func isPadding(pkt *rtp.Packet) bool { return len(pkt.Payload) == 0 }
+
 // record counts one packet of kind; valid says its payload is intact.
 func (p *Peer) record(kind webrtc.RTPCodecType, pkt *rtp.Packet, valid bool) {
 	p.mu.Lock()
 	r := p.received[kind]
-	if r.Packets > 0 && pkt.SequenceNumber != r.LastSeq+1 {
+	if (r.Packets > 0 || r.Padding > 0) && pkt.SequenceNumber != r.LastSeq+1 {
 		r.SeqJumps++
 	}
-	r.Packets++
 	r.LastSeq = pkt.SequenceNumber
+	if isPadding(pkt) {
+		// As a browser does: padding takes a sequence number and is
+		// dropped before the decoder.
+		r.Padding++
+		p.mu.Unlock()
+		return
+	}
+	r.Packets++
 	if !valid {
 		r.Corrupt++
 	}

@@ -1,6 +1,7 @@
 package rtctest
 
 import (
+	"cmp"
 	"encoding/binary"
 	"slices"
 	"sync"
@@ -88,6 +89,11 @@ func (p *Peer) StartMedia(rate VideoRate) (stop func()) {
 	return func() { once.Do(func() { close(done) }) }
 }
 
+type numbered struct {
+	sent uint32 // the sender's packet number (from the payload)
+	seq  uint64 // extended received sequence number
+}
+
 // SeqTracker records, for every sequence number of a received video track,
 // when a later packet showed it missing and when it finally arrived. It
 // expects one continuous sequence (one source, StartMedia's payloads).
@@ -101,10 +107,12 @@ type SeqTracker struct {
 	firsts  []time.Time // first arrivals, in arrival order
 	dups    int
 	corrupt int
-	// Intact packets by (sent minus received) sequence number and
-	// timestamp: for one source, all should share the same offsets.
-	offsets map[uint64]int
-	onGap   func(missing int)
+	// Intact packets by (sent minus received) timestamp: for one source,
+	// all should share the same offset; and their sender numbers with the
+	// received sequence numbers, which must rise together.
+	tsOffsets map[uint32]int
+	numbered  []numbered
+	onGap     func(missing int)
 }
 
 // OnGap sets f (nil: none) to run on the track's read goroutine whenever an
@@ -117,15 +125,8 @@ func (s *SeqTracker) OnGap(f func(missing int)) {
 
 func (s *SeqTracker) add(seq uint16, ts uint32, payload []byte, now time.Time) {
 	n, sentTS, ok := videoPayloadHeader(payload)
+	padding := len(payload) == 0 // a probe: takes a sequence number, carries nothing
 	s.mu.Lock()
-	if ok {
-		if s.offsets == nil {
-			s.offsets = map[uint64]int{}
-		}
-		s.offsets[uint64(uint16(n)-seq)<<32|uint64(sentTS-ts)]++
-	} else {
-		s.corrupt++
-	}
 	if !s.started {
 		// Offset by 2^32 so that packets sent before the first one unwrap
 		// below base rather than below zero; highest starts just before.
@@ -133,6 +134,17 @@ func (s *SeqTracker) add(seq uint16, ts uint32, payload []byte, now time.Time) {
 		s.highest = s.base - 1
 	}
 	ext := uint64(int64(s.highest) + int64(int16(seq-uint16(s.highest))))
+	switch {
+	case padding:
+	case ok:
+		if s.tsOffsets == nil {
+			s.tsOffsets = map[uint32]int{}
+		}
+		s.tsOffsets[sentTS-ts]++
+		s.numbered = append(s.numbered, numbered{sent: n, seq: ext})
+	default:
+		s.corrupt++
+	}
 	if ext < s.base { // sent before the first packet that arrived: not tracked
 		s.mu.Unlock()
 		return
@@ -160,6 +172,26 @@ func (s *SeqTracker) add(seq uint16, ts uint32, payload []byte, now time.Time) {
 	}
 }
 
+// misnumbered counts intact packets out of step with the others: with a
+// timestamp offset other than the most common one, or whose sequence
+// number does not rise with the sender's (the path may insert padding,
+// which shifts later numbers, but never reorders or reuses them).
+func (s *SeqTracker) misnumbered() int {
+	most, all := 0, 0
+	for _, n := range s.tsOffsets {
+		most, all = max(most, n), all+n
+	}
+	bad := all - most
+	byN := slices.Clone(s.numbered)
+	slices.SortFunc(byN, func(a, b numbered) int { return cmp.Compare(a.sent, b.sent) })
+	for i := 1; i < len(byN); i++ {
+		if byN[i].sent != byN[i-1].sent && byN[i].seq <= byN[i-1].seq {
+			bad++
+		}
+	}
+	return bad
+}
+
 // SeqReport summarises a SeqTracker.
 type SeqReport struct {
 	Expected   int // sequence numbers known by the cutoff (see Report)
@@ -177,8 +209,9 @@ type SeqReport struct {
 	Duplicates int // packets whose sequence number had already arrived
 	Corrupt    int // payloads that do not match what StartMedia sent
 	// Misnumbered counts intact packets whose sequence number or timestamp
-	// is out of step with the others': the sender's numbering, shifted by
-	// a constant, must survive the path.
+	// is out of step with the others': the sender's timestamps, shifted by
+	// a constant, and the order of its sequence numbers must survive the
+	// path (padding the path inserts shifts later numbers).
 	Misnumbered int
 }
 
@@ -225,12 +258,7 @@ func (r SeqReport) RepairedWithin(d time.Duration) int {
 func (s *SeqTracker) Report(cutoff, now time.Time) SeqReport {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := SeqReport{Duplicates: s.dups, Corrupt: s.corrupt}
-	most, all := 0, 0
-	for _, n := range s.offsets {
-		most, all = max(most, n), all+n
-	}
-	r.Misnumbered = all - most
+	r := SeqReport{Duplicates: s.dups, Corrupt: s.corrupt, Misnumbered: s.misnumbered()}
 	for i, at := range s.arrived {
 		gap := s.gapAt[i]
 		switch {

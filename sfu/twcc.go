@@ -1,0 +1,156 @@
+package sfu
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/pion/rtcp"
+)
+
+// sendHistory remembers, per transport-wide sequence number, when a packet
+// left and how big it was, and learns from the receiver's transport-cc
+// feedback when it arrived. The prober reads it to measure what a probe
+// cluster delivered. Times are durations on the sender's monotonic clock
+// (sent) and on the receiver's clock (arrived); only differences within
+// each clock are meaningful. Not safe for concurrent use.
+type sendHistory struct {
+	ring [historySize]sentPacket
+}
+
+const historySize = 4096 // 10+ s of video at 2.5 Mbit/s; a power of two
+
+type sentPacket struct {
+	seq     uint16
+	valid   bool
+	cluster uint16        // probe cluster id, 0 when not probing
+	size    int           // bytes on the wire (header + payload + padding)
+	sent    time.Duration // sender clock
+	arrived time.Duration // receiver clock; valid when acked
+	acked   bool
+	lost    bool // reported as not received
+}
+
+func (h *sendHistory) slot(seq uint16) *sentPacket { return &h.ring[seq&(historySize-1)] }
+
+// onSent records a packet sent with transport-wide sequence number seq.
+func (h *sendHistory) onSent(seq uint16, size int, at time.Duration, cluster uint16) {
+	*h.slot(seq) = sentPacket{seq: seq, valid: true, cluster: cluster, size: size, sent: at}
+}
+
+// onFeedback applies one transport-cc feedback packet.
+func (h *sendHistory) onFeedback(fb *rtcp.TransportLayerCC) {
+	seq := fb.BaseSequenceNumber
+	remaining := int(fb.PacketStatusCount)
+	arrival := time.Duration(fb.ReferenceTime) * 64 * time.Millisecond
+	deltas := fb.RecvDeltas
+	status := func(symbol uint16) bool {
+		if remaining <= 0 {
+			return false
+		}
+		remaining--
+		p := h.slot(seq)
+		mine := p.valid && p.seq == seq
+		switch symbol {
+		case rtcp.TypeTCCPacketReceivedSmallDelta, rtcp.TypeTCCPacketReceivedLargeDelta:
+			if len(deltas) == 0 {
+				return false // malformed: stop
+			}
+			arrival += time.Duration(deltas[0].Delta) * time.Microsecond
+			deltas = deltas[1:]
+			if mine {
+				p.arrived, p.acked, p.lost = arrival, true, false
+			}
+		case rtcp.TypeTCCPacketNotReceived:
+			if mine && !p.acked {
+				p.lost = true
+			}
+		}
+		seq++
+		return true
+	}
+	for _, chunk := range fb.PacketChunks {
+		switch c := chunk.(type) {
+		case *rtcp.RunLengthChunk:
+			for i := uint16(0); i < c.RunLength; i++ {
+				if !status(c.PacketStatusSymbol) {
+					return
+				}
+			}
+		case *rtcp.StatusVectorChunk:
+			for _, s := range c.SymbolList {
+				if c.SymbolSize == rtcp.TypeTCCSymbolSizeOneBit && s != rtcp.TypeTCCPacketNotReceived {
+					s = rtcp.TypeTCCPacketReceivedSmallDelta
+				}
+				if !status(s) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// transportSeq reads the transport-wide sequence number from a raw
+// header extension value.
+func transportSeq(ext []byte) (uint16, bool) {
+	if len(ext) < 2 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint16(ext), true
+}
+
+// clusterResult is what the receiver saw of one probe cluster.
+type clusterResult struct {
+	sent, received, lost int     // packets
+	sendRate, recvRate   float64 // bit/s; 0 when too few packets to tell
+}
+
+// minClusterPackets is the fewest acknowledged packets a rate is computed from.
+const minClusterPackets = 5
+
+// measure computes the send and receive rates of the packets of cluster id
+// among the sequence numbers [first, last]. As in libwebrtc's probe
+// estimator, the last packet to arrive does not count towards the receive
+// rate and the first one sent not towards the send rate (each rate is
+// bytes over the span between the first and last event).
+func (h *sendHistory) measure(id uint16, first, last uint16) clusterResult {
+	var r clusterResult
+	var sendBytes, recvBytes int
+	var firstSent, lastSent, firstArr, lastArr time.Duration
+	var firstSentSize, lastArrSize int
+	for seq := first; ; seq++ {
+		p := h.slot(seq)
+		if p.valid && p.seq == seq && p.cluster == id {
+			if r.sent == 0 || p.sent < firstSent {
+				firstSent, firstSentSize = p.sent, p.size
+			}
+			if r.sent == 0 || p.sent > lastSent {
+				lastSent = p.sent
+			}
+			r.sent++
+			sendBytes += p.size
+			switch {
+			case p.acked:
+				if r.received == 0 || p.arrived < firstArr {
+					firstArr = p.arrived
+				}
+				if r.received == 0 || p.arrived >= lastArr {
+					lastArr, lastArrSize = p.arrived, p.size
+				}
+				r.received++
+				recvBytes += p.size
+			case p.lost:
+				r.lost++
+			}
+		}
+		if seq == last {
+			break
+		}
+	}
+	if r.sent >= minClusterPackets && lastSent > firstSent {
+		r.sendRate = float64(sendBytes-firstSentSize) * 8 / (lastSent - firstSent).Seconds()
+	}
+	if r.received >= minClusterPackets && lastArr > firstArr {
+		r.recvRate = float64(recvBytes-lastArrSize) * 8 / (lastArr - firstArr).Seconds()
+	}
+	return r
+}
