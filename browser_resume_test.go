@@ -431,3 +431,34 @@ func hasEvent(h connHooks, what string) bool {
 	}
 	return false
 }
+
+// TestBrowserResumeRefused cuts the caller's WebSocket when its session
+// token is no good (here: replaced in the page; in life: expired after the
+// grace period, or the server restarted). The server refuses the resume:
+// the page ends the call locally and goes back to sign-in, saying why.
+func TestBrowserResumeRefused(t *testing.T) {
+	var tracker *connTracker
+	app := startApp(t, func(c *Config) {
+		c.wrapListener = func(ln net.Listener) net.Listener {
+			tracker = &connTracker{Listener: ln}
+			return tracker
+		}
+	})
+	b := browsertest.Launch(t)
+	callerHost := fmt.Sprintf("127.0.0.1:%d", app.ln.Addr().(*net.TCPAddr).Port)
+	caller, _ := browserCallAs(t, b, "http://"+callerHost+"/", app.URL())
+
+	caller.Eval(`(() => { window.app.client.session = 'no-such-session'; return true; })()`, new(bool))
+	start := time.Now()
+	if n := tracker.cutWebSockets(callerHost); n != 1 {
+		t.Fatalf("cut %d WebSockets opened to %s, want 1", n, callerHost)
+	}
+	caller.WaitFor(`window.app.state === 'signin' && window.app.pc === null && !document.getElementById('signin-view').hidden`, 10*time.Second)
+	var msg string
+	caller.Eval(`document.getElementById('login-error').textContent`, &msg)
+	t.Logf("refused resume: back at sign-in after %v, saying %q", time.Since(start).Round(time.Millisecond), msg)
+	if !strings.Contains(msg, "could not be resumed") {
+		t.Errorf("sign-in says %q, want why the session ended", msg)
+	}
+	logEvents(t, "alice", hooks(caller), start)
+}

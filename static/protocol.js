@@ -485,7 +485,9 @@ export class VideoChatClient {
         if (!msg.success) {
             if (ws !== this.socket || !this._resuming) return; // an older attempt's spent token
             this._log(`resume failed: ${msg.message || ''}`);
-            this._endSession(`Connection lost and could not be resumed${msg.message ? `: ${msg.message}` : ''}. Please sign in again.`);
+            this._endSession(msg.message
+                ? `Connection lost; the session could not be resumed: ${msg.message}`
+                : 'Connection lost; the session could not be resumed. Please sign in again.');
             return;
         }
         // The session now lives on ws (possibly an attempt we had given up on).
