@@ -64,8 +64,9 @@ func (a *App) build() error {
 	}
 	sfuCfg := sfu.Config{
 		UDPPort: cfg.UDPPort, PublicIPs: publicIPs,
-		IncludeLoopback: cfg.IncludeLoopback || onlyLoopback(),
-		Logger:          log.With("component", "sfu"),
+		IncludeLoopback:  cfg.IncludeLoopback || onlyLoopback(),
+		ICEFailedTimeout: cfg.Grace,
+		Logger:           log.With("component", "sfu"),
 	}
 	if cfg.RecordDir != "" {
 		a.rec, err = recorder.New(recorder.Config{Dir: cfg.RecordDir, OnFinish: cfg.RecordOnFinish,
@@ -87,6 +88,7 @@ func (a *App) build() error {
 		ICEServers:     a.iceServersFor,
 		Recording:      a.rec != nil,
 		AllowedOrigins: cfg.AllowedOrigins,
+		ResumeGrace:    cfg.Grace,
 		Logger:         log.With("component", "signaling"),
 	})
 	if err != nil {

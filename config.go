@@ -31,6 +31,7 @@ type Config struct {
 	RecordDir      string        // record every call into this directory; empty: off
 	RecordOnFinish []string      // command and arguments run with each finished recording's path
 	RecordTimeout  time.Duration // time limit of each RecordOnFinish run
+	Grace          time.Duration // how long a lost connection (WebSocket or ICE) keeps its call
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
@@ -61,6 +62,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.StringVar(&cfg.RecordDir, "record-dir", "", "record every call: one WebM file (VP8 + Opus) per participant per call in this directory (off if empty)")
 	fs.StringVar(&onFinish, "record-on-finish", "", "command run with each finished recording's path appended, e.g. \"/usr/local/bin/upload --bucket calls\" (split on spaces, no shell)")
 	fs.DurationVar(&cfg.RecordTimeout, "record-on-finish-timeout", 5*time.Minute, "time limit of each -record-on-finish run; it is killed after it")
+	fs.DurationVar(&cfg.Grace, "reconnect-grace", 15*time.Second, "how long a user whose connection dropped (WebSocket without a close frame, or media/ICE) keeps the call while reconnecting")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")
@@ -104,6 +106,9 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	cfg.RecordOnFinish = strings.Fields(onFinish)
 	if len(cfg.RecordOnFinish) > 0 && cfg.RecordDir == "" {
 		return cfg, errors.New("-record-on-finish needs -record-dir")
+	}
+	if cfg.Grace <= 0 {
+		return cfg, errors.New("-reconnect-grace must be positive")
 	}
 	if cfg.RecordTimeout <= 0 {
 		return cfg, errors.New("-record-on-finish-timeout must be positive")

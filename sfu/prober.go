@@ -20,14 +20,16 @@ const (
 	probeMaxRate     = 3_000_000 // bit/s a cluster aims at, at most
 	probeMinStep     = 150_000   // a cluster aims at least this far above the estimate
 	probeDuration    = 250 * time.Millisecond
-	probeFirstDelay  = time.Second     // after the first feedback: let the call start first
-	probeAfterRaise  = time.Second     // the next step up after a cluster that raised the estimate
-	probeBackoffMin  = time.Second     // after a cluster that did not
-	probeBackoffMax  = 4 * time.Second // at most this long without a probe while below the ceiling
-	probeResultLimit = time.Second     // a cluster's feedback is awaited this long after its end
-	probeSaturation  = 0.9             // receive rate below this share of the send rate: the link is full
-	probeUtilisation = 0.95            // of a full link's receive rate is taken as the estimate
-	probeLossLimit   = 0.1             // share of a cluster's packets lost that marks the link full
+	probeFirstDelay  = time.Second            // after the first feedback: let the call start first
+	probeAfterRaise  = 500 * time.Millisecond // the next step up after a cluster that raised the estimate
+	probeBackoffMin  = time.Second            // after a cluster that did not
+	probeBackoffMax  = 3 * time.Second        // at most this long without a probe while below the ceiling
+	probeStep        = 2                      // a cluster aims at this multiple of the estimate
+	probeStepAfterOK = 3                      // or this one right after a cluster the link carried
+	probeResultLimit = time.Second            // a cluster's feedback is awaited this long after its end
+	probeSaturation  = 0.9                    // receive rate below this share of the send rate: the link is full
+	probeUtilisation = 0.95                   // of a full link's receive rate is taken as the estimate
+	probeLossLimit   = 0.1                    // share of a cluster's packets lost that marks the link full
 )
 
 type probeState int
@@ -53,6 +55,7 @@ type probeController struct {
 	bytes      int
 	next       time.Duration // earliest start of the next cluster; 0 = not scheduled yet
 	backoff    time.Duration
+	carried    bool // the last cluster raised the estimate and the link was not full
 
 	// Results, for stats and tests.
 	clusters, raises int
@@ -116,7 +119,11 @@ func (c *probeController) poll(now time.Duration, target int, canProbe bool, h *
 		c.id = 1
 	}
 	c.state, c.start, c.end = probeSending, now, now+probeDuration
-	c.rate = min(max(2*base, base+probeMinStep), probeMaxRate)
+	step := probeStep
+	if c.carried {
+		step = probeStepAfterOK // ramp exponentially while the link keeps up
+	}
+	c.rate = min(max(step*base, base+probeMinStep), probeMaxRate)
 	c.packets, c.bytes = 0, 0
 	c.clusters++
 	return raise, true
@@ -153,7 +160,8 @@ func (c *probeController) evaluate(now time.Duration, target int, h *sendHistory
 		raised = int(estimate)
 		c.raises++
 	}
-	if !full && raised > 0 {
+	c.carried = !full && raised > 0
+	if c.carried {
 		c.next, c.backoff = now+probeAfterRaise, probeBackoffMin
 		return raised
 	}

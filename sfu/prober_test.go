@@ -195,17 +195,18 @@ func TestProbesFindTheCapAndRecoverWhenItLifts(t *testing.T) {
 		t.Fatalf("under a 300 kbit/s cap the estimate is %d, want 200-300 kbit/s", target)
 	}
 	capped := c.clusters
-	// Lifted: the estimate climbs well above the media's needs within 10 s.
+	// Lifted: the estimate climbs well above the media's needs within 6 s
+	// (at most probeBackoffMax to the next cluster, then a few quick steps).
 	link.rate = 50_000_000
-	simulate(t, &c, &h, link, 21*time.Second, 10*time.Second, &target, 500_000)
+	simulate(t, &c, &h, link, 21*time.Second, 6*time.Second, &target, 500_000)
 	t.Logf("lifted: estimate %d after %d more clusters", target, c.clusters-capped)
 	if target < 1_000_000 {
-		t.Fatalf("10 s after the cap was lifted the estimate is %d, want over 1 Mbit/s", target)
+		t.Fatalf("6 s after the cap was lifted the estimate is %d, want over 1 Mbit/s", target)
 	}
 	// At the ceiling probing stops.
 	before := c.clusters
 	target = probeCeiling
-	simulate(t, &c, &h, link, 31*time.Second, 10*time.Second, &target, 500_000)
+	simulate(t, &c, &h, link, 27*time.Second, 10*time.Second, &target, 500_000)
 	if c.clusters > before+1 {
 		t.Fatalf("%d clusters sent at the ceiling", c.clusters-before)
 	}
