@@ -373,9 +373,16 @@ client.onConnectionChange = () => render();
 // A network change (Wi-Fi to cellular, back online): restart ICE at once
 // rather than waiting for the media connection to time out.
 window.addEventListener('online', () => client.networkChanged());
+// navigator.connection also fires 'change' whenever its rtt/downlink
+// estimates move; only a new network type (wifi -> cellular) counts.
 const netInfo = /** @type {any} */ (navigator).connection;
 if (netInfo && typeof netInfo.addEventListener === 'function') {
-    netInfo.addEventListener('change', () => client.networkChanged());
+    let netType = netInfo.type;
+    netInfo.addEventListener('change', () => {
+        if (netInfo.type === netType) return;
+        netType = netInfo.type;
+        client.networkChanged();
+    });
 }
 // Closing the tab ends the session at once (a close frame), not after the
 // server's grace period.

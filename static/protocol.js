@@ -702,7 +702,8 @@ export class VideoChatClient {
                     if (iceUp(pc)) this._setMedia('connected');
                     this._kickSignaling();
                 }
-            } else if (!this._stalled && now - changed >= STALL_AFTER && this.mediaState === 'connected') {
+            } else if (!this._stalled && now - changed >= STALL_AFTER && this.mediaState === 'connected'
+                && this.state === 'connected') {
                 this._stalled = true;
                 this._log(`no packet for ${Math.round(now - changed)} ms`);
                 this._setMedia('reconnecting');
