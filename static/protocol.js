@@ -533,9 +533,14 @@ export class VideoChatClient {
         for (const m of queued) this._send(m);
         // A restart offer sent on the dead socket is lost unless the server
         // got it (its answer then comes with the queued messages).
+        // Its answer would be first among the queued messages, which follow
+        // the reply at once; a duplicate offer is harmless anyway.
         const pc = this.pc;
         if (pc && this._restartOfferAt && !queued.some((m) => m.type === 'offer')) {
-            setTimeout(() => this._resendOffer(pc), 1000);
+            setTimeout(() => this._resendOffer(pc), 200);
+        } else if (pc && pc.remoteDescription && !iceUp(pc) && pc.signalingState === 'stable') {
+            // The media is down too: restart now rather than at the next retry.
+            this._restartIce('signaling resumed, media down');
         }
     }
 
