@@ -24,6 +24,12 @@
 /** Heartbeat: a ping every PING_INTERVAL; no frame for DEAD_AFTER = dead socket. */
 const PING_INTERVAL = 5000;
 const DEAD_AFTER = 10000;
+/**
+ * A socket whose ping is unanswered this long is suspect: messages wait
+ * (in order) until it proves alive or is replaced, so that nothing is sent
+ * into a dead socket and nobody has to guess whether it arrived.
+ */
+const SUSPECT_AFTER = 2500;
 /** Reconnect delays (ms): 0.5, 1, 2, 4, then 5 s until GIVE_UP_AFTER. */
 const RECONNECT_DELAYS = [500, 1000, 2000, 4000, 5000];
 const GIVE_UP_AFTER = 60000;
@@ -91,8 +97,10 @@ export class VideoChatClient {
         /** the name of the login in flight */
         this._loginName = '';
 
-        /** @type {object[]} messages waiting for the socket to come back */
+        /** @type {{type: string}[]} messages waiting for the socket to come back */
         this._outbox = [];
+        /** @type {{type: string}[]} messages held while the socket is suspect */
+        this._held = [];
         /** true while a new socket waits for its resume reply */
         this._resuming = false;
         /** true after close(): nothing reconnects */
@@ -333,6 +341,10 @@ export class VideoChatClient {
     _send(msg) {
         const ws = this.socket;
         if (ws && ws.readyState === WebSocket.OPEN && !this._resuming) {
+            if (this._held.length || (this._awaitingSince && performance.now() - this._awaitingSince > SUSPECT_AFTER)) {
+                if (msg.type !== 'ping') this._held.push(msg);
+                return;
+            }
             ws.send(JSON.stringify(msg));
             return;
         }
@@ -405,6 +417,12 @@ export class VideoChatClient {
         if (ws !== this.socket && !this._abandoned.includes(ws)) return;
         this._lastFrame = performance.now();
         this._awaitingSince = 0;
+        if (this._held.length && ws === this.socket && !this._resuming) {
+            // The suspect socket is alive after all.
+            const held = this._held;
+            this._held = [];
+            for (const m of held) ws.send(JSON.stringify(m));
+        }
         this._onMessage(data, ws);
     }
 
@@ -432,6 +450,8 @@ export class VideoChatClient {
         }
         this._lostAt = performance.now();
         this._reconnectIndex = 0;
+        this._outbox = this._held.concat(this._outbox);
+        this._held = [];
         this._log('websocket lost');
         this._setConnection('reconnecting');
         this._scheduleReconnect();
@@ -522,6 +542,21 @@ export class VideoChatClient {
         this._log(`resumed after ${Math.round(lostFor)} ms`);
         this._setConnection('open');
         this._startHeartbeat();
+        const pc = this.pc;
+        const offerAt = this._outbox.findIndex((m) => m.type === 'offer');
+        if (pc && offerAt >= 0 && this._restartOfferAt && iceUp(pc)) {
+            // Our restart offer never left, and the media came back on the
+            // old credentials meanwhile: take the offer back (with the new
+            // candidates) rather than disturb a working connection.
+            this._outbox = this._outbox.filter((m, i) => i < offerAt || (m.type !== 'offer' && m.type !== 'candidate'));
+            this._restartOfferAt = 0;
+            this._log('unsent restart offer taken back: the media is back');
+            this._enqueue(async () => {
+                if (pc === this.pc && pc.signalingState === 'have-local-offer') {
+                    await pc.setLocalDescription({ type: 'rollback' });
+                }
+            });
+        }
         const inCall = this.state === 'calling' || this.state === 'connected';
         if (inCall && !msg.call) {
             // The server ended the call while we were away.
@@ -532,10 +567,8 @@ export class VideoChatClient {
         this._outbox = [];
         for (const m of queued) this._send(m);
         // A restart offer sent on the dead socket is lost unless the server
-        // got it (its answer then comes with the queued messages).
-        // Its answer would be first among the queued messages, which follow
-        // the reply at once; a duplicate offer is harmless anyway.
-        const pc = this.pc;
+        // got it (its answer then comes with the queued messages, which
+        // follow the reply at once); a duplicate offer is harmless anyway.
         if (pc && this._restartOfferAt && !queued.some((m) => m.type === 'offer')) {
             setTimeout(() => this._resendOffer(pc), 200);
         } else if (pc && pc.remoteDescription && !iceUp(pc) && pc.signalingState === 'stable') {
@@ -595,6 +628,7 @@ export class VideoChatClient {
         this._lostAt = 0;
         this._resuming = false;
         this._outbox = [];
+        this._held = [];
         this.session = '';
         const inCall = this.state !== 'idle' && this.state !== 'signin';
         if (inCall) this._endCall('disconnected');
@@ -673,7 +707,7 @@ export class VideoChatClient {
     _resendOffer(pc) {
         if (pc !== this.pc || pc.signalingState !== 'have-local-offer' || !pc.localDescription) return;
         if (this.connection !== 'open') return; // the resume path sends it
-        if (this._outbox.some((m) => m.type === 'offer')) return;
+        if (this._outbox.some((m) => m.type === 'offer') || this._held.some((m) => m.type === 'offer')) return;
         this._log('restart offer unanswered: sending it again');
         this._restartOfferAt = performance.now();
         this._send({ type: 'offer', name: this.peer, offer: descJSON(pc.localDescription) });
