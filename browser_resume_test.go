@@ -151,7 +151,7 @@ func logEvents(t *testing.T, who string, h connHooks, since time.Time) {
 		}
 		fmt.Fprintf(&b, "\n  %+7.0f ms  %s", at, e.What)
 	}
-	t.Logf("%s's connection events (0 = outage start):%s", who, b.String())
+	t.Logf("%s's connection events (ms from the disruption):%s", who, b.String())
 }
 
 // TestBrowserICERestartAfterOutage cuts the caller's network off entirely for
@@ -409,9 +409,18 @@ func TestBrowserResumeAfterWebSocketCut(t *testing.T) {
 		}
 	}
 
-	// Hanging up still works over the resumed connection.
-	caller.Eval(`(() => { document.getElementById('hangup-btn').click(); return true; })()`, new(bool))
-	callee.WaitFor(`window.app.state === 'idle' && window.app.lastEndReason === 'hangup'`, 10*time.Second)
+	// Signing out closes the resumed WebSocket with a close frame: the
+	// session ends at once (no grace period), and so does bob's call.
+	signOut := time.Now()
+	caller.Eval(`(() => { document.getElementById('signout-btn').click(); return true; })()`, new(bool))
+	caller.WaitFor(`window.app.state === 'signin' && window.app.pc === null && !document.getElementById('signin-view').hidden`, 5*time.Second)
+	callee.WaitFor(`window.app.state === 'idle' && window.app.pc === null`, 5*time.Second)
+	var reason string
+	callee.Eval(`window.app.lastEndReason`, &reason)
+	t.Logf("sign-out: bob's call ended after %v (%s)", time.Since(signOut).Round(time.Millisecond), reason)
+	if time.Since(signOut) > 3*time.Second {
+		t.Errorf("bob's call ended %v after alice signed out, want at once", time.Since(signOut))
+	}
 }
 
 func containsPrefix(list []string, prefix string) bool {

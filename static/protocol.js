@@ -213,15 +213,17 @@ export class VideoChatClient {
     close() {
         this._signedOut = true;
         clearTimeout(this._reconnectTimer);
-        this._closeAbandoned();
         const ws = this.socket;
-        if (ws && ws.readyState === WebSocket.OPEN) {
-            ws.close(1000, 'sign out');
-        } else {
-            if (ws) this._detach(ws).close();
-            this.socket = null;
-            if (this.state !== 'signin' || this._lostAt) this._endSession('');
+        if (ws && ws.readyState === WebSocket.OPEN && !this._lostAt) {
+            ws.close(1000, 'sign out'); // its close event ends the session here
+            return;
         }
+        // Reconnecting: a resume attempt that is open gets the close frame
+        // (ending the session if the resume went through); otherwise the
+        // server ends it after its grace period.
+        if (ws && ws.readyState === WebSocket.OPEN) ws.close(1000, 'sign out');
+        if (ws) this._detach(ws);
+        this._endSession('');
     }
 
     /**
