@@ -89,10 +89,14 @@ func (a *App) build() error {
 		Recording:      a.rec != nil,
 		AllowedOrigins: cfg.AllowedOrigins,
 		ResumeGrace:    cfg.Grace,
+		AuthSecret:     []byte(cfg.AuthSecret),
 		Logger:         log.With("component", "signaling"),
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.AuthSecret != "" {
+		log.Info("access control on: login needs a token signed with -auth-secret")
 	}
 	a.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {

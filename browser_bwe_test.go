@@ -48,6 +48,9 @@ func TestBrowserBitrateFollowsSlowReceiver(t *testing.T) {
 	var before float64
 	for i := 0; i < 15 && before < 450_000; i++ {
 		before = publisherBitrate(app, "alice", time.Second)
+		if i >= 5 { // slow to ramp up: say why
+			logBWE(t, app, before)
+		}
 	}
 	t.Logf("before the cap: caller sends %.0f kbit/s", before/1000)
 	if before < 400_000 {

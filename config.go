@@ -32,6 +32,7 @@ type Config struct {
 	RecordOnFinish []string      // command and arguments run with each finished recording's path
 	RecordTimeout  time.Duration // time limit of each RecordOnFinish run
 	Grace          time.Duration // how long a lost connection (WebSocket or ICE) keeps its call
+	AuthSecret     string        // HS256 secret of login tokens (JWT); empty: no access control
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
@@ -45,7 +46,7 @@ type Config struct {
 // parseConfig reads flags (args without the program name) and environment.
 func parseConfig(args []string, env func(string) (string, bool), stderr io.Writer) (Config, error) {
 	var cfg Config
-	var origins, level, onFinish string
+	var origins, level, onFinish, authFile string
 	fs := flag.NewFlagSet("videochat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", ":9090", "HTTP listen address (web app and WebSocket)")
@@ -63,6 +64,8 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.StringVar(&onFinish, "record-on-finish", "", "command run with each finished recording's path appended, e.g. \"/usr/local/bin/upload --bucket calls\" (split on spaces, no shell)")
 	fs.DurationVar(&cfg.RecordTimeout, "record-on-finish-timeout", 5*time.Minute, "time limit of each -record-on-finish run; it is killed after it")
 	fs.DurationVar(&cfg.Grace, "reconnect-grace", 15*time.Second, "how long a user whose connection dropped (WebSocket without a close frame, or media/ICE) keeps the call while reconnecting")
+	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "require a login token: an HS256 JWT signed with this secret (at least 32 bytes), sub = user name, exp required (off if empty)")
+	fs.StringVar(&authFile, "auth-secret-file", "", "read -auth-secret from this file (surrounding whitespace trimmed); keeps it off the command line")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")
@@ -113,7 +116,31 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	if cfg.RecordTimeout <= 0 {
 		return cfg, errors.New("-record-on-finish-timeout must be positive")
 	}
+	if cfg.AuthSecret, err = authSecret(cfg.AuthSecret, authFile); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// authSecret returns the secret of -auth-secret or -auth-secret-file.
+// RFC 7518 asks HS256 keys for at least 256 bits.
+func authSecret(secret, file string) (string, error) {
+	if file != "" {
+		if secret != "" {
+			return "", errors.New("-auth-secret and -auth-secret-file: give one, not both")
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("-auth-secret-file: %w", err)
+		}
+		if secret = strings.TrimSpace(string(b)); secret == "" {
+			return "", fmt.Errorf("-auth-secret-file: %s is empty", file)
+		}
+	}
+	if secret != "" && len(secret) < 32 {
+		return "", errors.New("-auth-secret must be at least 32 bytes (HS256 needs a 256-bit key; e.g. openssl rand -hex 32)")
+	}
+	return secret, nil
 }
 
 func parsePortRange(s string) ([2]uint16, error) {

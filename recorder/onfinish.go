@@ -22,6 +22,12 @@ func (r *Recorder) runOnFinish(path string) {
 	if len(r.cfg.OnFinish) == 0 {
 		return
 	}
+	r.hookMu.Lock()
+	defer r.hookMu.Unlock()
+	if r.hooksClosed {
+		r.log.Warn("on-finish command not run: recorder closed", "file", path)
+		return
+	}
 	r.hooks.Add(1)
 	go func() {
 		defer r.hooks.Done()
@@ -30,7 +36,7 @@ func (r *Recorder) runOnFinish(path string) {
 }
 
 func (r *Recorder) execOnFinish(path string) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.OnFinishTimeout)
+	ctx, cancel := context.WithTimeout(r.hookCtx, r.cfg.OnFinishTimeout)
 	defer cancel()
 	args := append(slices.Clone(r.cfg.OnFinish[1:]), path)
 	cmd := exec.CommandContext(ctx, r.cfg.OnFinish[0], args...)
@@ -49,13 +55,18 @@ func (r *Recorder) execOnFinish(path string) {
 	if errors.As(err, &exitErr) {
 		attrs = append(attrs, "exit_code", exitErr.ExitCode())
 	}
-	if ctx.Err() != nil {
+	switch {
+	case r.hookCtx.Err() != nil:
+		attrs = append(attrs, "killed_at_shutdown", true)
+	case ctx.Err() != nil:
 		attrs = append(attrs, "timed_out", true)
 	}
 	r.log.Error("on-finish command failed", append(attrs, "err", err)...)
 }
 
-// waitHooks waits for running OnFinish commands until ctx is done.
+// waitHooks waits for running OnFinish commands until ctx is done; then
+// it kills them and waits (at most hookWaitDelay and a little) until they
+// are gone, so neither they nor the waiter outlive Shutdown.
 func (r *Recorder) waitHooks(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -66,7 +77,17 @@ func (r *Recorder) waitHooks(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return errors.New("recorder: on-finish commands still running")
+	}
+	r.hookCancel() // kills every running command
+	t := time.NewTimer(hookWaitDelay + time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+		return errors.New("recorder: on-finish commands killed at shutdown")
+	case <-t.C:
+		// Unreachable unless exec's WaitDelay fails us; the waiter ends
+		// with the last command.
+		return errors.New("recorder: on-finish commands still running after kill")
 	}
 }
 

@@ -34,6 +34,10 @@ type Config struct {
 	Logger          *slog.Logger
 	// Now is the clock, for tests; default time.Now.
 	Now func() time.Time
+	// FinalizeTimeout bounds how long Close and Shutdown wait for open
+	// files to be finalised (default 5 s). A file on a disk that does not
+	// answer is abandoned after it; the rest of the shutdown goes on.
+	FinalizeTimeout time.Duration
 }
 
 const (
@@ -41,6 +45,10 @@ const (
 	// closeGrace is how much longer than OnFinishTimeout Close waits for
 	// running OnFinish commands.
 	closeGrace = 10 * time.Second
+	// defaultFinalizeTimeout bounds how long Shutdown waits for open files
+	// to be finalised; a file whose disk does not answer by then is
+	// abandoned (its writer may still be blocked, costing only that file).
+	defaultFinalizeTimeout = 5 * time.Second
 )
 
 // Recorder implements sfu.Recorder.
@@ -54,11 +62,20 @@ type Recorder struct {
 	// create makes a new file for a base name; tests replace it.
 	create func(base string) (sink, string, error)
 
-	mu      sync.Mutex
-	closed  bool
-	live    map[*session]struct{}
-	pending map[sessionKey]*session // sessions tracks may still join
-	hooks   sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	closeDone chan struct{} // closed when the first Shutdown returns
+	closeErr  error         // its result, read after closeDone
+	live      map[*session]struct{}
+	pending   map[sessionKey]*session // sessions tracks may still join
+
+	// OnFinish commands: they run under hookCtx, which Shutdown cancels
+	// (killing them) when its context ends; after Shutdown no new one starts.
+	hookCtx     context.Context
+	hookCancel  context.CancelFunc
+	hookMu      sync.Mutex
+	hooksClosed bool
+	hooks       sync.WaitGroup
 }
 
 var _ sfu.Recorder = (*Recorder)(nil)
@@ -87,8 +104,13 @@ func New(cfg Config) (*Recorder, error) {
 	if cfg.OnFinishTimeout <= 0 {
 		cfg.OnFinishTimeout = defaultOnFinishTimeout
 	}
+	if cfg.FinalizeTimeout <= 0 {
+		cfg.FinalizeTimeout = defaultFinalizeTimeout
+	}
 	r := &Recorder{cfg: cfg, log: cfg.Logger, now: cfg.Now, dir: dir, root: root,
-		live: map[*session]struct{}{}, pending: map[sessionKey]*session{}}
+		live: map[*session]struct{}{}, pending: map[sessionKey]*session{},
+		closeDone: make(chan struct{})}
+	r.hookCtx, r.hookCancel = context.WithCancel(context.Background())
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -156,9 +178,10 @@ func (r *Recorder) forget(s *session) {
 	}
 }
 
-// Close finalises every open file, waits (bounded by OnFinishTimeout plus
-// a grace period) for running OnFinish commands and releases the
-// directory. Tracks still writing afterwards are ignored.
+// Close finalises every open file (waiting at most FinalizeTimeout), waits
+// (bounded by OnFinishTimeout plus a grace period) for running OnFinish
+// commands and releases the directory. Tracks still writing afterwards
+// are ignored. It is idempotent.
 func (r *Recorder) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.OnFinishTimeout+closeGrace)
 	defer cancel()
@@ -166,13 +189,22 @@ func (r *Recorder) Close() error {
 }
 
 // Shutdown is Close that waits for running OnFinish commands only until
-// ctx is done (a server that must exit quickly); files are finalised
-// either way.
+// ctx is done (a server that must exit quickly), then kills them. Files
+// are finalised either way, each within FinalizeTimeout (and ctx): a file
+// whose disk hangs is abandoned and reported in the error. Shutdown is
+// idempotent: later calls wait for the first (until their ctx is done) and
+// return its result. It returns within min(ctx, FinalizeTimeout) plus
+// OnFinish's kill delay.
 func (r *Recorder) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return nil
+		select {
+		case <-r.closeDone:
+			return r.closeErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	r.closed = true
 	sessions := make([]*session, 0, len(r.live))
@@ -181,15 +213,60 @@ func (r *Recorder) Shutdown(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 
-	for _, s := range sessions {
-		s.mu.Lock()
-		s.finish("recorder closed")
-		s.mu.Unlock()
-		r.forget(s)
+	err := r.finalize(ctx, sessions)
+	// No command starts after this: a session abandoned above that
+	// finishes later (its disk came back) runs none.
+	r.hookMu.Lock()
+	r.hooksClosed = true
+	r.hookMu.Unlock()
+	if herr := r.waitHooks(ctx); err == nil {
+		err = herr
 	}
-	err := r.waitHooks(ctx)
+	r.hookCancel()
 	if cerr := r.root.Close(); err == nil {
 		err = cerr
 	}
+	r.closeErr = err
+	close(r.closeDone)
 	return err
+}
+
+// finalize finishes every session, each on a goroutine of its own (a
+// session's lock is held by a writer blocked on its disk), and waits for
+// them until FinalizeTimeout or ctx ends. Sessions still busy then are
+// abandoned: their goroutines end when their disk answers.
+func (r *Recorder) finalize(ctx context.Context, sessions []*session) error {
+	if len(sessions) == 0 {
+		return nil
+	}
+	left := make(chan *session, len(sessions))
+	for _, s := range sessions {
+		go func() {
+			s.mu.Lock()
+			s.finish("recorder closed")
+			s.mu.Unlock()
+			r.forget(s)
+			left <- s
+		}()
+	}
+	timer := time.NewTimer(r.cfg.FinalizeTimeout)
+	defer timer.Stop()
+	pending := len(sessions)
+	for pending > 0 {
+		select {
+		case <-left:
+			pending--
+		case <-timer.C:
+			return r.abandoned(pending)
+		case <-ctx.Done():
+			return r.abandoned(pending)
+		}
+	}
+	return nil
+}
+
+func (r *Recorder) abandoned(n int) error {
+	r.log.Error("recordings abandoned at shutdown: their files could not be finalised in time (stuck disk?)",
+		"count", n, "timeout", r.cfg.FinalizeTimeout)
+	return fmt.Errorf("recorder: %d recording(s) could not be finalised in time", n)
 }

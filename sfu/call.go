@@ -26,20 +26,35 @@ type Signaler interface {
 }
 
 // Call is a set of participants whose media is forwarded to each other.
+//
+// Subscriptions (which upTrack feeds which downTrack) change only under
+// subMu, together with the membership check they depend on: Join, publish
+// and remove are serialised, so a leaving participant is never
+// re-subscribed and no downTrack is subscribed twice. subMu is taken before
+// mu and guards no data of its own; the only work done under it is the
+// sink-list updates (and the throttled keyframe request each new
+// subscription makes, which never blocks).
 type Call struct {
 	sfu *SFU
 	id  string
+
+	subMu sync.Mutex
 
 	mu     sync.Mutex
 	parts  []*Participant
 	closed bool
 }
 
-// NewCall creates an empty call. id names it in logs and recordings.
+// NewCall creates an empty call. id names it in logs and recordings. After
+// the SFU is closed, the call is created closed (Join fails).
 func (s *SFU) NewCall(id string) *Call {
 	c := &Call{sfu: s, id: id}
 	s.mu.Lock()
-	s.calls[c] = struct{}{}
+	if s.closed {
+		c.closed = true
+	} else {
+		s.calls[c] = struct{}{}
+	}
 	s.mu.Unlock()
 	return c
 }
@@ -55,36 +70,57 @@ func (c *Call) Join(name string, sig Signaler) (*Participant, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.subMu.Lock()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		c.subMu.Unlock()
 		p.closePC()
 		return nil, ErrClosed
 	}
 	others := append([]*Participant(nil), c.parts...)
 	c.parts = append(c.parts, p)
 	c.mu.Unlock()
-
 	for _, o := range others {
 		for _, up := range o.upTracks() {
 			up.addSink(p.down[up.kind])
 		}
 	}
+	c.subMu.Unlock()
 	c.sfu.log.Debug("participant joined", "call", c.id, "name", name)
 	return p, nil
 }
 
-// publish subscribes every other participant to a new incoming track.
-func (c *Call) publish(from *Participant, up *upTrack) {
-	for _, o := range c.others(from) {
+// publish makes up one of from's tracks and subscribes every other
+// participant to it. A track that replaces an earlier one of the same kind
+// (the publisher restarted it) takes over that track's subscribers. It
+// reports false, and subscribes no one, when from is no longer in the call.
+func (c *Call) publish(from *Participant, up *upTrack) bool {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	others, member := c.othersOf(from)
+	if !member {
+		return false
+	}
+	for _, old := range from.replaceUpTrack(up) {
+		for _, o := range others {
+			if d := o.down[old.kind]; d != nil {
+				old.removeSink(d)
+			}
+		}
+	}
+	for _, o := range others {
 		if d := o.down[up.kind]; d != nil {
 			up.addSink(d)
 		}
 	}
+	return true
 }
 
 // remove takes p out of the call and unsubscribes it from everyone.
 func (c *Call) remove(p *Participant) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
 	c.mu.Lock()
 	for i, q := range c.parts {
 		if q == p {
@@ -99,6 +135,29 @@ func (c *Call) remove(p *Participant) {
 			up.removeSink(p.down[up.kind])
 		}
 	}
+	// And everyone from p's tracks (their read loops may run on until
+	// p's PeerConnection is closed).
+	for _, up := range p.upTracks() {
+		for _, o := range others {
+			up.removeSink(o.down[up.kind])
+		}
+	}
+}
+
+// othersOf returns the participants other than p, and whether p is one of
+// the call's participants.
+func (c *Call) othersOf(p *Participant) (others []*Participant, member bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	others = make([]*Participant, 0, len(c.parts))
+	for _, q := range c.parts {
+		if q == p {
+			member = true
+		} else {
+			others = append(others, q)
+		}
+	}
+	return others, member
 }
 
 func (c *Call) others(p *Participant) []*Participant {

@@ -3,6 +3,7 @@ package sfu
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/pion/interceptor/pkg/cc"
@@ -28,13 +29,15 @@ type Participant struct {
 	mu        sync.Mutex
 	up        []*upTrack
 	remoteSet bool
-	early     []webrtc.ICECandidateInit // remote candidates before the description
+	ufrag     string                    // the remote description's ICE username fragment
+	early     []webrtc.ICECandidateInit // remote candidates before their description
 	descSent  bool
 	ownQueue  []webrtc.ICECandidateInit // our candidates before our description went out
 	closed    bool
 	wg        sync.WaitGroup // RTCP readers and track read loops
 
-	failOnce, closeOnce sync.Once
+	life      *lifecycle // connection state, grace and connect timers
+	closeOnce sync.Once
 }
 
 func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
@@ -46,12 +49,14 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 		return nil, fmt.Errorf("sfu: new peer connection: %w", err)
 	}
 	p := &Participant{sfu: c.sfu, call: c, name: name, sig: sig, pc: pc,
-		down: map[webrtc.RTPCodecType]*downTrack{}, bwe: c.sfu.est.take(pc.ID()), repair: c.sfu.rep.take(pc.ID())}
+		down: map[webrtc.RTPCodecType]*downTrack{}, bwe: c.sfu.est.take(pc.ID()), repair: c.sfu.rep.take(pc.ID()),
+		life: newLifecycle(sig, c.sfu.cfg)}
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
 		d := newDownTrack(kind, "videochat", p.bwe)
 		sender, err := pc.AddTrack(d)
 		if err != nil {
 			_ = pc.Close()
+			p.wg.Wait()
 			return nil, fmt.Errorf("sfu: add %s track: %w", kind, err)
 		}
 		p.down[kind] = d
@@ -61,6 +66,13 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 	pc.OnICECandidate(p.onCandidate)
 	pc.OnTrack(p.onTrack)
 	pc.OnConnectionStateChange(p.onState)
+	// pion closes a PeerConnection whose DTLS handshake failed right after
+	// reporting it failed: remember why, so the reason is not "closed".
+	pc.SCTP().Transport().OnStateChange(func(s webrtc.DTLSTransportState) {
+		if s == webrtc.DTLSTransportStateFailed {
+			p.life.markDTLSFailed()
+		}
+	})
 	return p, nil
 }
 
@@ -69,6 +81,11 @@ func (p *Participant) Name() string { return p.name }
 
 // HandleOffer applies the client's offer and sends the server's answer. If
 // the server's own offer is outstanding (glare), the server yields.
+//
+// An offer with new ICE credentials is an ICE restart: pion restarts its
+// agent (fresh local credentials, candidates gathered anew) while the DTLS
+// session and media tracks carry on. The new candidates are held until the
+// answer carrying the new credentials has been sent.
 func (p *Participant) HandleOffer(sdp string) error {
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
@@ -77,14 +94,18 @@ func (p *Participant) HandleOffer(sdp string) error {
 			return fmt.Errorf("rollback: %w", err)
 		}
 	}
+	p.holdCandidates()
 	if err := p.setRemote(webrtc.SDPTypeOffer, sdp); err != nil {
+		p.releaseCandidates()
 		return err
 	}
 	answer, err := p.pc.CreateAnswer(nil)
 	if err != nil {
+		p.releaseCandidates()
 		return fmt.Errorf("create answer: %w", err)
 	}
 	if err := p.setLocalAndSend(answer); err != nil {
+		p.releaseCandidates()
 		return err
 	}
 	if p.unnegotiated() {
@@ -131,14 +152,17 @@ func (p *Participant) HandleAnswer(sdp string) error {
 }
 
 // AddCandidate adds a client candidate, holding it until the remote
-// description arrives if necessary. An empty candidate ends the list.
+// description arrives if necessary: the first one, or, for a candidate
+// whose usernameFragment is not the current description's, the next one (a
+// client restarting ICE may trickle before its offer arrives). An empty
+// candidate ends the list.
 func (p *Participant) AddCandidate(c webrtc.ICECandidateInit) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return ErrClosed
 	}
-	if !p.remoteSet {
+	if u := candidateUfrag(c); !p.remoteSet || (u != "" && u != p.ufrag) {
 		defer p.mu.Unlock()
 		if len(p.early) >= maxEarlyCandidates {
 			return errors.New("too many candidates before the description")
@@ -164,17 +188,79 @@ func (p *Participant) setRemote(t webrtc.SDPType, sdp string) error {
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: t, SDP: sdp}); err != nil {
 		return fmt.Errorf("bad %s: %w", t, err)
 	}
+	ufrag := remoteUfrag(sdp)
 	p.mu.Lock()
 	p.remoteSet = true
-	early := p.early
-	p.early = nil
+	p.ufrag = ufrag
+	var early []webrtc.ICECandidateInit
+	kept := p.early[:0]
+	for _, c := range p.early {
+		switch u := candidateUfrag(c); {
+		case u == "" || u == ufrag:
+			early = append(early, c)
+		case len(kept) < maxEarlyCandidates/2:
+			kept = append(kept, c) // perhaps for a description still to come
+		}
+	}
+	p.early = kept
 	p.mu.Unlock()
+	p.life.remoteSet()
 	for _, c := range early {
 		if err := p.addCandidate(c); err != nil {
 			p.sfu.log.Debug("early candidate rejected", "name", p.name, "err", err)
 		}
 	}
 	return nil
+}
+
+// remoteUfrag returns the first a=ice-ufrag value of sdp ("" if none).
+func remoteUfrag(sdp string) string {
+	const attr = "a=ice-ufrag:"
+	i := strings.Index(sdp, attr)
+	if i < 0 {
+		return ""
+	}
+	v := sdp[i+len(attr):]
+	if j := strings.IndexAny(v, "\r\n"); j >= 0 {
+		v = v[:j]
+	}
+	return strings.TrimSpace(v)
+}
+
+// candidateUfrag is the ICE username fragment a candidate names, in its
+// usernameFragment field or its "ufrag" extension ("" if neither).
+func candidateUfrag(c webrtc.ICECandidateInit) string {
+	if c.UsernameFragment != nil && *c.UsernameFragment != "" {
+		return *c.UsernameFragment
+	}
+	f := strings.Fields(c.Candidate)
+	for i := 8; i+1 < len(f); i++ { // extensions follow "typ <type>" (fields 7 and 8)
+		if f[i] == "ufrag" {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// holdCandidates queues the server's candidates until the next local
+// description is sent: after an ICE restart they belong to it.
+func (p *Participant) holdCandidates() {
+	p.mu.Lock()
+	p.descSent = false
+	p.mu.Unlock()
+}
+
+// releaseCandidates sends what holdCandidates queued when no new
+// description is going to be sent after all.
+func (p *Participant) releaseCandidates() {
+	p.mu.Lock()
+	p.descSent = true
+	queued := p.ownQueue
+	p.ownQueue = nil
+	p.mu.Unlock()
+	for _, c := range queued {
+		p.sig.SendCandidate(c)
+	}
 }
 
 func (p *Participant) setLocalAndSend(d webrtc.SessionDescription) error {
@@ -225,16 +311,19 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 		"kind", track.Kind().String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
 	up := newUpTrack(p, track)
 	p.startRecording(up) // before anyone else sees up
-	p.mu.Lock()
-	p.up = append(p.up, up)
-	p.mu.Unlock()
 	go func() { defer p.wg.Done(); up.readRTCP(receiver) }()
 	stopNACKs := make(chan struct{})
 	if up.nack != nil {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); up.runNACKs(stopNACKs) }()
 	}
-	p.call.publish(p, up)
+	if !p.call.publish(p, up) {
+		// Left the call meanwhile: read (and record) until the
+		// PeerConnection closes, forward to no one.
+		p.mu.Lock()
+		p.up = append(p.up, up)
+		p.mu.Unlock()
+	}
 	up.run()
 	close(stopNACKs)
 	up.close()
@@ -269,22 +358,44 @@ func (p *Participant) startRecording(up *upTrack) {
 	up.requestKeyframe()
 }
 
+// onState follows the PeerConnection's state. pion calls it on a new
+// goroutine per change, so calls may arrive out of order: the lifecycle is
+// given the state as it is now, not s.
 func (p *Participant) onState(s webrtc.PeerConnectionState) {
 	p.sfu.log.Debug("peer connection state", "call", p.call.id, "name", p.name, "state", s.String())
-	switch s {
-	case webrtc.PeerConnectionStateConnected:
-		// Media can flow to this participant now: ask for fresh keyframes.
+	if s == webrtc.PeerConnectionStateConnected {
+		// Media can flow to this participant (again): ask for fresh keyframes.
 		for _, d := range p.down {
 			d.requestKeyframe()
 		}
-	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
-		p.mu.Lock()
-		closing := p.closed
-		p.mu.Unlock()
-		if !closing { // failed, or closed by the remote side
-			p.failOnce.Do(func() { p.sig.Failed(fmt.Errorf("peer connection %s", s)) })
+	}
+	p.life.update(p.pc.ConnectionState(), p.dtlsFailed())
+}
+
+func (p *Participant) dtlsFailed() bool {
+	if sctp := p.pc.SCTP(); sctp != nil {
+		if t := sctp.Transport(); t != nil {
+			return t.State() == webrtc.DTLSTransportStateFailed
 		}
 	}
+	return false
+}
+
+// replaceUpTrack adds up to p's tracks and takes out (and returns) the
+// earlier ones of the same kind, which it replaces.
+func (p *Participant) replaceUpTrack(up *upTrack) (replaced []*upTrack) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kept := make([]*upTrack, 0, len(p.up)+1)
+	for _, u := range p.up {
+		if u.kind == up.kind {
+			replaced = append(replaced, u)
+		} else {
+			kept = append(kept, u)
+		}
+	}
+	p.up = append(kept, up)
+	return replaced
 }
 
 func (p *Participant) upTracks() []*upTrack {
@@ -303,6 +414,7 @@ func (p *Participant) Close() {
 }
 
 func (p *Participant) closePC() {
+	p.life.close()
 	p.mu.Lock()
 	p.closed = true
 	ups := p.up

@@ -16,20 +16,22 @@ import (
 // behind the send rate, or packets are lost) leaves the estimate where the
 // receiver's rate puts it, and the next probe waits longer.
 const (
-	probeCeiling     = 2_500_000 // no probing at or above this estimate (720p needs about this)
-	probeMaxRate     = 3_000_000 // bit/s a cluster aims at, at most
-	probeMinStep     = 150_000   // a cluster aims at least this far above the estimate
-	probeDuration    = 250 * time.Millisecond
-	probeFirstDelay  = time.Second            // after the first feedback: let the call start first
-	probeAfterRaise  = 500 * time.Millisecond // the next step up after a cluster that raised the estimate
-	probeBackoffMin  = time.Second            // after a cluster that did not
-	probeBackoffMax  = 3 * time.Second        // at most this long without a probe while below the ceiling
-	probeStep        = 2                      // a cluster aims at this multiple of the estimate
-	probeStepAfterOK = 3                      // or this one right after a cluster the link carried
-	probeResultLimit = time.Second            // a cluster's feedback is awaited this long after its end
-	probeSaturation  = 0.9                    // receive rate below this share of the send rate: the link is full
-	probeUtilisation = 0.95                   // of a full link's receive rate is taken as the estimate
-	probeLossLimit   = 0.1                    // share of a cluster's packets lost that marks the link full
+	probeCeiling      = 2_500_000 // no probing at or above this estimate (720p needs about this)
+	probeMaxRate      = 3_000_000 // bit/s a cluster aims at, at most
+	probeMinStep      = 150_000   // a cluster aims at least this far above the estimate
+	probeDuration     = 200 * time.Millisecond
+	probeFirstDelay   = time.Second            // after the first feedback: let the call start first
+	probeAfterRaise   = 500 * time.Millisecond // the next step up after a cluster that raised the estimate
+	probeBackoffMin   = time.Second            // after a cluster that did not
+	probeBackoffMax   = 3 * time.Second        // at most this long without a probe while below the ceiling
+	probeStep         = 2.0                    // a cluster aims at this multiple of the estimate,
+	probeStepAfterOK  = 3.0                    // this one right after a cluster the link carried (ramp up fast),
+	probeStepWhenFull = 1.5                    // this one after a cluster that found the link full (little overload:
+	// its excess fits a bottleneck's queue, so audio is not dropped to learn nothing new)
+	probeResultLimit = time.Second // a cluster's feedback is awaited this long after its end
+	probeSaturation  = 0.9         // receive rate below this share of the send rate: the link is full
+	probeUtilisation = 0.95        // of a full link's receive rate is taken as the estimate
+	probeLossLimit   = 0.1         // share of a cluster's packets lost that marks the link full
 )
 
 type probeState int
@@ -55,7 +57,10 @@ type probeController struct {
 	bytes      int
 	next       time.Duration // earliest start of the next cluster; 0 = not scheduled yet
 	backoff    time.Duration
-	carried    bool // the last cluster raised the estimate and the link was not full
+	carried    bool          // the last cluster raised the estimate and the link was not full
+	full       bool          // the last cluster found the link full
+	evaluated  time.Duration // when the last cluster was evaluated
+	lastTarget int           // the estimate at the previous poll
 
 	// Results, for stats and tests.
 	clusters, raises int
@@ -110,6 +115,13 @@ func (c *probeController) poll(now time.Duration, target int, canProbe bool, h *
 	if c.next == 0 {
 		c.next, c.backoff = now+probeFirstDelay, probeBackoffMin
 	}
+	// A falling estimate means a queue is building somewhere: probing into
+	// it would only drop packets (audio among them). Wait until it has
+	// held still for a while.
+	if float64(target) < 0.95*float64(c.lastTarget) {
+		c.next = max(c.next, now+probeBackoffMin)
+	}
+	c.lastTarget = target
 	if c.state != probeIdle || now < c.next || !canProbe || max(target, raise) >= probeCeiling {
 		return raise, false
 	}
@@ -119,11 +131,17 @@ func (c *probeController) poll(now time.Duration, target int, canProbe bool, h *
 		c.id = 1
 	}
 	c.state, c.start, c.end = probeSending, now, now+probeDuration
-	step := probeStep
-	if c.carried {
-		step = probeStepAfterOK // ramp exponentially while the link keeps up
+	// What the last cluster said holds only for the next one in a row:
+	// after a pause (the ceiling was reached, then the estimate fell) the
+	// link may be another one.
+	step, recent := probeStep, now-c.evaluated <= 2*probeBackoffMax
+	switch {
+	case c.carried && now-c.evaluated <= 2*probeAfterRaise:
+		step = probeStepAfterOK
+	case c.full && recent:
+		step = probeStepWhenFull
 	}
-	c.rate = min(max(step*base, base+probeMinStep), probeMaxRate)
+	c.rate = min(max(int(step*float64(base)), base+probeMinStep), probeMaxRate)
 	c.packets, c.bytes = 0, 0
 	c.clusters++
 	return raise, true
@@ -160,7 +178,7 @@ func (c *probeController) evaluate(now time.Duration, target int, h *sendHistory
 		raised = int(estimate)
 		c.raises++
 	}
-	c.carried = !full && raised > 0
+	c.carried, c.full, c.evaluated = !full && raised > 0, full && r.recvRate > 0, now
 	if c.carried {
 		c.next, c.backoff = now+probeAfterRaise, probeBackoffMin
 		return raised

@@ -118,11 +118,15 @@ type simLink struct {
 	maxQueue time.Duration // queueing delay beyond which packets drop
 	free     time.Duration // when the link is next idle
 	seq      uint16        // next transport-wide sequence number
+	sent     int           // packets offered
+	drops    int           // packets dropped at the full queue
 }
 
 func (l *simLink) send(at time.Duration, size int) (arrival time.Duration, ok bool) {
 	start := max(at, l.free)
+	l.sent++
 	if start-at > l.maxQueue {
+		l.drops++
 		return 0, false
 	}
 	l.free = start + time.Duration(float64(size*8)/l.rate*float64(time.Second))
@@ -190,7 +194,8 @@ func TestProbesFindTheCapAndRecoverWhenItLifts(t *testing.T) {
 	link := &simLink{rate: 300_000, maxQueue: 200 * time.Millisecond}
 	// Capped: probes find about the cap and never push the estimate above it.
 	simulate(t, &c, &h, link, time.Second, 20*time.Second, &target, 500_000)
-	t.Logf("capped at 300 kbit/s: estimate %d after %d clusters (%d raised)", target, c.clusters, c.raises)
+	t.Logf("capped at 300 kbit/s: estimate %d after %d clusters (%d raised); the link dropped %d of %d packets",
+		target, c.clusters, c.raises, link.drops, link.sent)
 	if target > 300_000 || target < 200_000 {
 		t.Fatalf("under a 300 kbit/s cap the estimate is %d, want 200-300 kbit/s", target)
 	}
@@ -227,6 +232,32 @@ func TestProbeEstimate(t *testing.T) {
 		est, full := probeEstimate(c.r)
 		if est != c.est || full != c.full {
 			t.Errorf("%+v: %v %v, want %v %v", c.r, est, full, c.est, c.full)
+		}
+	}
+}
+
+func TestNoProbeWhileTheEstimateFalls(t *testing.T) {
+	var c probeController
+	var h sendHistory
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	for _, step := range []struct {
+		at, target int
+		start      bool
+	}{
+		{0, 1_000_000, false},    // first feedback: the call starts first
+		{1100, 1_000_000, true},  // a probe
+		{1500, 1_000_000, false}, // awaiting its result (none arrives)
+		{2400, 400_000, false},   // the estimate fell: a queue builds
+		{2900, 300_000, false},   // still falling
+		{3500, 300_000, false},   // held still for only 0.6 s
+		{3950, 300_000, true},    // 1 s after the last fall
+	} {
+		if _, started := c.poll(ms(step.at), step.target, true, &h); started != step.start {
+			t.Fatalf("at %d ms (estimate %d): started %v, want %v", step.at, step.target, started, step.start)
+		}
+		if c.state == probeSending {
+			c.state = probeAwaiting // nothing sent in this test
+			c.end = ms(step.at)
 		}
 	}
 }

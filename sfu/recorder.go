@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,12 @@ type TrackWriter interface {
 // recordQueue is the bounded hand-off from a track's read loop to its
 // TrackWriter. Buffers are recycled through free so that steady-state
 // recording allocates nothing per packet.
+//
+// The writer runs on a goroutine of its own (work), so that a writer
+// blocked for good (a hung disk) costs only its recording: run, which the
+// participant's teardown waits for, returns at most stopBound after stop
+// even if the writer never returns; the abandoned worker ends whenever
+// the writer does.
 type recordQueue struct {
 	w       TrackWriter
 	items   chan recordItem
@@ -53,8 +60,13 @@ type recordQueue struct {
 	done    chan struct{}
 	once    sync.Once
 	// drainFor bounds how long queued packets are still delivered after
-	// the track ended, so a stuck writer cannot hold up a call's end.
+	// the track ended, so a slow writer cannot hold up a call's end.
 	drainFor time.Duration
+	// stopBound bounds how long run waits for the writer after stop
+	// (draining and Close included) before abandoning it.
+	stopBound time.Duration
+	// abandoned is closed when run gave up on a stuck writer.
+	abandoned chan struct{}
 }
 
 type recordItem struct {
@@ -63,11 +75,22 @@ type recordItem struct {
 	rtpTime uint32
 }
 
-const recordQueueLen = 512
+const (
+	recordQueueLen = 512
+	// recordDrainFor and recordStopBound: after a track ends, queued
+	// packets are delivered for up to 1 s; the writer gets 2 s in all
+	// (drain and Close) before the participant's teardown goes on without it.
+	recordDrainFor  = time.Second
+	recordStopBound = 2 * time.Second
+)
+
+// errWriterStuck is returned by run when the writer did not finish in time.
+var errWriterStuck = errors.New("recording writer did not finish in time (stuck disk?); abandoned")
 
 func newRecordQueue(w TrackWriter) *recordQueue {
 	q := &recordQueue{w: w, items: make(chan recordItem, recordQueueLen),
-		free: make(chan []byte, recordQueueLen), done: make(chan struct{}), drainFor: 3 * time.Second}
+		free: make(chan []byte, recordQueueLen), done: make(chan struct{}),
+		drainFor: recordDrainFor, stopBound: recordStopBound, abandoned: make(chan struct{})}
 	return q
 }
 
@@ -97,9 +120,34 @@ func (q *recordQueue) pushReport(ntp uint64, rtpTime uint32) {
 	}
 }
 
-// run drains the queue into the writer until stop; then closes the writer.
-// A writer error stops that recording only.
+// run delivers the queue to the writer until stop, then closes the
+// writer; it returns the first writer error (a writer error stops that
+// recording only). It returns at most stopBound after stop, even if the
+// writer is blocked forever.
 func (q *recordQueue) run() error {
+	result := make(chan error, 1)
+	go func() { result <- q.work() }()
+	select {
+	case err := <-result:
+		return err
+	case <-q.done:
+	}
+	t := time.NewTimer(q.stopBound)
+	defer t.Stop()
+	select {
+	case err := <-result:
+		return err
+	case <-t.C:
+		q.failed.Store(true) // push drops from now on
+		close(q.abandoned)
+		q.dropped.Add(uint64(len(q.items)))
+		return errWriterStuck
+	}
+}
+
+// work is the writer's goroutine: it delivers items until stop, drains
+// for up to drainFor, and closes the writer.
+func (q *recordQueue) work() error {
 	var err error
 	defer func() {
 		if cerr := q.w.Close(); err == nil {
@@ -115,7 +163,7 @@ func (q *recordQueue) run() error {
 			}
 		case <-q.done:
 			deadline := time.Now().Add(q.drainFor)
-			for time.Now().Before(deadline) {
+			for time.Now().Before(deadline) && !q.isAbandoned() {
 				select {
 				case it := <-q.items:
 					if e := q.deliver(it); e != nil && err == nil {
@@ -126,9 +174,20 @@ func (q *recordQueue) run() error {
 					return err
 				}
 			}
-			q.dropped.Add(uint64(len(q.items)))
+			if !q.isAbandoned() { // run counted them already
+				q.dropped.Add(uint64(len(q.items)))
+			}
 			return err
 		}
+	}
+}
+
+func (q *recordQueue) isAbandoned() bool {
+	select {
+	case <-q.abandoned:
+		return true
+	default:
+		return false
 	}
 }
 

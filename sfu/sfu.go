@@ -6,6 +6,7 @@
 package sfu
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,15 +33,28 @@ type Config struct {
 	IncludeLoopback bool
 	// Net replaces the real network (pion transport/v4/vnet in tests).
 	Net transport.Net
-	// ICEFailedTimeout is how long a participant's connection may be
-	// unreachable before it counts as failed and its call ends (default 15 s).
+	// ICEFailedTimeout is the grace period: how long a participant's
+	// connection may be lost (or an ICE restart take) before it counts as
+	// failed and its call ends (default 15 s). The Signaler hears
+	// Interrupted when the loss is noticed and Restored if it comes back.
 	ICEFailedTimeout time.Duration
+	// ICEDisconnectedTimeout is how long the client may be silent before
+	// its connection counts as lost (default min(5 s, ICEFailedTimeout/3)).
+	ICEDisconnectedTimeout time.Duration
+	// ConnectTimeout bounds the time from a PeerConnection's first remote
+	// description to its first connected state (default 30 s). A callee's
+	// PeerConnection waiting for the phone to be answered is not counted.
+	ConnectTimeout time.Duration
+	// DTLSTimeout bounds the DTLS handshake (default 10 s).
+	DTLSTimeout time.Duration
 	// KeyframeInterval is the minimum interval between two keyframe
 	// requests sent to one publisher track (default 500 ms).
 	KeyframeInterval time.Duration
 	// Recorder, if set, is offered every published track.
 	Recorder Recorder
 	Logger   *slog.Logger
+
+	afterFunc afterFunc // timers of the connection lifecycle; nil = time.AfterFunc (tests fake it)
 }
 
 // SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
@@ -52,8 +66,9 @@ type SFU struct {
 	mux *ice.MultiUDPMuxDefault
 	log *slog.Logger
 
-	mu    sync.Mutex
-	calls map[*Call]struct{}
+	mu     sync.Mutex
+	calls  map[*Call]struct{}
+	closed bool
 }
 
 // New builds an SFU and binds its media port.
@@ -63,6 +78,12 @@ func New(cfg Config) (*SFU, error) {
 	}
 	if cfg.ICEFailedTimeout <= 0 {
 		cfg.ICEFailedTimeout = 15 * time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 30 * time.Second
+	}
+	if cfg.DTLSTimeout <= 0 {
+		cfg.DTLSTimeout = 10 * time.Second
 	}
 	if cfg.KeyframeInterval <= 0 {
 		cfg.KeyframeInterval = 500 * time.Millisecond
@@ -103,8 +124,23 @@ func (s *SFU) MediaAddrs() []*net.UDPAddr {
 	return out
 }
 
-// Close releases the media port. Calls must be closed first.
+// Close ends every call the SFU still tracks (their participants'
+// PeerConnections are closed when it returns) and releases the media port.
+// A call created after Close is closed already.
 func (s *SFU) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	calls := make([]*Call, 0, len(s.calls))
+	for c := range s.calls {
+		calls = append(calls, c)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range calls {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Close() }()
+	}
+	wg.Wait()
 	return s.mux.Close()
 }
 
@@ -129,7 +165,19 @@ func newAPI(cfg Config, mux ice.UDPMux, est *estimators, rep *repairCounters) (*
 	// sequence number than one sent before it; with SRTP's default 64-packet
 	// replay window those repairs would be dropped as too old.
 	se.SetSRTPReplayProtectionWindow(srtpReplayWindow)
-	se.SetICETimeouts(min(5*time.Second, cfg.ICEFailedTimeout/3), cfg.ICEFailedTimeout, time.Second)
+	// pion reports disconnected after iceDisconnectedTimeout of silence and
+	// failed after ICEFailedTimeout more, which is when our own grace timer
+	// (started at disconnected) runs out too. pion's failed is not final: a
+	// client's offer with new ICE credentials restarts the agent
+	// (ice.Agent.Restart moves it back to checking), so the grace timer in
+	// lifecycle.go, not pion, ends the call.
+	se.SetICETimeouts(iceDisconnectedTimeout(cfg), cfg.ICEFailedTimeout, time.Second)
+	// A handshake that stalls (lost flights, a client gone) fails the
+	// PeerConnection instead of holding it open.
+	dtlsTimeout := cfg.DTLSTimeout
+	se.SetDTLSConnectContextMaker(func() (context.Context, func()) {
+		return context.WithTimeout(context.Background(), dtlsTimeout)
+	})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	if len(cfg.PublicIPs) > 0 {
 		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)

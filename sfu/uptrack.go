@@ -63,19 +63,27 @@ func (u *upTrack) requestKeyframe() {
 	}
 }
 
-// addSink subscribes d; the next packet reaches it.
-func (u *upTrack) addSink(d *downTrack) {
+// addSink subscribes d; the next packet reaches it. A sink it has already
+// is refused (false): one subscription, one copy of every packet.
+func (u *upTrack) addSink(d *downTrack) bool {
 	u.mu.Lock()
 	old := u.loadSinks()
+	for _, s := range old {
+		if s == d {
+			u.mu.Unlock()
+			return false
+		}
+	}
 	next := make([]*downTrack, 0, len(old)+1)
 	next = append(append(next, old...), d)
 	u.sinks.Store(&next)
 	u.mu.Unlock()
 	d.setSource(u)
+	return true
 }
 
-// removeSink unsubscribes d.
-func (u *upTrack) removeSink(d *downTrack) {
+// removeSink unsubscribes d; false if d was not subscribed.
+func (u *upTrack) removeSink(d *downTrack) bool {
 	u.mu.Lock()
 	old := u.loadSinks()
 	next := make([]*downTrack, 0, len(old))
@@ -84,9 +92,14 @@ func (u *upTrack) removeSink(d *downTrack) {
 			next = append(next, s)
 		}
 	}
+	if len(next) == len(old) {
+		u.mu.Unlock()
+		return false
+	}
 	u.sinks.Store(&next)
 	u.mu.Unlock()
 	d.clearSource(u)
+	return true
 }
 
 func (u *upTrack) loadSinks() []*downTrack {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/pion/webrtc/v4"
 )
@@ -34,6 +32,8 @@ type Message struct {
 	Call string `json:"call,omitempty"`
 	// State (additive) is a callstate's "reconnecting" or "connected".
 	State string `json:"state,omitempty"`
+	// Token (additive) is a login's JWT when the server requires one.
+	Token string `json:"token,omitempty"`
 }
 
 // ICEServer is one entry of the login reply's iceServers (RTCIceServer).
@@ -138,21 +138,4 @@ func checkDescription(typ string, d *webrtc.SessionDescription, want webrtc.SDPT
 		return fmt.Errorf("%s: %s.sdp is empty", typ, typ)
 	}
 	return nil
-}
-
-// cleanName returns the trimmed name or why it cannot be used.
-func cleanName(raw string) (string, error) {
-	name := strings.TrimSpace(raw)
-	switch n := utf8.RuneCountInString(name); {
-	case n == 0:
-		return "", errors.New("name is empty")
-	case n > maxNameRunes:
-		return "", fmt.Errorf("name is longer than %d characters", maxNameRunes)
-	}
-	for _, r := range name {
-		if unicode.IsControl(r) || r == utf8.RuneError {
-			return "", errors.New("name contains control or invalid characters")
-		}
-	}
-	return name, nil
 }

@@ -43,9 +43,15 @@ type Config struct {
 	// end the session. Default 256.
 	ResumeQueue int
 	Logger      *slog.Logger
+	// AuthSecret turns access control on: login then needs a token, an
+	// HS256 JWT signed with this secret whose sub is the name (auth.go).
+	// Empty: anyone may log in with any free name.
+	AuthSecret []byte
 
 	// afterFunc starts the grace timers (time.AfterFunc); tests replace it.
 	afterFunc func(time.Duration, func()) stopper
+	// authNow is the clock for token expiry (time.Now); tests replace it.
+	authNow func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -84,12 +90,14 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+	auth     *authenticator // nil: access control off
 
 	clock sessionClock
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
 	names   map[string]*session // live sessions, attached or detached
+	keys    map[string]*session // nameKey -> holder of the name (names.go)
 	tokens  map[string]*session // the current resume token of each session
 	calls   map[*call]struct{}
 	closed  bool
@@ -105,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
 		clients: map[*client]struct{}{}, names: map[string]*session{}, tokens: map[string]*session{},
-		calls: map[*call]struct{}{},
+		calls: map[*call]struct{}{}, auth: newAuthenticator(cfg.AuthSecret, cfg.authNow),
 	}
 	s.clock = sessionClock{grace: cfg.ResumeGrace, maxQueue: cfg.ResumeQueue, after: cfg.afterFunc,
 		expire: func(ss *session, epoch uint64) {
@@ -183,7 +191,7 @@ func (s *Server) handle(c *client, data []byte) {
 		c.sendMsg(&Message{Type: typePong})
 		return
 	case typeLogin:
-		s.login(c, m.Name)
+		s.login(c, m.Name, m.Token)
 		return
 	case typeResume:
 		s.resume(c, m.Session)
@@ -208,12 +216,29 @@ func (s *Server) handle(c *client, data []byte) {
 	}
 }
 
-func (s *Server) login(c *client, raw string) {
+func (s *Server) login(c *client, raw, authToken string) {
 	name, err := cleanName(raw)
 	fail := func(msg string) { c.sendMsg(&Message{Type: typeLogin, Success: new(false), Message: msg}) }
 	if err != nil {
 		fail(err.Error())
 		return
+	}
+	if s.auth != nil {
+		// Before the name is looked up, so that a stranger learns nothing
+		// (not even which names are taken). A connection's logins run one
+		// at a time on its reader, so c.sess is stable here.
+		s.mu.Lock()
+		ss := c.sess
+		s.mu.Unlock()
+		if ss != nil {
+			c.sendError("already logged in as " + ss.name)
+			return
+		}
+		if err := s.auth.verify(authToken, name); err != nil {
+			s.log.Info("login refused", "name", name, "reason", err, "detail", errors.Unwrap(err))
+			fail(err.Error())
+			return
+		}
 	}
 	s.mu.Lock()
 	switch {
@@ -221,15 +246,16 @@ func (s *Server) login(c *client, raw string) {
 		s.mu.Unlock()
 		c.sendError("already logged in as " + c.sess.name)
 		return
-	case s.names[name] != nil:
+	case s.nameInUse(name):
 		s.mu.Unlock()
-		fail("the name " + name + " is taken, choose another")
+		fail("the name " + name + " is taken (or one that looks the same), choose another")
 		return
 	}
 	ss := newSession(name, c, &s.clock)
 	ss.token = newToken()
 	c.sess = ss
 	s.names[name] = ss
+	s.reserveName(name, ss)
 	s.tokens[ss.token] = ss
 	token := ss.token
 	s.mu.Unlock()
@@ -363,6 +389,7 @@ func (s *Server) finishSession(ss *session) {
 	s.mu.Lock()
 	if s.names[ss.name] == ss {
 		delete(s.names, ss.name)
+		s.releaseName(ss.name, ss)
 	}
 	if s.tokens[ss.token] == ss {
 		delete(s.tokens, ss.token)

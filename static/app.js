@@ -42,6 +42,8 @@ const localVideo = /** @type {HTMLVideoElement} */ ($('local-video'));
 
 const params = new URLSearchParams(location.search);
 const relay = ['1', 'true', 'yes'].includes(params.get('relay') || '');
+// A sign-in token handed over by an embedding site (servers with -auth-secret).
+const authToken = params.get('token') || '';
 const client = new VideoChatClient({
     url: `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`,
     iceTransportPolicy: relay ? 'relay' : 'all',
@@ -311,6 +313,24 @@ async function acceptCall() {
     await client.accept(stream).catch((e) => showError(e.message));
 }
 
+// The token is for one name (its "sub"): offer it in the name field.
+if (authToken && !nameInput.value) nameInput.value = tokenSubject(authToken);
+
+/**
+ * @param {string} token
+ * @returns {string} the JWT's sub, or ''
+ */
+function tokenSubject(token) {
+    try {
+        const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+        const json = new TextDecoder().decode(Uint8Array.from(atob(payload), (c) => c.charCodeAt(0)));
+        const sub = JSON.parse(json).sub;
+        return typeof sub === 'string' ? sub : '';
+    } catch {
+        return '';
+    }
+}
+
 loginForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     const name = nameInput.value.trim();
@@ -322,7 +342,7 @@ loginForm.addEventListener('submit', async (e) => {
     clearError();
     loginBtn.disabled = true;
     try {
-        const r = await client.login(name);
+        const r = await client.login(name, authToken);
         if (r.success) {
             loggedIn = true;
             ensureMedia();

@@ -195,14 +195,18 @@ export class VideoChatClient {
     /**
      * Claims a name. Resolves with the server's reply (onLogin fires too).
      * @param {string} name
+     * @param {string} [token] sign-in token (a JWT) when the server requires one
      * @returns {Promise<LoginResult>}
      */
-    async login(name) {
+    async login(name, token) {
         await this.connect();
         return new Promise((resolve) => {
             this._loginResolve = resolve;
             this._loginName = name.trim();
-            this._send({ type: 'login', name: this._loginName });
+            /** @type {{type: string, name: string, token?: string}} */
+            const msg = { type: 'login', name: this._loginName };
+            if (token) msg.token = token;
+            this._send(msg);
         });
     }
 

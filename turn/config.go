@@ -15,11 +15,13 @@ import (
 const (
 	DefaultListenAddr     = ":3478"
 	DefaultRealm          = "videochat"
-	DefaultCredentialTTL  = 12 * time.Hour
+	DefaultCredentialTTL  = 4 * time.Hour
 	DefaultRelayPortMin   = 49152
 	DefaultRelayPortMax   = 65535
 	DefaultUserQuota      = 10
+	DefaultSourceQuota    = 100
 	DefaultMaxAllocations = 1000
+	DefaultSetupTimeout   = 10 * time.Second
 )
 
 var (
@@ -49,12 +51,18 @@ type Config struct {
 	// If empty, 32 random bytes are used (only this process can then issue
 	// credentials, through ICEServers).
 	Secret []byte
-	// CredentialTTL is how long issued credentials stay valid (default 12h).
+	// CredentialTTL is how long issued credentials stay valid (default 4h).
 	// pion re-checks expiry on every Refresh, CreatePermission and
-	// ChannelBind, so a call cannot outlive its credentials by more than one
-	// allocation lifetime (at most 1h, usually 10 min). This is also the
-	// effective absolute allocation lifetime limit: pion/turn v4 caps each
-	// requested LIFETIME at 1h but has no knob for a total lifetime.
+	// ChannelBind, so a relayed call cannot outlive the credentials it
+	// started with by more than one allocation lifetime (at most 1h,
+	// usually 10 min): the TTL must outlast the longest call. A browser
+	// keeps the iceServers of its PeerConnection; the fresh ones a resume
+	// reply carries apply only to a new PeerConnection or after
+	// setConfiguration plus an ICE restart. 4h covers a long meeting while a
+	// credential copied out of a page is useless by the evening (it was 12h).
+	// This is also the effective absolute allocation lifetime limit:
+	// pion/turn v4 caps each requested LIFETIME at 1h but has no knob for a
+	// total lifetime.
 	CredentialTTL time.Duration
 
 	// RelayIP is the IPv4 address put in XOR-RELAYED-ADDRESS (the public IP).
@@ -75,13 +83,29 @@ type Config struct {
 	// that IP may be allowed), and with the real port for every packet.
 	AllowPeer func(netip.AddrPort) bool
 
-	// UserQuota caps concurrent allocations per user (default 10).
+	// UserQuota caps concurrent allocations per user (default 10). The
+	// user is the name in the credentials, which a visitor chooses at login
+	// (or the authenticated user when auth is on), so SourceQuota is what
+	// stops one host from minting names until MaxAllocations is gone.
 	UserQuota int
+	// SourceQuota caps concurrent allocations per client source: an IPv4
+	// address or an IPv6 /64 (default 100: ten users behind one NAT at the
+	// full UserQuota; a browser uses 2-6 allocations per call).
+	SourceQuota int
 	// MaxAllocations caps concurrent allocations in total (default 1000).
 	MaxAllocations int
 	// MaxConns caps concurrent TCP plus TLS client connections (default
 	// 2*MaxAllocations).
 	MaxConns int
+	// MaxConnsPerSource caps concurrent TCP plus TLS client connections per
+	// source (IPv4 address or IPv6 /64; default SourceQuota).
+	MaxConnsPerSource int
+	// SetupTimeout closes a TCP/TLS connection that has not completed an
+	// allocation this long after it was accepted (default 10s), so
+	// connections that send a STUN header and stall cannot hold the
+	// connection cap. Once a connection carries an allocation, only the
+	// idle timeout (11 min, longer than an allocation lifetime) applies.
+	SetupTimeout time.Duration
 
 	// Logger receives the server's and pion's logs (default slog.Default()).
 	Logger *slog.Logger
@@ -135,11 +159,21 @@ func (c *Config) defaultSecret() error {
 }
 
 func (c *Config) defaultLimits() error {
-	if c.UserQuota < 0 || c.MaxAllocations < 0 || c.MaxConns < 0 {
+	if c.UserQuota < 0 || c.SourceQuota < 0 || c.MaxAllocations < 0 || c.MaxConns < 0 ||
+		c.MaxConnsPerSource < 0 || c.SetupTimeout < 0 {
 		return errNegativeLimit
 	}
 	if c.UserQuota == 0 {
 		c.UserQuota = DefaultUserQuota
+	}
+	if c.SourceQuota == 0 {
+		c.SourceQuota = DefaultSourceQuota
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = c.SourceQuota
+	}
+	if c.SetupTimeout == 0 {
+		c.SetupTimeout = DefaultSetupTimeout
 	}
 	if c.MaxAllocations == 0 {
 		c.MaxAllocations = DefaultMaxAllocations

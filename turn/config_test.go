@@ -23,6 +23,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"IPv6 relay IP", Config{AllowedPeers: peer, RelayIP: net.ParseIP("2001:db8::1")}, errRelayIPv4},
 		{"TLS without cert", Config{AllowedPeers: peer, TLSAddr: "127.0.0.1:0", TLSConfig: &tls.Config{}}, errTLSConfig},
 		{"negative quota", Config{AllowedPeers: peer, UserQuota: -1}, errNegativeLimit},
+		{"negative source quota", Config{AllowedPeers: peer, SourceQuota: -1}, errNegativeLimit},
+		{"negative setup timeout", Config{AllowedPeers: peer, SetupTimeout: -1}, errNegativeLimit},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,9 +47,10 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ListenAddr != ":3478" || cfg.Realm != "videochat" || cfg.CredentialTTL != 12*time.Hour ||
+	if cfg.ListenAddr != ":3478" || cfg.Realm != "videochat" || cfg.CredentialTTL != 4*time.Hour ||
 		cfg.RelayPortMin != 49152 || cfg.RelayPortMax != 65535 || cfg.UserQuota != 10 ||
-		cfg.MaxAllocations != 1000 || cfg.MaxConns != 2000 || cfg.Logger == nil {
+		cfg.MaxAllocations != 1000 || cfg.MaxConns != 2000 || cfg.Logger == nil ||
+		cfg.SourceQuota != 100 || cfg.MaxConnsPerSource != 100 || cfg.SetupTimeout != 10*time.Second {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 	if len(cfg.Secret) != 32 || cfg.RelayIP.To4() == nil {

@@ -32,7 +32,8 @@ type External struct {
 	// Secret is coturn's static-auth-secret. If empty, no credentials are
 	// handed out (e.g. STUN-only URLs).
 	Secret []byte
-	// TTL of issued credentials (default 12h).
+	// TTL of issued credentials (default DefaultCredentialTTL, 4h; see
+	// Config.CredentialTTL for why it must outlast a call).
 	TTL time.Duration
 }
 

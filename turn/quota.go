@@ -2,6 +2,7 @@ package turn
 
 import (
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -17,30 +18,69 @@ const pendingTimeout = 10 * time.Second
 
 type pendingAlloc struct {
 	user  string
+	ip    netip.Addr
 	since time.Time
 }
 
-// quota counts allocations per user and in total. pion asks the QuotaHandler
-// before creating an allocation and reports creation/deletion as events; an
-// accepted request is held as "pending" between the two so concurrent
-// requests (TCP connections are served in parallel) cannot overshoot.
+// quota counts allocations per user, per source address and in total. pion
+// asks the QuotaHandler before creating an allocation and reports
+// creation/deletion as events; an accepted request is held as "pending"
+// between the two so concurrent requests (TCP connections are served in
+// parallel) cannot overshoot.
+//
+// The user is the name in the TURN REST username, which a visitor picks at
+// login, so the per-user quota alone lets one host mint names until the
+// total is gone. The per-source quota is keyed on something a visitor
+// cannot mint at will: the client's IPv4 address, or its IPv6 /64 (one
+// host usually owns a whole /64).
 type quota struct {
 	perUser int
+	perIP   int
 	total   int
 
-	mu      sync.Mutex
-	active  map[string]int
-	nActive int
-	pending map[string]pendingAlloc // keyed by client transport address
+	mu       sync.Mutex
+	active   map[string]int
+	activeIP map[netip.Addr]int
+	nActive  int
+	pending  map[string]pendingAlloc // keyed by client transport address
 }
 
-func newQuota(perUser, total int) *quota {
+func newQuota(perUser, perIP, total int) *quota {
 	return &quota{
-		perUser: perUser,
-		total:   total,
-		active:  make(map[string]int),
-		pending: make(map[string]pendingAlloc),
+		perUser:  perUser,
+		perIP:    perIP,
+		total:    total,
+		active:   make(map[string]int),
+		activeIP: make(map[netip.Addr]int),
+		pending:  make(map[string]pendingAlloc),
 	}
+}
+
+// sourceKey returns the per-source quota key of addr: its IPv4 address
+// (IPv4-mapped IPv6 unmapped) or its IPv6 /64 prefix. It returns the zero
+// Addr for addresses it cannot parse; those share one bucket.
+func sourceKey(addr net.Addr) netip.Addr {
+	var ip netip.Addr
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ip, _ = netip.AddrFromSlice(a.IP)
+	case *net.TCPAddr:
+		ip, _ = netip.AddrFromSlice(a.IP)
+	default:
+		if addr != nil {
+			if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
+				ip = ap.Addr()
+			}
+		}
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+
+	return ip
 }
 
 // quotaUser returns the quota key of a TURN REST username "<expiry>:<user>":
@@ -64,15 +104,18 @@ func addrKey(addr net.Addr) string {
 // allow is the pion QuotaHandler: it admits and reserves one allocation.
 func (q *quota) allow(username, _ string, src net.Addr) bool {
 	user := quotaUser(username)
+	ip := sourceKey(src)
 	now := time.Now()
 
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.prune(now)
-	if q.active[user]+q.pendingFor(user) >= q.perUser || q.nActive+len(q.pending) >= q.total {
+	nUser, nIP := q.pendingFor(user, ip)
+	if q.active[user]+nUser >= q.perUser || q.activeIP[ip]+nIP >= q.perIP ||
+		q.nActive+len(q.pending) >= q.total {
 		return false
 	}
-	q.pending[addrKey(src)] = pendingAlloc{user: user, since: now}
+	q.pending[addrKey(src)] = pendingAlloc{user: user, ip: ip, since: now}
 
 	return true
 }
@@ -85,15 +128,18 @@ func (q *quota) prune(now time.Time) {
 	}
 }
 
-func (q *quota) pendingFor(user string) int {
-	n := 0
+// pendingFor counts the pending reservations of user and of source ip.
+func (q *quota) pendingFor(user string, ip netip.Addr) (nUser, nIP int) {
 	for _, p := range q.pending {
 		if p.user == user {
-			n++
+			nUser++
+		}
+		if p.ip == ip {
+			nIP++
 		}
 	}
 
-	return n
+	return nUser, nIP
 }
 
 func (q *quota) created(src net.Addr, username string) {
@@ -101,21 +147,28 @@ func (q *quota) created(src net.Addr, username string) {
 	defer q.mu.Unlock()
 	delete(q.pending, addrKey(src))
 	q.active[quotaUser(username)]++
+	q.activeIP[sourceKey(src)]++
 	q.nActive++
 }
 
-func (q *quota) deleted(username string) {
+func (q *quota) deleted(src net.Addr, username string) {
 	user := quotaUser(username)
+	ip := sourceKey(src)
 
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.active[user] <= 1 {
-		delete(q.active, user)
-	} else {
-		q.active[user]--
-	}
+	decrement(q.active, user)
+	decrement(q.activeIP, ip)
 	if q.nActive > 0 {
 		q.nActive--
+	}
+}
+
+func decrement[K comparable](m map[K]int, k K) {
+	if m[k] <= 1 {
+		delete(m, k)
+	} else {
+		m[k]--
 	}
 }
 
@@ -124,6 +177,14 @@ func (q *quota) failed(src net.Addr) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	delete(q.pending, addrKey(src))
+}
+
+// sourceCount returns the active allocations from the source of addr.
+func (q *quota) sourceCount(addr net.Addr) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+
+	return q.activeIP[sourceKey(addr)]
 }
 
 // counts returns the active allocations of user and in total.
@@ -140,8 +201,8 @@ func (q *quota) eventHandler() pturn.EventHandler {
 		OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
 			q.created(src, username)
 		},
-		OnAllocationDeleted: func(_, _ net.Addr, _, username, _ string) {
-			q.deleted(username)
+		OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
+			q.deleted(src, username)
 		},
 		OnAllocationError: func(src, _ net.Addr, _, _ string) {
 			q.failed(src)

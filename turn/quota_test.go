@@ -99,7 +99,7 @@ func TestUserQuotaConcurrent(t *testing.T) {
 }
 
 func TestQuotaPendingAndRelease(t *testing.T) {
-	q := newQuota(1, 10)
+	q := newQuota(1, 10, 10)
 	a := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1000}
 	b := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1001}
 
@@ -117,11 +117,44 @@ func TestQuotaPendingAndRelease(t *testing.T) {
 	if n, total := q.counts("dave"); n != 1 || total != 1 {
 		t.Fatalf("counts = %d, %d; want 1, 1", n, total)
 	}
-	q.deleted("456:dave")
+	q.deleted(b, "456:dave")
 	if n, total := q.counts("dave"); n != 0 || total != 0 {
 		t.Fatalf("counts after delete = %d, %d; want 0, 0", n, total)
 	}
 	if quotaUser("99:x:y") != "x:y" || quotaUser("plain") != "plain" {
 		t.Fatal("quotaUser parses wrongly")
+	}
+}
+
+func TestSourceQuota(t *testing.T) {
+	q := newQuota(10, 2, 100)
+	v6a := &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}
+	v6b := &net.UDPAddr{IP: net.ParseIP("2001:db8::ffff:2"), Port: 2} // same /64
+	v6c := &net.UDPAddr{IP: net.ParseIP("2001:db8:0:1::1"), Port: 3}  // other /64
+	mapped := &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 4}
+	plain := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 5}
+	other := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 6}
+
+	for _, step := range []struct {
+		user string
+		src  net.Addr
+		want bool
+	}{
+		{"1:a", v6a, true}, {"1:b", v6b, true}, {"1:c", v6a, false}, {"1:c", v6c, true},
+		{"1:a", mapped, true}, {"1:b", plain, true}, {"1:c", other, false},
+	} {
+		if got := q.allow(step.user, "r", step.src); got != step.want {
+			t.Fatalf("allow(%s, %v) = %v, want %v", step.user, step.src, got, step.want)
+		}
+		if step.want {
+			q.created(step.src, step.user)
+		}
+	}
+	q.deleted(mapped, "1:a")
+	if n := q.sourceCount(plain); n != 1 {
+		t.Fatalf("source count after delete = %d, want 1", n)
+	}
+	if !q.allow("1:c", "r", other) {
+		t.Fatal("freed source slot not reusable")
 	}
 }

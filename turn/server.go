@@ -54,7 +54,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, relays: relays, quota: newQuota(cfg.UserQuota, cfg.MaxAllocations)}
+	s := &Server{cfg: cfg, log: cfg.Logger, relays: relays, quota: newQuota(cfg.UserQuota, cfg.SourceQuota, cfg.MaxAllocations)}
 	if err := s.listen(); err != nil {
 		s.closeSockets()
 
@@ -80,7 +80,7 @@ func (s *Server) listen() error {
 	if err != nil {
 		return err
 	}
-	s.tcp = newConnListener(tcp, s.cfg.MaxConns, s.log)
+	s.tcp = newConnListener(tcp, s.cfg)
 	if s.cfg.TLSAddr == "" {
 		return nil
 	}
@@ -88,7 +88,7 @@ func (s *Server) listen() error {
 	if err != nil {
 		return fmt.Errorf("turn: listen tls %s: %w", s.cfg.TLSAddr, err)
 	}
-	s.tls = newConnListener(raw, s.cfg.MaxConns, s.log)
+	s.tls = newConnListener(raw, s.cfg)
 
 	return nil
 }
@@ -156,6 +156,10 @@ func (s *Server) eventHandler() pturn.EventHandler {
 	created, deleted := h.OnAllocationCreated, h.OnAllocationDeleted
 	h.OnAllocationCreated = func(src, dst net.Addr, proto, user, realm string, relay net.Addr, port int) {
 		created(src, dst, proto, user, realm, relay, port)
+		s.tcp.allocated(src)
+		if s.tls != nil {
+			s.tls.allocated(src)
+		}
 		s.log.Debug("turn: allocation created", "remote", addrString(src), "user", user, "relay", addrString(relay))
 	}
 	h.OnAllocationDeleted = func(src, dst net.Addr, proto, user, realm string) {

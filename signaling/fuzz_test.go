@@ -1,0 +1,205 @@
+package signaling
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Seeds shared by the fuzz targets: frames of the tutorial protocol, good
+// and bad. The committed corpora under testdata/fuzz hold more.
+var fuzzFrames = []string{
+	`{"type":"login","name":"alice"}`,
+	`{"type":"login","name":"\u0430lice"}`,
+	`{"type":"login","name":"al\u00adice"}`,
+	`{"type":"login","name":"\u202eecila"}`,
+	`{"type":"login","name":123}`,
+	`{"type":"login"}`,
+	`{"type":"offer","name":"bob","offer":{"type":"offer","sdp":"v=0"}}`,
+	`{"type":"offer","name":"bob","offer":{"type":"answer","sdp":"v=0"}}`,
+	`{"type":"offer","name":"bob","offer":null}`,
+	`{"type":"answer","name":"alice","answer":{"type":"answer","sdp":"v=0"}}`,
+	`{"type":"answer","answer":{"type":"answer","sdp":"bad"}}`,
+	`{"type":"candidate","name":"bob","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}`,
+	`{"type":"candidate","candidate":null}`,
+	`{"type":"candidate","candidate":{"candidate":"","sdpMLineIndex":65535}}`,
+	`{"type":"leave","name":"bob"}`,
+	`{"type":"leave"}`,
+	`{"type":"resume","session":"x"}`,
+	`{"type":"ping"}`,
+	`{"type":["login"]}`,
+	`{"type":"login","type":"offer"}`,
+	`{"type":"\ud800"}`,
+	`[]`, `null`, `"login"`, `{`, ``, "\xff\xfe",
+}
+
+// FuzzParseMessage: no input panics the decoder, and whatever it accepts
+// has the fields its type needs.
+func FuzzParseMessage(f *testing.F) {
+	for _, s := range fuzzFrames {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := parseMessage(data)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("error without a message")
+			}
+			return
+		}
+		switch m.Type {
+		case typeLogin, typeCandidate, typeLeave:
+		case typeOffer:
+			if m.Name == "" || m.Offer == nil || strings.TrimSpace(m.Offer.SDP) == "" {
+				t.Fatalf("accepted an incomplete offer: %+v", m)
+			}
+		case typeAnswer:
+			if m.Answer == nil || strings.TrimSpace(m.Answer.SDP) == "" {
+				t.Fatalf("accepted an incomplete answer: %+v", m)
+			}
+		default:
+			if !knownType(m.Type) {
+				t.Fatalf("accepted unknown type %q", m.Type)
+			}
+		}
+		if name, err := cleanName(m.Name); err == nil {
+			_ = nameKey(name)
+		}
+	})
+}
+
+// knownType admits message types added after this target was written
+// (parseMessage grows with the protocol); they must at least be non-empty
+// lower-case words.
+func knownType(typ string) bool {
+	if typ == "" {
+		return false
+	}
+	for _, r := range typ {
+		if r < 'a' || r > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzHandle drives the whole server (WebSocket, handle, calls, the fake
+// media) with frames from two logged-in connections. Input: frames, one
+// per line; a line starting with "b" is sent by bob, any other by alice
+// (the first byte is the sender, the rest the frame). No input may panic
+// the server, stop it from answering, or keep Close from finishing.
+func FuzzHandle(f *testing.F) {
+	f.Add([]byte("a" + strings.Join(fuzzFrames, "\na")))
+	f.Add([]byte(strings.Join([]string{
+		`a{"type":"offer","name":"bob","offer":{"type":"offer","sdp":"v=0"}}`,
+		`a{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMLineIndex":0}}`,
+		`b{"type":"answer","name":"alice","answer":{"type":"answer","sdp":"v=0"}}`,
+		`b{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMLineIndex":0}}`,
+		`a{"type":"offer","name":"bob","offer":{"type":"offer","sdp":"v=0 restart"}}`,
+		`b{"type":"leave","name":"alice"}`,
+		`b{"type":"offer","name":"alice","offer":{"type":"offer","sdp":"v=0"}}`,
+		`a{"type":"leave","name":"bob"}`,
+	}, "\n")))
+	f.Add([]byte("a{\"type\":\"offer\",\"name\":\"bob\",\"offer\":{\"type\":\"offer\",\"sdp\":\"bad\"}}\nb{\"type\":\"answer\",\"answer\":{\"type\":\"answer\",\"sdp\":\"bad\"}}"))
+	f.Add([]byte("a{\"type\":\"offer\",\"name\":\"alice\",\"offer\":{\"type\":\"offer\",\"sdp\":\"v=0\"}}\na{\"type\":\"login\",\"name\":\"carol\"}\nb{\"type\":\"offer\",\"name\":\"nobody\",\"offer\":{\"type\":\"offer\",\"sdp\":\"v=0\"}}"))
+	f.Fuzz(fuzzHandleOnce)
+}
+
+func fuzzHandleOnce(t *testing.T, data []byte) {
+	media := &fakeMedia{}
+	s, err := New(Config{Media: media, RingTimeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httptest.NewServer(s)
+	defer h.Close()
+	alice, bob := fuzzDial(t, h, "alice"), fuzzDial(t, h, "bob")
+	defer alice.Close()
+	defer bob.Close()
+
+	lines := bytes.Split(data, []byte("\n"))
+	if len(lines) > 32 {
+		lines = lines[:32]
+	}
+	for _, line := range lines {
+		ws := alice
+		if len(line) > 0 {
+			if line[0] == 'b' {
+				ws = bob
+			}
+			line = line[1:]
+		}
+		_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if ws.WriteMessage(websocket.TextMessage, line) != nil {
+			break // the server closed this one (e.g. frame too large)
+		}
+	}
+	// Both connections still get answers, unless the server closed them.
+	fuzzSync(t, alice)
+	fuzzSync(t, bob)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	media.mu.Lock()
+	defer media.mu.Unlock()
+	for _, c := range media.calls {
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if !closed {
+			t.Fatalf("call %s still open after Close", c.id)
+		}
+	}
+}
+
+// fuzzDial connects and logs in as name.
+func fuzzDial(t *testing.T, h *httptest.Server, name string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(h.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	if err := ws.WriteJSON(map[string]string{"type": "login", "name": name}); err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}
+
+// fuzzSync sends an unknown type and reads until its error comes back:
+// the server has handled every earlier frame of the connection. A
+// connection the server closed (too large a frame, a flood, a full
+// queue) passes; one that stays open without answering fails.
+func fuzzSync(t *testing.T, ws *websocket.Conn) {
+	t.Helper()
+	_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	if ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"fuzzsync"}`)) != nil {
+		return
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				t.Fatalf("server stopped answering: %v", err)
+			}
+			return
+		}
+		if bytes.Contains(data, []byte("fuzzsync")) {
+			return
+		}
+	}
+}
