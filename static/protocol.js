@@ -125,6 +125,8 @@ export class VideoChatClient {
         this._stallTimer = undefined;
         /** performance.now() of our unanswered ICE-restart offer, or 0 */
         this._restartOfferAt = 0;
+        /** the unanswered restart was for a network change (not lost media) */
+        this._restartForChange = false;
         /** @type {number|undefined} */
         this._resumeTimer = undefined;
         /** index into RECONNECT_DELAYS */
@@ -267,7 +269,15 @@ export class VideoChatClient {
      */
     networkChanged() {
         this._log('network change');
-        this._kickSignaling();
+        const ws = this.socket;
+        if (!this._lostAt && ws && ws.readyState === WebSocket.OPEN && this.session && this.state !== 'signin') {
+            // The socket may be bound to the old network and die silently:
+            // resume on a fresh one now (the server closes the old one).
+            this._detach(ws);
+            this._socketLost(true);
+        } else {
+            this._kickSignaling();
+        }
         if (this.pc && (this.state === 'calling' || this.state === 'connected')) this._restartIce('network change');
     }
 
@@ -347,7 +357,7 @@ export class VideoChatClient {
     _send(msg) {
         const ws = this.socket;
         if (ws && ws.readyState === WebSocket.OPEN && !this._resuming) {
-            if (this._held.length || (this._awaitingSince && performance.now() - this._awaitingSince > SUSPECT_AFTER)) {
+            if (this._held.length || this._suspect()) {
                 if (msg.type !== 'ping') this._held.push(msg);
                 return;
             }
@@ -355,6 +365,24 @@ export class VideoChatClient {
             return;
         }
         if (this._lostAt && msg.type !== 'ping') this._outbox.push(msg);
+    }
+
+    /**
+     * Whether the socket may be dead: a ping unanswered for SUSPECT_AFTER,
+     * or no media and no frame for a second (then a ping probes it, and
+     * its pong releases what waits).
+     * @returns {boolean}
+     */
+    _suspect() {
+        const now = performance.now();
+        if (this._awaitingSince) return now - this._awaitingSince > SUSPECT_AFTER;
+        if (!this._stalled || now - this._lastFrame < 1000) return false;
+        const ws = this.socket;
+        if (ws && ws.readyState === WebSocket.OPEN) {
+            this._lastPing = this._awaitingSince = now;
+            ws.send(JSON.stringify({ type: 'ping' }));
+        }
+        return true;
     }
 
     /** @param {string} what */
@@ -446,8 +474,11 @@ export class VideoChatClient {
         this._socketLost();
     }
 
-    /** The current socket is gone (closed, or dead by the heartbeat). */
-    _socketLost() {
+    /**
+     * The current socket is gone (closed, or dead by the heartbeat).
+     * @param {boolean} [now] reconnect at once, not after the first delay
+     */
+    _socketLost(now = false) {
         this._stopHeartbeat();
         const loggedIn = !!this.session && this.state !== 'signin' && !this._signedOut;
         if (!loggedIn) {
@@ -458,9 +489,10 @@ export class VideoChatClient {
         this._reconnectIndex = 0;
         this._outbox = this._held.concat(this._outbox);
         this._held = [];
-        this._log('websocket lost');
+        this._log(now ? 'network changed: moving to a new websocket' : 'websocket lost');
         this._setConnection('reconnecting');
-        this._scheduleReconnect();
+        if (now) this._reconnect();
+        else this._scheduleReconnect();
     }
 
     _scheduleReconnect() {
@@ -550,7 +582,7 @@ export class VideoChatClient {
         this._startHeartbeat();
         const pc = this.pc;
         const offerAt = this._outbox.findIndex((m) => m.type === 'offer');
-        if (pc && offerAt >= 0 && this._restartOfferAt && iceUp(pc)) {
+        if (pc && offerAt >= 0 && this._restartOfferAt && !this._restartForChange && iceUp(pc)) {
             // Our restart offer never left, and the media came back on the
             // old credentials meanwhile: take the offer back (with the new
             // candidates) rather than disturb a working connection.
@@ -799,6 +831,7 @@ export class VideoChatClient {
                 await pc.setLocalDescription(offer);
                 if (pc !== this.pc) return;
                 this._restartOfferAt = performance.now();
+                this._restartForChange = why === 'network change';
                 this._send({ type: 'offer', name: this.peer, offer: descJSON(pc.localDescription) });
             } catch (e) {
                 console.warn('ICE restart failed', e);
