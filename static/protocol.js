@@ -129,8 +129,9 @@ export class VideoChatClient {
         this._restartForChange = false;
         /** @type {number|undefined} */
         this._resumeTimer = undefined;
-        /** index into RECONNECT_DELAYS */
+        /** index into RECONNECT_DELAYS, and when the last attempt started */
         this._reconnectIndex = 0;
+        this._attemptAt = 0;
         /** performance.now() of the last ping, and of the first unanswered one (0: none) */
         this._lastPing = 0;
         this._awaitingSince = 0;
@@ -487,6 +488,7 @@ export class VideoChatClient {
         }
         this._lostAt = performance.now();
         this._reconnectIndex = 0;
+        this._attemptAt = 0;
         this._outbox = this._held.concat(this._outbox);
         this._held = [];
         this._log(now ? 'network changed: moving to a new websocket' : 'websocket lost');
@@ -500,7 +502,10 @@ export class VideoChatClient {
         if (this._signedOut || !this._lostAt) return;
         const i = Math.min(this._reconnectIndex || 0, RECONNECT_DELAYS.length - 1);
         this._reconnectIndex = (this._reconnectIndex || 0) + 1;
-        this._reconnectTimer = setTimeout(() => this._reconnect(), RECONNECT_DELAYS[i]);
+        // An attempt that timed out has waited already: the backoff counts
+        // from its start (a black hole is retried every CONNECT_TIMEOUT).
+        const waited = this._attemptAt ? performance.now() - this._attemptAt : 0;
+        this._reconnectTimer = setTimeout(() => this._reconnect(), Math.max(0, RECONNECT_DELAYS[i] - waited));
     }
 
     _reconnect() {
@@ -511,6 +516,7 @@ export class VideoChatClient {
             return;
         }
         this.reconnectAttempts++;
+        this._attemptAt = performance.now();
         this._log(`reconnect attempt ${this.reconnectAttempts}`);
         const ws = this._openSocket();
         this._resuming = true;
