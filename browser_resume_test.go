@@ -161,7 +161,7 @@ func logEvents(t *testing.T, who string, h connHooks, since time.Time) {
 // leaves the call screen, and decodes frames again within 3 s of the
 // network's return. Then a network change restarts ICE.
 func TestBrowserICERestartAfterOutage(t *testing.T) {
-	caller, callee := callThroughOutage(t, 5*time.Second, 3*time.Second)
+	caller, callee := callThroughOutage(t, 5*time.Second, 3*time.Second, nil)
 
 	// A network change (the page's 'online' event; a new Wi-Fi, say)
 	// restarts ICE at once: the server answers with fresh credentials and
@@ -186,7 +186,7 @@ func TestBrowserResumeAfterLongOutage(t *testing.T) {
 	// After 5 s of unanswered checks Chromium stops sending media on the
 	// pair until a check succeeds again, and a keyframe must follow: allow
 	// a second more than after the short outage.
-	caller, callee := callThroughOutage(t, 11*time.Second, 4*time.Second)
+	caller, callee := callThroughOutage(t, 11*time.Second, 4*time.Second, nil)
 	caller.WaitFor(`window.app.connection === 'open' && window.app.mediaState === 'connected'`, 15*time.Second)
 	h := hooks(caller)
 	t.Logf("alice: %d resumes, %d ICE restarts, %d reconnect attempts", h.Resumes, h.ICERestart, h.Attempts)
@@ -204,15 +204,36 @@ func TestBrowserResumeAfterLongOutage(t *testing.T) {
 	}
 }
 
+// TestBrowserICERestartAfterFailedOutage cuts the caller off for 20 s (the
+// server's grace period raised to 60 s): Chromium declares the connection
+// failed after ~15 s and stops checking the old pair, so the media can only
+// come back by an ICE restart, whose offer waits for the WebSocket's resume.
+func TestBrowserICERestartAfterFailedOutage(t *testing.T) {
+	caller, callee := callThroughOutage(t, 20*time.Second, 8*time.Second, func(c *Config) { c.Grace = 60 * time.Second })
+	h := hooks(caller)
+	t.Logf("alice: %d resumes, %d ICE restarts, %d reconnect attempts", h.Resumes, h.ICERestart, h.Attempts)
+	if h.Resumes < 1 || h.ICERestart < 1 {
+		t.Errorf("after a 20 s outage: %d resumes, %d ICE restarts; want both", h.Resumes, h.ICERestart)
+	}
+	if !hasEventPrefix(h, "ice disconnected, connection failed") && !hasEventPrefix(h, "ice failed") {
+		t.Log("note: Chromium did not report failed during the outage")
+	}
+	for who, w := range map[string]callWatch{"caller": watched(caller), "callee": watched(callee)} {
+		if w.Left != "" {
+			t.Errorf("the %s's page left the call screen (%s)", who, w.Left)
+		}
+	}
+}
+
 // callThroughOutage sets up a call from alice (a browser in a namespace) to
 // bob (a browser outside), cuts alice's namespace off for outage, and
 // checks that the media comes back by itself within limit of the network's
 // return, with "Reconnecting…" on alice's page meanwhile and neither page
 // leaving the call screen.
-func callThroughOutage(t *testing.T, outage, limit time.Duration) (caller, callee *browsertest.Tab) {
+func callThroughOutage(t *testing.T, outage, limit time.Duration, mod func(*Config)) (caller, callee *browsertest.Tab) {
 	t.Helper()
 	ns := netns.New(t)
-	app, nsBrowserB, nsURL := nsBrowser(t, ns, nil)
+	app, nsBrowserB, nsURL := nsBrowser(t, ns, mod)
 	other := browsertest.Launch(t)
 
 	caller = signIn(t, nsBrowserB, nsURL, "alice")
@@ -426,6 +447,15 @@ func TestBrowserResumeAfterWebSocketCut(t *testing.T) {
 func containsPrefix(list []string, prefix string) bool {
 	for _, s := range list {
 		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasEventPrefix(h connHooks, prefix string) bool {
+	for _, e := range h.Events {
+		if strings.HasPrefix(e.What, prefix) {
 			return true
 		}
 	}
