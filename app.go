@@ -36,6 +36,9 @@ type App struct {
 	selftest selfTest
 	cancel   context.CancelFunc // stops background work (the self-test)
 	wg       sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // NewApp binds every port and wires the parts; Serve starts serving.
@@ -66,6 +69,7 @@ func (a *App) build() error {
 		UDPPort: cfg.UDPPort, PublicIPs: publicIPs,
 		IncludeLoopback:  cfg.IncludeLoopback || onlyLoopback(),
 		ICEFailedTimeout: cfg.Grace,
+		ConnectTimeout:   cfg.ConnectTimeout,
 		Logger:           log.With("component", "sfu"),
 	}
 	if cfg.RecordDir != "" {
@@ -89,6 +93,7 @@ func (a *App) build() error {
 		Recording:      a.rec != nil,
 		AllowedOrigins: cfg.AllowedOrigins,
 		ResumeGrace:    cfg.Grace,
+		RingTimeout:    cfg.RingTimeout,
 		AuthSecret:     []byte(cfg.AuthSecret),
 		Logger:         log.With("component", "signaling"),
 	})
@@ -182,8 +187,13 @@ const hookShutdownGrace = 30 * time.Second
 
 // Close tells every client the server is going away, ends all calls and
 // releases every port, within ctx (and hookShutdownGrace for on-finish
-// commands still running).
+// commands still running). Idempotent: later calls return the first result.
 func (a *App) Close(ctx context.Context) error {
+	a.closeOnce.Do(func() { a.closeErr = a.close(ctx) })
+	return a.closeErr
+}
+
+func (a *App) close(ctx context.Context) error {
 	a.cancel()
 	a.wg.Wait()
 	errSig := a.sig.Close(ctx)

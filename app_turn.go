@@ -23,7 +23,7 @@ import (
 func (a *App) startTURN(tlsCfg *tls.Config) error {
 	cfg := a.cfg
 	if cfg.TURNExternal != "" {
-		a.ice = turn.External{URLs: splitList(cfg.TURNExternal), Secret: []byte(cfg.TURNSecret)}
+		a.ice = turn.External{URLs: splitList(cfg.TURNExternal), Secret: []byte(cfg.TURNSecret), TTL: cfg.TURNCredTTL}
 		return nil
 	}
 	if cfg.TURNAddr == "" {
@@ -34,6 +34,7 @@ func (a *App) startTURN(tlsCfg *tls.Config) error {
 		Secret:       []byte(cfg.TURNSecret),
 		AllowedPeers: a.mediaEndpoints(),
 		RelayPortMin: cfg.relayPorts[0], RelayPortMax: cfg.relayPorts[1],
+		CredentialTTL: cfg.TURNCredTTL, SourceQuota: cfg.TURNPerIP, SetupTimeout: cfg.TURNSetup,
 		Logger: a.log.With("component", "turn"),
 	}
 	if ip := net.ParseIP(cfg.PublicIP); ip != nil && ip.To4() != nil {

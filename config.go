@@ -32,6 +32,11 @@ type Config struct {
 	RecordOnFinish []string      // command and arguments run with each finished recording's path
 	RecordTimeout  time.Duration // time limit of each RecordOnFinish run
 	Grace          time.Duration // how long a lost connection (WebSocket or ICE) keeps its call
+	RingTimeout    time.Duration // an unanswered call ends ("no answer") after this
+	ConnectTimeout time.Duration // a PeerConnection not connected this long after its description fails
+	TURNCredTTL    time.Duration // lifetime of issued TURN credentials
+	TURNPerIP      int           // TURN allocations (and TCP/TLS connections) per client address
+	TURNSetup      time.Duration // a TURN TCP/TLS connection without an allocation by then is closed
 	AuthSecret     string        // HS256 secret of login tokens (JWT); empty: no access control
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
@@ -66,6 +71,11 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.DurationVar(&cfg.Grace, "reconnect-grace", 15*time.Second, "how long a user whose connection dropped (WebSocket without a close frame, or media/ICE) keeps the call while reconnecting")
 	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "require a login token: an HS256 JWT signed with this secret (at least 32 bytes), sub = user name, exp required (off if empty)")
 	fs.StringVar(&authFile, "auth-secret-file", "", "read -auth-secret from this file (surrounding whitespace trimmed); keeps it off the command line")
+	fs.DurationVar(&cfg.RingTimeout, "ring-timeout", 30*time.Second, "an unanswered call ends with \"no answer\" after this")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "a media connection not established this long after its offer/answer ends the call")
+	fs.DurationVar(&cfg.TURNCredTTL, "turn-credential-ttl", 4*time.Hour, "lifetime of the TURN credentials handed out at login (a relayed call cannot outlast them by much)")
+	fs.IntVar(&cfg.TURNPerIP, "turn-per-ip", 100, "TURN allocations, and TURN TCP/TLS connections, per client IP address (IPv6: per /64)")
+	fs.DurationVar(&cfg.TURNSetup, "turn-setup-timeout", 10*time.Second, "a TURN TCP/TLS connection that has not allocated a relay by then is closed")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")
@@ -110,8 +120,11 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	if len(cfg.RecordOnFinish) > 0 && cfg.RecordDir == "" {
 		return cfg, errors.New("-record-on-finish needs -record-dir")
 	}
-	if cfg.Grace <= 0 {
-		return cfg, errors.New("-reconnect-grace must be positive")
+	if cfg.Grace <= 0 || cfg.RingTimeout <= 0 || cfg.ConnectTimeout <= 0 || cfg.TURNCredTTL <= 0 || cfg.TURNSetup <= 0 {
+		return cfg, errors.New("-reconnect-grace, -ring-timeout, -connect-timeout, -turn-credential-ttl and -turn-setup-timeout must be positive")
+	}
+	if cfg.TURNPerIP <= 0 {
+		return cfg, errors.New("-turn-per-ip must be positive")
 	}
 	if cfg.RecordTimeout <= 0 {
 		return cfg, errors.New("-record-on-finish-timeout must be positive")

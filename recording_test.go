@@ -182,11 +182,14 @@ func startRecordedCall(t *testing.T, app *App) (alice, bob *wsPeer) {
 	bob = dialPeer(t, url, "bob", rtctest.Options{})
 	alice.call("bob")
 	alice.expect("answer")
-	if m := bob.expect("offer"); !m.Recording {
-		t.Errorf("callee's offer does not say the call is recorded: %+v", m)
-	}
+	bob.expect("offer")
 	if m := alice.expect("accepted"); !m.Recording {
 		t.Errorf("caller's accepted does not say the call is recorded: %+v", m)
+	}
+	for _, p := range []*wsPeer{alice, bob} {
+		if m := p.expect("recording"); !m.Recording {
+			t.Errorf("%s: recording message %+v", p.name, m)
+		}
 	}
 	for _, p := range []*wsPeer{alice, bob} {
 		waitPCConnected(t, p)

@@ -40,9 +40,10 @@ type Call struct {
 
 	subMu sync.Mutex
 
-	mu     sync.Mutex
-	parts  []*Participant
-	closed bool
+	mu        sync.Mutex
+	parts     []*Participant
+	closed    bool
+	recording bool // StartRecording was called (consent.go)
 }
 
 // NewCall creates an empty call. id names it in logs and recordings. After
@@ -81,14 +82,26 @@ func (c *Call) Join(name string, sig Signaler) (*Participant, error) {
 	others := append([]*Participant(nil), c.parts...)
 	c.parts = append(c.parts, p)
 	c.mu.Unlock()
+	var fresh []*downTrack
 	for _, o := range others {
 		for _, up := range o.upTracks() {
-			up.addSink(p.down[up.kind])
+			if d := p.down[up.kind]; up.addSink(d) {
+				fresh = append(fresh, d)
+			}
 		}
 	}
 	c.subMu.Unlock()
+	askKeyframes(fresh)
 	c.sfu.log.Debug("participant joined", "call", c.id, "name", name)
 	return p, nil
+}
+
+// askKeyframes asks the new sources of fresh for a keyframe; called with
+// no lock held (a request may write RTCP at once).
+func askKeyframes(fresh []*downTrack) {
+	for _, d := range fresh {
+		d.requestKeyframe()
+	}
 }
 
 // publish makes up one of from's tracks and subscribes every other
@@ -97,10 +110,16 @@ func (c *Call) Join(name string, sig Signaler) (*Participant, error) {
 // reports false, and subscribes no one, when from is no longer in the call.
 func (c *Call) publish(from *Participant, up *upTrack) bool {
 	c.subMu.Lock()
-	defer c.subMu.Unlock()
+	fresh, member := c.publishLocked(from, up)
+	c.subMu.Unlock()
+	askKeyframes(fresh)
+	return member
+}
+
+func (c *Call) publishLocked(from *Participant, up *upTrack) (fresh []*downTrack, member bool) {
 	others, member := c.othersOf(from)
 	if !member {
-		return false
+		return nil, false
 	}
 	for _, old := range from.replaceUpTrack(up) {
 		for _, o := range others {
@@ -110,11 +129,11 @@ func (c *Call) publish(from *Participant, up *upTrack) bool {
 		}
 	}
 	for _, o := range others {
-		if d := o.down[up.kind]; d != nil {
-			up.addSink(d)
+		if d := o.down[up.kind]; d != nil && up.addSink(d) {
+			fresh = append(fresh, d)
 		}
 	}
-	return true
+	return fresh, true
 }
 
 // remove takes p out of the call and unsubscribes it from everyone.

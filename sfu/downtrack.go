@@ -82,13 +82,13 @@ func (d *downTrack) RID() string               { return "" }
 func (d *downTrack) StreamID() string          { return d.streamID }
 func (d *downTrack) Kind() webrtc.RTPCodecType { return d.kind }
 
-// setSource makes up feed this track from its next packet on.
+// setSource makes up feed this track from its next packet on. The caller
+// asks for a keyframe once it holds no lock.
 func (d *downTrack) setSource(up *upTrack) {
 	d.source.Store(up)
 	d.mu.Lock()
 	d.rw.sourceChanged()
 	d.mu.Unlock()
-	d.requestKeyframe()
 }
 
 // clearSource detaches up if it is still the source.

@@ -310,7 +310,6 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 	p.sfu.log.Debug("track started", "call", p.call.id, "name", p.name,
 		"kind", track.Kind().String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
 	up := newUpTrack(p, track)
-	p.startRecording(up) // before anyone else sees up
 	go func() { defer p.wg.Done(); up.readRTCP(receiver) }()
 	stopNACKs := make(chan struct{})
 	if up.nack != nil {
@@ -318,44 +317,18 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 		go func() { defer p.wg.Done(); up.runNACKs(stopNACKs) }()
 	}
 	if !p.call.publish(p, up) {
-		// Left the call meanwhile: read (and record) until the
-		// PeerConnection closes, forward to no one.
+		// Left the call meanwhile: read until the PeerConnection
+		// closes, forward to no one.
 		p.mu.Lock()
 		p.up = append(p.up, up)
 		p.mu.Unlock()
 	}
+	if p.call.recorded() { // after publish: StartRecording sees up in p.up or we see its flag
+		p.startRecording(up)
+	}
 	up.run()
 	close(stopNACKs)
 	up.close()
-}
-
-// startRecording offers the track to the recorder, if any, before its
-// first packet is forwarded.
-func (p *Participant) startRecording(up *upTrack) {
-	rec := p.sfu.cfg.Recorder
-	if rec == nil {
-		return
-	}
-	w := rec.StartTrack(TrackInfo{
-		CallID: p.call.id, Participant: p.name, Kind: up.kind,
-		Codec: up.track.Codec(), SSRC: uint32(up.track.SSRC()), RequestKeyframe: up.requestKeyframe,
-	})
-	if w == nil {
-		return
-	}
-	up.rec = newRecordQueue(w)
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		err := up.rec.run()
-		if n := up.rec.dropped.Load(); n > 0 {
-			p.sfu.log.Warn("recorder fell behind; packets dropped", "call", p.call.id, "name", p.name, "kind", up.kind.String(), "dropped", n)
-		}
-		if err != nil {
-			p.sfu.log.Error("recording stopped", "call", p.call.id, "name", p.name, "kind", up.kind.String(), "err", err)
-		}
-	}()
-	up.requestKeyframe()
 }
 
 // onState follows the PeerConnection's state. pion calls it on a new

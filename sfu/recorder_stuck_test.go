@@ -111,6 +111,7 @@ func TestStuckRecorderDoesNotStallHangupOrShutdown(t *testing.T) {
 	t.Cleanup(call.Close)
 	a := join(t, s, call, "alice", true)
 	b := join(t, s, call, "bob", false)
+	call.StartRecording()
 	defer a.StartSending()()
 	defer b.StartSending()()
 	if err := b.WaitPackets(webrtc.RTPCodecTypeVideo, 50, 10*time.Second); err != nil {

@@ -63,7 +63,51 @@ func recordedCall(t *testing.T, rec *fakeRecorder) (*testClient, *testClient, *C
 	t.Cleanup(call.Close)
 	a := join(t, s, call, "alice", true)
 	b := join(t, s, call, "bob", false)
+	call.StartRecording() // before any track: each is recorded from its start
 	return a, b, call
+}
+
+// TestNoRecordingBeforeConsent: while the callee has not accepted (no
+// StartRecording), media flows but nothing reaches the recorder; once it
+// starts, the running tracks are recorded.
+func TestNoRecordingBeforeConsent(t *testing.T) {
+	rec := &fakeRecorder{}
+	s, err := New(Config{IncludeLoopback: true, Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	call := s.NewCall("consent")
+	t.Cleanup(call.Close)
+	a := join(t, s, call, "alice", true)
+	b := join(t, s, call, "bob", false)
+	defer a.StartSending()()
+	defer b.StartSending()()
+	if err := b.WaitPackets(webrtc.RTPCodecTypeVideo, 100, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WaitPackets(webrtc.RTPCodecTypeVideo, 100, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.writers()); n != 0 {
+		t.Fatalf("the recorder saw %d tracks before recording started", n)
+	}
+	call.StartRecording()
+	call.StartRecording() // idempotent
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ws, ok := rec.writers(), true
+		for _, w := range ws {
+			ok = ok && w.packets.Load() >= 20
+		}
+		if len(ws) == 4 && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after StartRecording the recorder has %d tracks", len(ws))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func TestRecorderSeesEveryTrack(t *testing.T) {

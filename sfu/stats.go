@@ -75,8 +75,8 @@ func (u *upTrack) snapshot() UpStats {
 	if exp := u.stats.expected.Load(); exp > s.Packets {
 		s.Lost = exp - s.Packets
 	}
-	if u.rec != nil {
-		s.RecordDropped = u.rec.dropped.Load()
+	if q := u.rec.Load(); q != nil {
+		s.RecordDropped = q.dropped.Load()
 	}
 	return s
 }

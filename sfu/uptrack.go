@@ -23,7 +23,9 @@ type upTrack struct {
 
 	mu    sync.Mutex                   // serialises changes of sinks
 	sinks atomic.Pointer[[]*downTrack] // copy-on-write; read per packet
-	rec   *recordQueue                 // nil when not recorded; set before run
+	rec   atomic.Pointer[recordQueue]  // nil until the call is recorded (consent.go)
+	recOn atomic.Bool                  // recording was started (at most once)
+	ended atomic.Bool                  // close has run
 	nack  *nackTracker                 // nil unless the track takes NACKs
 
 	// Owned by the read loop.
@@ -150,8 +152,8 @@ func (u *upTrack) forward(pkt []byte) {
 	u.stats.packets.Add(1)
 	u.stats.bytes.Add(uint64(len(pkt)))
 	u.stats.expected.Store(u.dup.expected())
-	if u.rec != nil {
-		u.rec.push(pkt)
+	if q := u.rec.Load(); q != nil {
+		q.push(pkt)
 	}
 	payload := pkt[hdrLen:end]
 	for _, d := range u.loadSinks() {
@@ -173,7 +175,8 @@ func (u *upTrack) readRTCP(r *webrtc.RTPReceiver) {
 		if err != nil {
 			return
 		}
-		if u.rec == nil {
+		q := u.rec.Load()
+		if q == nil {
 			continue
 		}
 		pkts, err := rtcp.Unmarshal(buf[:n])
@@ -182,16 +185,17 @@ func (u *upTrack) readRTCP(r *webrtc.RTPReceiver) {
 		}
 		for _, p := range pkts {
 			if sr, ok := p.(*rtcp.SenderReport); ok && sr.SSRC == ssrc {
-				u.rec.pushReport(sr.NTPTime, sr.RTPTime)
+				q.pushReport(sr.NTPTime, sr.RTPTime)
 			}
 		}
 	}
 }
 
 func (u *upTrack) close() {
+	u.ended.Store(true)
 	u.kf.close()
-	if u.rec != nil {
-		u.rec.stop()
+	if q := u.rec.Load(); q != nil {
+		q.stop()
 	}
 	u.mu.Lock()
 	old := u.loadSinks()

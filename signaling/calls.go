@@ -179,6 +179,20 @@ func (s *Server) answer(c *session, sdp string) {
 	if first {
 		s.log.Info("call accepted", "id", cl.id, "callee", c.name)
 		cl.caller.sendMsg(&Message{Type: typeAccepted, Name: c.name, Recording: s.cfg.Recording})
+		s.startRecording(cl)
+	}
+}
+
+// startRecording begins recording once both people are in the call (the
+// callee accepted), never while it rings: a declined, unanswered or busy
+// call leaves nothing on disk. Both are told it has started.
+func (s *Server) startRecording(cl *call) {
+	if !s.cfg.Recording {
+		return
+	}
+	cl.media.StartRecording()
+	for _, c := range []*session{cl.caller, cl.callee} {
+		c.sendMsg(&Message{Type: typeRecording, Recording: true})
 	}
 }
 
@@ -279,7 +293,7 @@ func (p *peerSignal) SendDescription(d webrtc.SessionDescription) {
 	if !p.current() {
 		return
 	}
-	m := &Message{Type: d.Type.String(), Name: p.other, Recording: p.srv.cfg.Recording}
+	m := &Message{Type: d.Type.String(), Name: p.other}
 	if d.Type == webrtc.SDPTypeOffer {
 		m.Offer = &d
 	} else {

@@ -37,10 +37,11 @@ func (m *fakeMedia) peer(name string) *fakePeer {
 }
 
 type fakeCall struct {
-	id     string
-	mu     sync.Mutex
-	peers  map[string]*fakePeer
-	closed bool
+	id        string
+	mu        sync.Mutex
+	peers     map[string]*fakePeer
+	closed    bool
+	recording bool
 }
 
 func (c *fakeCall) get(name string) *fakePeer {
@@ -58,6 +59,12 @@ func (c *fakeCall) Join(name string, sig sfu.Signaler) (Peer, error) {
 	p := &fakePeer{name: name, sig: sig}
 	c.peers[name] = p
 	return p, nil
+}
+
+func (c *fakeCall) StartRecording() {
+	c.mu.Lock()
+	c.recording = true
+	c.mu.Unlock()
 }
 
 func (c *fakeCall) Close() {

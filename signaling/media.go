@@ -14,6 +14,8 @@ type Media interface {
 // MediaCall is one call's media session.
 type MediaCall interface {
 	Join(name string, sig sfu.Signaler) (Peer, error)
+	// StartRecording records the call from now on (consent: both are in it).
+	StartRecording()
 	Close()
 }
 
@@ -42,5 +44,7 @@ func (c sfuCall) Join(name string, sig sfu.Signaler) (Peer, error) {
 	}
 	return p, nil
 }
+
+func (c sfuCall) StartRecording() { c.c.StartRecording() }
 
 func (c sfuCall) Close() { c.c.Close() }

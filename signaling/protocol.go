@@ -22,8 +22,8 @@ type Message struct {
 	ICEServers []ICEServer                `json:"iceServers,omitzero"`
 	Reason     string                     `json:"reason,omitempty"`
 	Users      []string                   `json:"users,omitzero"`
-	// Recording (additive) is true on offer, answer and accepted when the
-	// server records the call.
+	// Recording (additive) is true on `recording` (to both participants,
+	// when recording starts: after the callee accepted) and on accepted.
 	Recording bool `json:"recording,omitempty"`
 	// Session (additive) is the resume token: in the login and resume
 	// replies, and in a client's resume request.
@@ -51,6 +51,7 @@ const (
 	typeCandidate = "candidate"
 	typeLeave     = "leave"
 	typeAccepted  = "accepted"
+	typeRecording = "recording"
 	typeError     = "error"
 	typeUsers     = "users"
 	typeResume    = "resume"

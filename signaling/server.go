@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -433,13 +434,23 @@ func (s *Server) Close(ctx context.Context) error {
 			_ = c.conn.Close()
 		}
 		s.mu.Unlock()
-		<-done
-		err = ctx.Err()
+		// Closed sockets end their goroutines at once; what remains is
+		// media teardown, itself bounded. Never wait without a bound.
+		select {
+		case <-done:
+			err = ctx.Err()
+		case <-time.After(closeLinger):
+			err = fmt.Errorf("signaling: %w, and connections were still closing %v later", ctx.Err(), closeLinger)
+		}
 	}
 	// Connections that were lost while closing may have detached sessions.
 	s.endDetached()
 	return err
 }
+
+// closeLinger bounds how long Close waits, once its context has ended,
+// for connections whose sockets it has closed.
+const closeLinger = 5 * time.Second
 
 // endDetached ends every session that waits for a resume, stopping its
 // grace timer (and its call, if one is left).

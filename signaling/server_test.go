@@ -356,20 +356,61 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Fatal("condition not met within 5 s")
 }
 
-func TestRecordingIsAnnounced(t *testing.T) {
+// recordingStarted reports whether the fake media of the latest call was
+// told to record.
+func (m *fakeMedia) recordingStarted() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.calls) == 0 {
+		return false
+	}
+	c := m.calls[len(m.calls)-1]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.recording
+}
+
+// TestRecordingStartsOnlyWhenAccepted: nothing is recorded while the phone
+// rings; once the callee answers, recording starts and both are told.
+func TestRecordingStartsOnlyWhenAccepted(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Recording = true })
 	a, b := e.login("alice"), e.login("bob")
 	a.send(offerMsg("bob", "v=0"))
-	if m := a.expect(typeAnswer); !m.Recording {
-		t.Fatalf("answer to the caller does not say recording: %+v", m)
+	if m := a.expect(typeAnswer); m.Recording {
+		t.Fatalf("the caller is told of recording while the phone rings: %+v", m)
 	}
 	a.expect(typeCandidate)
-	if m := b.expect(typeOffer); !m.Recording {
-		t.Fatalf("offer to the callee does not say recording: %+v", m)
+	if m := b.expect(typeOffer); m.Recording {
+		t.Fatalf("the callee is told of recording before accepting: %+v", m)
 	}
 	b.expect(typeCandidate)
+	if e.media.recordingStarted() {
+		t.Fatal("recording started while ringing")
+	}
 	b.send(answerMsg("alice", "v=0"))
 	if m := a.expect(typeAccepted); !m.Recording {
 		t.Fatalf("accepted does not say recording: %+v", m)
+	}
+	a.expect(typeRecording)
+	b.expect(typeRecording)
+	if !e.media.recordingStarted() {
+		t.Fatal("recording not started after the callee accepted")
+	}
+}
+
+// TestDeclinedCallIsNeverRecorded: a declined call never starts recording.
+func TestDeclinedCallIsNeverRecorded(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Recording = true })
+	a, b := e.login("alice"), e.login("bob")
+	a.send(offerMsg("bob", "v=0"))
+	a.expect(typeAnswer)
+	a.expect(typeCandidate)
+	b.expect(typeOffer)
+	b.send(`{"type":"leave","name":"alice"}`)
+	if m := a.expect(typeLeave); m.Reason != ReasonDeclined {
+		t.Fatalf("leave %+v, want declined", m)
+	}
+	if e.media.recordingStarted() {
+		t.Fatal("a declined call was recorded")
 	}
 }
