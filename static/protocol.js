@@ -962,7 +962,7 @@ export class VideoChatClient {
             return;
         }
         if (!msg || typeof msg !== 'object') return;
-        if (['offer', 'answer', 'accepted'].includes(msg.type) && msg.recording === true && !this.recording) {
+        if (['offer', 'answer', 'accepted', 'recording'].includes(msg.type) && msg.recording === true && !this.recording) {
             this.recording = true;
             this.onRecording(true);
         }
@@ -970,6 +970,7 @@ export class VideoChatClient {
         case 'login': return this._onLoginReply(msg);
         case 'resume': return ws && this._onResumeReply(msg, ws);
         case 'pong': return;
+        case 'recording': return; // handled above
         case 'callstate': return this._onCallState(String(msg.name || ''), msg.state);
         case 'users': return this.onUsers(Array.isArray(msg.users) ? msg.users : []);
         case 'offer': return this._onOffer(msg.name || '', msg.offer);
