@@ -41,24 +41,36 @@ func New(t testing.TB) *NS {
 		}
 	}
 	n := int(counter.Add(1))
-	id := (os.Getpid()*7 + n) % 250
-	ns := &NS{
-		Name:   fmt.Sprintf("vc%d-%d", os.Getpid(), n),
-		HostIP: fmt.Sprintf("10.251.%d.1", id),
-		NSIP:   fmt.Sprintf("10.251.%d.2", id),
-		t:      t,
+	ns := &NS{Name: fmt.Sprintf("vc%d-%d", os.Getpid(), n), t: t}
+	// A namespace of this name is a leftover of a dead process whose pid
+	// we now have.
+	_ = exec.Command("ip", "netns", "del", ns.Name).Run()
+	ns.must("ip", "netns", "add", ns.Name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns.Name).Run() })
+	// Claim a free id: its veth names and 10.251.<id>.0/24 are ours once
+	// the veth is created (tests of other processes, or leftovers, may hold
+	// the first choice).
+	var id int
+	var host, peer string
+	for try := 0; ; try++ {
+		id = (os.Getpid()*7 + n + try) % 250
+		host, peer = fmt.Sprintf("vch%d", id), fmt.Sprintf("vcn%d", id)
+		out, err := exec.Command("ip", "link", "add", host, "type", "veth", "peer", "name", peer).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if !strings.Contains(string(out), "File exists") || try == 249 {
+			t.Fatalf("ip link add %s: %v\n%s", host, err, out)
+		}
 	}
-	host, peer := fmt.Sprintf("vch%d", id), fmt.Sprintf("vcn%d", id)
+	ns.HostIP, ns.NSIP = fmt.Sprintf("10.251.%d.1", id), fmt.Sprintf("10.251.%d.2", id)
 	ns.HostIf, ns.NSIf = host, peer
 	t.Cleanup(func() {
 		_ = exec.Command("nft", "delete", "table", "netdev", ns.outageTable()).Run()
-		_ = exec.Command("ip", "netns", "del", ns.Name).Run()
 		_ = exec.Command("ip", "link", "del", host).Run()
 	})
-	// A leftover of an earlier run that died with the same id.
+	// An outage table left by a dead test that had this id.
 	_ = exec.Command("nft", "delete", "table", "netdev", ns.outageTable()).Run()
-	ns.must("ip", "netns", "add", ns.Name)
-	ns.must("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
 	ns.must("ip", "link", "set", peer, "netns", ns.Name)
 	ns.must("ip", "addr", "add", ns.HostIP+"/24", "dev", host)
 	ns.must("ip", "link", "set", host, "up")
