@@ -107,6 +107,9 @@ func (a *App) build() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
+	if cfg.wrapListener != nil {
+		a.ln = cfg.wrapListener(a.ln)
+	}
 	if tlsCfg != nil {
 		a.ln, a.tls = tls.NewListener(a.ln, tlsCfg), true
 	}

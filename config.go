@@ -43,6 +43,9 @@ type Config struct {
 
 	// Not flags: for tests.
 	IncludeLoopback bool // offer loopback media candidates (auto when the host has nothing else)
+	// wrapListener, when set, wraps the HTTP(S) listener (before TLS), e.g.
+	// so a test can cut a WebSocket's TCP connection without a close frame.
+	wrapListener func(net.Listener) net.Listener
 }
 
 // parseConfig reads flags (args without the program name) and environment.

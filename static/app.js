@@ -30,6 +30,7 @@ const incomingName = $('incoming-name');
 const acceptBtn = /** @type {HTMLButtonElement} */ ($('accept-btn'));
 const declineBtn = /** @type {HTMLButtonElement} */ ($('decline-btn'));
 const hangupBtn = /** @type {HTMLButtonElement} */ ($('hangup-btn'));
+const signoutBtn = /** @type {HTMLButtonElement} */ ($('signout-btn'));
 const muteBtn = /** @type {HTMLButtonElement} */ ($('mute-btn'));
 const cameraBtn = /** @type {HTMLButtonElement} */ ($('camera-btn'));
 const statusLine = $('status');
@@ -53,6 +54,8 @@ let localStream = null;
 let micOn = true;
 let cameraOn = true;
 let loggedIn = false;
+/** The status line outside a call ('Ready…', 'Call ended: …'). */
+let idleStatus = '';
 let starting = false; // getUserMedia in flight for Call/Accept
 let frameWatch = 0; // invalidates first-frame watchers of earlier calls
 /** @type {string[]} */
@@ -68,6 +71,18 @@ const app = {
     get peer() { return client.peer; },
     get pc() { return client.pc; },
     get lastEndReason() { return client.lastEndReason; },
+    /** 'open' | 'reconnecting' | 'closed': the signaling WebSocket */
+    get connection() { return client.connection; },
+    /** 'new' | 'connected' | 'reconnecting': our media connection */
+    get mediaState() { return client.mediaState; },
+    /** 'connected' | 'reconnecting': the other participant's, from callstate */
+    get peerState() { return client.peerState; },
+    get resumes() { return client.resumes; },
+    get reconnectAttempts() { return client.reconnectAttempts; },
+    get iceRestarts() { return client.iceRestarts; },
+    /** recent connection events, {t: performance.now(), what} */
+    get events() { return client.events; },
+    get status() { return statusLine.textContent; },
     client,
     marks,
 };
@@ -75,9 +90,29 @@ const app = {
 
 // ---- rendering ----
 
-/** @param {string} text */
+/**
+ * Sets the status shown outside a call (a call's status follows its state).
+ * @param {string} text
+ */
 function setStatus(text) {
-    statusLine.textContent = text;
+    idleStatus = text;
+    render();
+}
+
+/** @returns {string} what the status line says now */
+function statusText() {
+    const state = client.state;
+    if (state === 'signin') return '';
+    if (client.connection === 'reconnecting' || client.mediaState === 'reconnecting') {
+        return 'Reconnecting…';
+    }
+    if (state === 'calling') return `Calling ${client.peer}…`;
+    if (state === 'incoming') return `${client.peer} is calling`;
+    if (state === 'connected') {
+        if (client.peerState === 'reconnecting') return `${client.peer} is reconnecting…`;
+        return `Connected with ${client.peer}`;
+    }
+    return idleStatus;
 }
 
 /** @param {string} message */
@@ -104,9 +139,12 @@ function render() {
     for (const b of usersList.querySelectorAll('button')) b.disabled = !idle;
     hangupBtn.disabled = state !== 'calling' && state !== 'connected';
     acceptBtn.disabled = starting;
-    if (state === 'calling') setStatus(`Calling ${client.peer}…`);
-    else if (state === 'incoming') setStatus(`${client.peer} is calling`);
-    else if (state === 'connected') setStatus(`Connected with ${client.peer}`);
+    const reconnecting = client.connection === 'reconnecting' || client.mediaState === 'reconnecting'
+        || (state === 'connected' && client.peerState === 'reconnecting');
+    document.body.dataset.connection = reconnecting ? 'reconnecting' : client.connection;
+    statusLine.classList.toggle('reconnecting', reconnecting);
+    const text = statusText();
+    if (statusLine.textContent !== text) statusLine.textContent = text;
     me.textContent = client.name ? `Signed in as ${client.name}` : '';
 }
 
@@ -338,6 +376,7 @@ usersList.addEventListener('click', (e) => {
 
 acceptBtn.addEventListener('click', () => { acceptCall(); });
 declineBtn.addEventListener('click', () => client.decline());
+signoutBtn.addEventListener('click', () => client.close());
 hangupBtn.addEventListener('click', () => client.hangUp());
 errorClose.addEventListener('click', clearError);
 
@@ -356,6 +395,26 @@ cameraBtn.addEventListener('click', () => {
 // ---- protocol events ----
 
 client.onStateChange = () => render();
+
+client.onConnectionChange = () => render();
+
+// A network change (Wi-Fi to cellular, back online): restart ICE at once
+// rather than waiting for the media connection to time out.
+window.addEventListener('online', () => client.networkChanged());
+// navigator.connection also fires 'change' whenever its rtt/downlink
+// estimates move; only a new network type (wifi -> cellular) counts.
+const netInfo = /** @type {any} */ (navigator).connection;
+if (netInfo && typeof netInfo.addEventListener === 'function') {
+    let netType = netInfo.type;
+    netInfo.addEventListener('change', () => {
+        if (netInfo.type === netType) return;
+        netType = netInfo.type;
+        client.networkChanged();
+    });
+}
+// Closing the tab ends the session at once (a close frame), not after the
+// server's grace period.
+window.addEventListener('pagehide', () => client.close());
 
 client.onLogin = (/** @type {boolean} */ success) => {
     if (!success) return;
@@ -396,7 +455,7 @@ client.onCallEnded = (/** @type {string} */ reason) => {
 
 client.onError = (/** @type {string} */ message) => showError(message);
 
-client.onClose = () => {
+client.onClose = (/** @type {string} */ message) => {
     stopLocal();
     remoteVideo.srcObject = null;
     users = [];
@@ -405,8 +464,9 @@ client.onClose = () => {
     setStatus('');
     if (loggedIn) {
         loggedIn = false;
-        loginError.textContent = 'Disconnected from server';
-        showError('Disconnected from server');
+        // '' after signing out: nothing went wrong.
+        loginError.textContent = message;
+        if (message) showError(message);
     }
     render();
 };

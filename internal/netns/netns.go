@@ -23,6 +23,7 @@ var counter atomic.Int32 // unique names within this process
 type NS struct {
 	Name   string
 	HostIf string // the host's end of the veth
+	NSIf   string // the namespace's end of the veth
 	HostIP string // the host's end of the veth
 	NSIP   string // the namespace's end
 	t      testing.TB
@@ -40,21 +41,36 @@ func New(t testing.TB) *NS {
 		}
 	}
 	n := int(counter.Add(1))
-	id := (os.Getpid()*7 + n) % 250
-	ns := &NS{
-		Name:   fmt.Sprintf("vc%d-%d", os.Getpid(), n),
-		HostIP: fmt.Sprintf("10.251.%d.1", id),
-		NSIP:   fmt.Sprintf("10.251.%d.2", id),
-		t:      t,
+	ns := &NS{Name: fmt.Sprintf("vc%d-%d", os.Getpid(), n), t: t}
+	// A namespace of this name is a leftover of a dead process whose pid
+	// we now have.
+	_ = exec.Command("ip", "netns", "del", ns.Name).Run()
+	ns.must("ip", "netns", "add", ns.Name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns.Name).Run() })
+	// Claim a free id: its veth names and 10.251.<id>.0/24 are ours once
+	// the veth is created (tests of other processes, or leftovers, may hold
+	// the first choice).
+	var id int
+	var host, peer string
+	for try := 0; ; try++ {
+		id = (os.Getpid()*7 + n + try) % 250
+		host, peer = fmt.Sprintf("vch%d", id), fmt.Sprintf("vcn%d", id)
+		out, err := exec.Command("ip", "link", "add", host, "type", "veth", "peer", "name", peer).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if !strings.Contains(string(out), "File exists") || try == 249 {
+			t.Fatalf("ip link add %s: %v\n%s", host, err, out)
+		}
 	}
-	host, peer := fmt.Sprintf("vch%d", id), fmt.Sprintf("vcn%d", id)
-	ns.HostIf = host
+	ns.HostIP, ns.NSIP = fmt.Sprintf("10.251.%d.1", id), fmt.Sprintf("10.251.%d.2", id)
+	ns.HostIf, ns.NSIf = host, peer
 	t.Cleanup(func() {
-		_ = exec.Command("ip", "netns", "del", ns.Name).Run()
+		_ = exec.Command("nft", "delete", "table", "netdev", ns.outageTable()).Run()
 		_ = exec.Command("ip", "link", "del", host).Run()
 	})
-	ns.must("ip", "netns", "add", ns.Name)
-	ns.must("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
+	// An outage table left by a dead test that had this id.
+	_ = exec.Command("nft", "delete", "table", "netdev", ns.outageTable()).Run()
 	ns.must("ip", "link", "set", peer, "netns", ns.Name)
 	ns.must("ip", "addr", "add", ns.HostIP+"/24", "dev", host)
 	ns.must("ip", "link", "set", host, "up")
@@ -90,6 +106,31 @@ func (ns *NS) UDPLoss(percent int) {
 		"add chain inet lossy out { type filter hook output priority 0; }; "+
 		"add chain inet lossy in { type filter hook input priority 0; }; "+
 		"add rule inet lossy out "+rule+"; add rule inet lossy in "+rule)
+}
+
+// outageTable names the host's nftables table of DropAll (per veth, so
+// namespaces of concurrent tests do not collide).
+func (ns *NS) outageTable() string { return "outage_" + ns.HostIf }
+
+// DropAll cuts the namespace off, as a network that goes dark: every
+// packet in and out of it is dropped (ARP included), silently. The drops
+// happen at the ingress of each end of the veth, so senders see no error
+// (an output-hook drop would fail their send calls with EPERM, which a real
+// outage does not). The namespace's loopback is untouched. Restore undoes it.
+func (ns *NS) DropAll() {
+	ns.t.Helper()
+	chain := func(table, dev string) string {
+		return fmt.Sprintf("add table netdev %s; add chain netdev %s in { type filter hook ingress device %s priority 0; policy drop; }", table, table, dev)
+	}
+	ns.must("nft", chain(ns.outageTable(), ns.HostIf))
+	ns.Exec("nft", chain("outage", ns.NSIf))
+}
+
+// Restore ends a DropAll outage.
+func (ns *NS) Restore() {
+	ns.t.Helper()
+	ns.must("nft", "delete", "table", "netdev", ns.outageTable())
+	ns.Exec("nft", "delete", "table", "netdev", "outage")
 }
 
 // LimitDownlink caps what the host sends into the namespace (the
