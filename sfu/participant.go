@@ -337,9 +337,15 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 func (p *Participant) onState(s webrtc.PeerConnectionState) {
 	p.sfu.log.Debug("peer connection state", "call", p.call.id, "name", p.name, "state", s.String())
 	if s == webrtc.PeerConnectionStateConnected {
-		// Media can flow to this participant (again): ask for fresh keyframes.
+		// Media can flow to this participant (again): ask for fresh
+		// keyframes; and after an outage its own video resumes with a
+		// keyframe at once, rather than when its subscribers' decoders
+		// give up and send PLIs.
 		for _, d := range p.down {
 			d.requestKeyframe()
+		}
+		for _, up := range p.upTracks() {
+			up.requestKeyframe()
 		}
 	}
 	p.life.update(p.pc.ConnectionState(), p.dtlsFailed())
