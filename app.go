@@ -94,8 +94,12 @@ func (a *App) build() error {
 		AllowedOrigins: cfg.AllowedOrigins,
 		ResumeGrace:    cfg.Grace,
 		RingTimeout:    cfg.RingTimeout,
-		AuthSecret:     []byte(cfg.AuthSecret),
-		Logger:         log.With("component", "signaling"),
+		MaxConns:       cfg.Limits.MaxConns, MaxConnsPerIP: cfg.Limits.MaxConnsPerIP,
+		TrustedProxies: cfg.Limits.TrustedProxies, LoginTimeout: cfg.Limits.LoginTimeout,
+		MessageRate: cfg.Limits.MessageRate, MaxCandidates: cfg.Limits.MaxCandidates,
+		CallAttempts: cfg.Limits.CallAttempts,
+		AuthSecret:   []byte(cfg.AuthSecret),
+		Logger:       log.With("component", "signaling"),
 	})
 	if err != nil {
 		return err

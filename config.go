@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ type Config struct {
 	RecordTimeout  time.Duration // time limit of each RecordOnFinish run
 	Grace          time.Duration // how long a lost connection (WebSocket or ICE) keeps its call
 	RingTimeout    time.Duration // an unanswered call ends ("no answer") after this
+	Limits         Limits        // per-client limits of the signaling
 	ConnectTimeout time.Duration // a PeerConnection not connected this long after its description fails
 	TURNCredTTL    time.Duration // lifetime of issued TURN credentials
 	TURNPerIP      int           // TURN allocations (and TCP/TLS connections) per client address
@@ -51,7 +53,7 @@ type Config struct {
 // parseConfig reads flags (args without the program name) and environment.
 func parseConfig(args []string, env func(string) (string, bool), stderr io.Writer) (Config, error) {
 	var cfg Config
-	var origins, level, onFinish, authFile string
+	var origins, level, onFinish, authFile, proxies string
 	fs := flag.NewFlagSet("videochat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", ":9090", "HTTP listen address (web app and WebSocket)")
@@ -72,6 +74,13 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "require a login token: an HS256 JWT signed with this secret (at least 32 bytes), sub = user name, exp required (off if empty)")
 	fs.StringVar(&authFile, "auth-secret-file", "", "read -auth-secret from this file (surrounding whitespace trimmed); keeps it off the command line")
 	fs.DurationVar(&cfg.RingTimeout, "ring-timeout", 30*time.Second, "an unanswered call ends with \"no answer\" after this")
+	fs.IntVar(&cfg.Limits.MaxConns, "max-conns", 10000, "open WebSockets in all (more get HTTP 503)")
+	fs.IntVar(&cfg.Limits.MaxConnsPerIP, "max-conns-per-ip", 50, "open WebSockets per client address (more get HTTP 503)")
+	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated networks (CIDR) of reverse proxies whose X-Forwarded-For is believed for per-address limits")
+	fs.DurationVar(&cfg.Limits.LoginTimeout, "login-timeout", 10*time.Second, "a WebSocket that has not logged in (or resumed) by then is closed")
+	fs.Float64Var(&cfg.Limits.MessageRate, "msg-rate", 20, "messages per second a client may send on average (burst 50); more closes it with 1008")
+	fs.IntVar(&cfg.Limits.MaxCandidates, "max-candidates", 200, "ICE candidates a participant may send in one call")
+	fs.IntVar(&cfg.Limits.CallAttempts, "call-attempts", 5, "calls a user may start per 30 s (20 per client address)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "a media connection not established this long after its offer/answer ends the call")
 	fs.DurationVar(&cfg.TURNCredTTL, "turn-credential-ttl", 4*time.Hour, "lifetime of the TURN credentials handed out at login (a relayed call cannot outlast them by much)")
 	fs.IntVar(&cfg.TURNPerIP, "turn-per-ip", 100, "TURN allocations, and TURN TCP/TLS connections, per client IP address (IPv6: per /64)")
@@ -123,6 +132,13 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	if cfg.Grace <= 0 || cfg.RingTimeout <= 0 || cfg.ConnectTimeout <= 0 || cfg.TURNCredTTL <= 0 || cfg.TURNSetup <= 0 {
 		return cfg, errors.New("-reconnect-grace, -ring-timeout, -connect-timeout, -turn-credential-ttl and -turn-setup-timeout must be positive")
 	}
+	if cfg.Limits.TrustedProxies, err = parsePrefixes(proxies); err != nil {
+		return cfg, fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	l := cfg.Limits
+	if l.MaxConns <= 0 || l.MaxConnsPerIP <= 0 || l.LoginTimeout <= 0 || l.MessageRate <= 0 || l.MaxCandidates <= 0 || l.CallAttempts <= 0 {
+		return cfg, errors.New("-max-conns, -max-conns-per-ip, -login-timeout, -msg-rate, -max-candidates and -call-attempts must be positive")
+	}
 	if cfg.TURNPerIP <= 0 {
 		return cfg, errors.New("-turn-per-ip must be positive")
 	}
@@ -154,6 +170,28 @@ func authSecret(secret, file string) (string, error) {
 		return "", errors.New("-auth-secret must be at least 32 bytes (HS256 needs a 256-bit key; e.g. openssl rand -hex 32)")
 	}
 	return secret, nil
+}
+
+// Limits are the signaling's per-client limits that have flags.
+type Limits struct {
+	MaxConns, MaxConnsPerIP int
+	TrustedProxies          []netip.Prefix
+	LoginTimeout            time.Duration
+	MessageRate             float64
+	MaxCandidates           int
+	CallAttempts            int
+}
+
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range splitList(s) {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func parsePortRange(s string) ([2]uint16, error) {
