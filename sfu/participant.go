@@ -250,8 +250,9 @@ func (p *Participant) holdCandidates() {
 	p.mu.Unlock()
 }
 
-// releaseCandidates sends what holdCandidates queued when no new
-// description is going to be sent after all.
+// releaseCandidates sends what holdCandidates queued: after the
+// description they belong to went out, or when no new description is
+// going to be sent after all.
 func (p *Participant) releaseCandidates() {
 	p.mu.Lock()
 	p.descSent = true
@@ -271,14 +272,7 @@ func (p *Participant) setLocalAndSend(d webrtc.SessionDescription) error {
 		d = *ld
 	}
 	p.sig.SendDescription(d)
-	p.mu.Lock()
-	p.descSent = true
-	queued := p.ownQueue
-	p.ownQueue = nil
-	p.mu.Unlock()
-	for _, c := range queued {
-		p.sig.SendCandidate(c)
-	}
+	p.releaseCandidates()
 	return nil
 }
 

@@ -102,15 +102,7 @@ func TestRecordQueueStuckWriterStopsWithinBound(t *testing.T) {
 // end of the call: each finishes within the queue's stop bound.
 func TestStuckRecorderDoesNotStallHangupOrShutdown(t *testing.T) {
 	rec := newStuckRecorder(t)
-	s, err := New(Config{IncludeLoopback: true, Recorder: rec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	call := s.NewCall("stuck")
-	t.Cleanup(call.Close)
-	a := join(t, s, call, "alice", true)
-	b := join(t, s, call, "bob", false)
+	a, b, call := callWithRecorder(t, rec, "stuck")
 	call.StartRecording()
 	defer a.StartSending()()
 	defer b.StartSending()()

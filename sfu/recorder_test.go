@@ -54,17 +54,23 @@ func (w *fakeTrackWriter) Close() error                { w.closed.Store(true); r
 
 func recordedCall(t *testing.T, rec *fakeRecorder) (*testClient, *testClient, *Call) {
 	t.Helper()
+	a, b, call := callWithRecorder(t, rec, "rec")
+	call.StartRecording() // before any track: each is recorded from its start
+	return a, b, call
+}
+
+// callWithRecorder joins alice and bob to a call of an SFU with rec; nothing
+// is recorded until StartRecording.
+func callWithRecorder(t *testing.T, rec Recorder, id string) (*testClient, *testClient, *Call) {
+	t.Helper()
 	s, err := New(Config{IncludeLoopback: true, Recorder: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	call := s.NewCall("rec")
+	call := s.NewCall(id)
 	t.Cleanup(call.Close)
-	a := join(t, s, call, "alice", true)
-	b := join(t, s, call, "bob", false)
-	call.StartRecording() // before any track: each is recorded from its start
-	return a, b, call
+	return join(t, s, call, "alice", true), join(t, s, call, "bob", false), call
 }
 
 // TestNoRecordingBeforeConsent: while the callee has not accepted (no
@@ -72,15 +78,7 @@ func recordedCall(t *testing.T, rec *fakeRecorder) (*testClient, *testClient, *C
 // starts, the running tracks are recorded.
 func TestNoRecordingBeforeConsent(t *testing.T) {
 	rec := &fakeRecorder{}
-	s, err := New(Config{IncludeLoopback: true, Recorder: rec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	call := s.NewCall("consent")
-	t.Cleanup(call.Close)
-	a := join(t, s, call, "alice", true)
-	b := join(t, s, call, "bob", false)
+	a, b, call := callWithRecorder(t, rec, "consent")
 	defer a.StartSending()()
 	defer b.StartSending()()
 	if err := b.WaitPackets(webrtc.RTPCodecTypeVideo, 100, 10*time.Second); err != nil {
