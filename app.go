@@ -97,9 +97,9 @@ func (a *App) build() error {
 		MaxConns:       cfg.Limits.MaxConns, MaxConnsPerIP: cfg.Limits.MaxConnsPerIP,
 		TrustedProxies: cfg.Limits.TrustedProxies, LoginTimeout: cfg.Limits.LoginTimeout,
 		MessageRate: cfg.Limits.MessageRate, MaxCandidates: cfg.Limits.MaxCandidates,
-		CallAttempts: cfg.Limits.CallAttempts,
-		AuthSecret:   []byte(cfg.AuthSecret),
-		Logger:       log.With("component", "signaling"),
+		CallAttempts: cfg.Limits.CallAttempts, CallAttemptsPerIP: cfg.Limits.CallAttemptsPerIP,
+		AuthSecret: []byte(cfg.AuthSecret),
+		Logger:     log.With("component", "signaling"),
 	})
 	if err != nil {
 		return err

@@ -180,6 +180,7 @@ type Limits struct {
 	MessageRate             float64
 	MaxCandidates           int
 	CallAttempts            int
+	CallAttemptsPerIP       int // no flag; 0: the signaling's default (20)
 }
 
 func parsePrefixes(s string) ([]netip.Prefix, error) {
