@@ -3,7 +3,7 @@
 .PHONY: run test deps
 
 # Debian packages the tests use, as "command:package".
-TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg
+TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg redis-server:redis-server
 
 run:
 	go run .

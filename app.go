@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"videochat/cluster"
 	"videochat/recorder"
 	"videochat/sfu"
 	"videochat/signaling"
@@ -30,6 +31,7 @@ type App struct {
 	turn     *turn.Server         // nil when disabled or external
 	ice      turn.ICEServerSource // what users get at login; nil for none
 	sig      *signaling.Server
+	dir      cluster.Directory // the other nodes (cluster.Alone without -redis-url)
 	http     *http.Server
 	ln       net.Listener
 	tls      bool
@@ -87,6 +89,9 @@ func (a *App) build() error {
 	if err := a.startTURN(tlsCfg); err != nil {
 		return err
 	}
+	if err := a.joinCluster(); err != nil {
+		return err
+	}
 	a.sig, err = signaling.New(signaling.Config{
 		Media:          signaling.SFUMedia(a.sfu),
 		ICEServers:     a.iceServersFor,
@@ -99,6 +104,7 @@ func (a *App) build() error {
 		MessageRate: cfg.Limits.MessageRate, MaxCandidates: cfg.Limits.MaxCandidates,
 		CallAttempts: cfg.Limits.CallAttempts, CallAttemptsPerIP: cfg.Limits.CallAttemptsPerIP,
 		AuthSecret: []byte(cfg.AuthSecret),
+		Cluster:    a.dir,
 		Logger:     log.With("component", "signaling"),
 	})
 	if err != nil {
@@ -139,6 +145,9 @@ func (a *App) release() {
 	}
 	if a.rec != nil {
 		_ = a.rec.Close()
+	}
+	if a.dir != nil {
+		_ = a.dir.Close(context.Background())
 	}
 }
 
@@ -206,6 +215,7 @@ func (a *App) close(ctx context.Context) error {
 	a.cancel()
 	a.wg.Wait()
 	errSig := a.sig.Close(ctx)
+	errCluster := a.dir.Close(ctx) // after signaling: its last leave messages are relayed first
 	errHTTP := a.http.Shutdown(ctx)
 	var errTURN error
 	if a.turn != nil {
@@ -221,7 +231,7 @@ func (a *App) close(ctx context.Context) error {
 		errRec = a.rec.Shutdown(hookCtx)
 		cancel()
 	}
-	return errors.Join(errSig, errHTTP, errTURN, errSFU, errRec)
+	return errors.Join(errSig, errCluster, errHTTP, errTURN, errSFU, errRec)
 }
 
 // onlyLoopback reports whether the host has no usable non-loopback address

@@ -40,11 +40,16 @@ type Config struct {
 	TURNPerIP      int           // TURN allocations (and TCP/TLS connections) per client address
 	TURNSetup      time.Duration // a TURN TCP/TLS connection without an allocation by then is closed
 	AuthSecret     string        // HS256 secret of login tokens (JWT); empty: no access control
+	RedisURL       string        // join a cluster of nodes sharing this Redis; empty: alone
+	NodeID         string        // this node's id in the cluster; random if empty
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
 	// Not flags: for tests.
 	IncludeLoopback bool // offer loopback media candidates (auto when the host has nothing else)
+	// clusterBeat and clusterTTL replace the cluster's heartbeat interval
+	// and node lifetime (defaults 1 s and 3 s).
+	clusterBeat, clusterTTL time.Duration
 	// wrapListener, when set, wraps the HTTP(S) listener (before TLS), e.g.
 	// so a test can cut a WebSocket's TCP connection without a close frame.
 	wrapListener func(net.Listener) net.Listener
@@ -85,6 +90,8 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.DurationVar(&cfg.TURNCredTTL, "turn-credential-ttl", 4*time.Hour, "lifetime of the TURN credentials handed out at login (a relayed call cannot outlast them by much)")
 	fs.IntVar(&cfg.TURNPerIP, "turn-per-ip", 100, "TURN allocations, and TURN TCP/TLS connections, per client IP address (IPv6: per /64)")
 	fs.DurationVar(&cfg.TURNSetup, "turn-setup-timeout", 10*time.Second, "a TURN TCP/TLS connection that has not allocated a relay by then is closed")
+	fs.StringVar(&cfg.RedisURL, "redis-url", "", "join a cluster: nodes sharing this Redis (redis://host:6379/0) share names, presence and calls; empty: run alone")
+	fs.StringVar(&cfg.NodeID, "node-id", "", "this node's id in the cluster (random per start if empty)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")

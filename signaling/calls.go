@@ -44,6 +44,7 @@ func (cl *call) other(c *session) *session {
 // ip is the caller's connection's address (call attempts are limited per
 // caller and per address).
 func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
+	remote, remoteProblem := s.locateRemote(c, name) // a user of another node (relay.go)
 	s.mu.Lock()
 	if cl := c.call; cl != nil {
 		peer, other := cl.peers[c], cl.other(c)
@@ -61,6 +62,9 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 		return
 	}
 	callee, problem, busy := s.checkCallee(c, name)
+	if callee == nil && (remote != nil || remoteProblem != "") {
+		callee, problem, busy = remote, remoteProblem, false
+	}
 	if problem != "" {
 		s.mu.Unlock()
 		c.sendError(problem)
@@ -91,6 +95,7 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 		cands: map[*session]int{}, capped: map[*session]int{}}
 	c.call, callee.call = cl, cl
 	s.calls[cl] = struct{}{}
+	s.adoptProxy(cl)
 	early := c.early
 	c.early, c.earlyDropped = nil, 0
 	cl.cands[c] = len(early)
@@ -107,7 +112,7 @@ func (s *Server) checkCallee(c *session, name string) (callee *session, problem 
 		return nil, name + " is not online", false
 	case callee == c:
 		return nil, "you cannot call yourself", false
-	case callee.call != nil:
+	case callee.call != nil || s.busyElsewhere(callee):
 		return nil, name + " is in another call", true
 	}
 	return callee, "", false
@@ -303,6 +308,7 @@ func (s *Server) endCall(cl *call, reason string, tell ...*session) {
 		}
 	}
 	s.mu.Unlock()
+	s.forgetRelayed(cl)
 	s.log.Info("call ended", "id", cl.id, "reason", reason)
 	for _, c := range tell {
 		c.sendMsg(&Message{Type: typeLeave, Name: cl.other(c).name, Reason: reason})
@@ -394,6 +400,7 @@ func (s *Server) setMediaDown(cl *call, ss *session, down bool) {
 // reachable (its WebSocket attached and its media connected), when that
 // differs from what it was told last.
 func (s *Server) showCallstate(ss *session) {
+	s.relayCallstate(ss) // its call is hosted on another node (relay.go)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.showCallstateLocked(ss)

@@ -22,6 +22,7 @@ import (
 
 // presenceChanged asks for a users list to be sent soon. It never blocks.
 func (s *Server) presenceChanged() {
+	s.cfg.Cluster.LocalChanged()
 	select {
 	case s.presenceKick <- struct{}{}:
 	default:
@@ -90,6 +91,7 @@ func (s *Server) buildPresence() (frame, list []byte) {
 		names = append(names, ss.name)
 	}
 	s.mu.Unlock()
+	names = s.withRemoteUsers(names)
 	frame = usersFrame(names, s.cfg.MaxUsersListed)
 	return frame, frame[:bytes.LastIndex(frame, []byte(`,"total":`))]
 }

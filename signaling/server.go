@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"videochat/cluster"
 )
 
 // Config configures a Server. Zero fields get the defaults noted.
@@ -102,6 +104,10 @@ type Config struct {
 	// order; "total" gives the count). Default 100.
 	MaxUsersListed int
 
+	// Cluster shares names, presence and calls with other nodes
+	// (cluster.go, relay.go). Nil: this node is alone (cluster.Alone).
+	Cluster cluster.Directory
+
 	// now is the clock of the limiters; tests replace it.
 	now func() time.Time
 
@@ -166,6 +172,9 @@ func (c *Config) setDefaults() {
 	if c.ICEServers == nil {
 		c.ICEServers = func(string, string) []ICEServer { return nil }
 	}
+	if c.Cluster == nil {
+		c.Cluster = cluster.Alone{}
+	}
 }
 
 // Server is the signaling hub. It is an http.Handler for WebSocket upgrades.
@@ -197,6 +206,9 @@ type Server struct {
 	presenceDone chan struct{}
 	stopOnce     sync.Once
 	lastUsers    []byte // the users frame sent last
+
+	claims map[*session]cluster.Claim // cluster-wide name claims (cluster.go); s.mu
+	relay  relayBook                  // calls with users of other nodes (relay.go); s.mu
 }
 
 // New returns a Server.
@@ -225,6 +237,7 @@ func New(cfg Config) (*Server, error) {
 		}}
 	s.upgrader = websocket.Upgrader{CheckOrigin: s.checkOrigin, HandshakeTimeout: cfg.WriteTimeout}
 	go s.runPresence(s.presenceStop)
+	cfg.Cluster.Start(clusterEvents{s})
 	return s, nil
 }
 
@@ -313,6 +326,9 @@ func (s *Server) handle(c *client, data []byte) {
 		c.sendError("log in first: send {\"type\":\"login\",\"name\":...}")
 		return
 	}
+	if s.relayClient(ss, m, data) { // its call is hosted on another node (relay.go)
+		return
+	}
 	switch m.Type {
 	case typeOffer:
 		if msg := s.checkSDP(m.Type, m.Offer.SDP); msg != "" {
@@ -357,15 +373,22 @@ func (s *Server) login(c *client, raw, authToken string) {
 			return
 		}
 	}
+	claim, msg := s.claimName(c, name) // not under the lock: it asks the cluster
+	if msg != "" {
+		fail(msg)
+		return
+	}
 	servers := s.iceServers(name, c.host) // not under the lock: it calls out
 	s.mu.Lock()
 	switch {
 	case c.sess != nil:
 		s.mu.Unlock()
+		s.cfg.Cluster.Release(claim)
 		c.sendError("already logged in as " + c.sess.name)
 		return
 	case s.nameInUse(name):
 		s.mu.Unlock()
+		s.cfg.Cluster.Release(claim)
 		fail("the name " + name + " is taken (or one that looks the same), choose another")
 		return
 	}
@@ -374,6 +397,7 @@ func (s *Server) login(c *client, raw, authToken string) {
 	c.sess = ss
 	s.names[name] = ss
 	s.reserveName(name, ss)
+	s.holdClaim(ss, claim)
 	s.tokens[ss.token] = ss
 	c.authed.Store(true)
 	// The reply is queued under the lock, before the presence goroutine
@@ -415,6 +439,8 @@ func (s *Server) resume(c *client, token string) {
 	newTok, other := ss.token, ""
 	if ss.call != nil {
 		other = ss.call.other(ss).name
+	} else {
+		other = s.relayPeer(ss)
 	}
 	s.mu.Unlock()
 
@@ -501,9 +527,11 @@ func (s *Server) finishSession(ss *session) {
 	}
 	cl := ss.call
 	s.mu.Unlock()
+	s.releaseClaim(ss)
 	if cl != nil {
 		s.endCall(cl, ReasonGone, cl.other(ss))
 	}
+	s.endRelayed(ss, ReasonGone)
 	s.log.Info("logout", "name", ss.name)
 	s.presenceChanged()
 }
@@ -576,9 +604,11 @@ func (s *Server) endDetached() {
 		delete(s.tokens, ss.token)
 		cl := ss.call
 		s.mu.Unlock()
+		s.releaseClaim(ss)
 		if cl != nil {
 			s.endCall(cl, ReasonShutdown, cl.other(ss))
 		}
+		s.endRelayed(ss, ReasonShutdown)
 	}
 }
 

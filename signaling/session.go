@@ -98,6 +98,9 @@ type session struct {
 	overflow bool     // the queue overflowed: the session is ending
 	timer    stopper  // grace timer (stateDetached)
 	epoch    uint64   // counts detachments, so a stale timer does nothing
+	// relay, on a proxy of a user of another node (relay.go), receives
+	// every frame instead of a connection.
+	relay *relayTarget
 
 	// Guarded by Server.mu.
 	token string
@@ -132,6 +135,12 @@ func (ss *session) enqueueUsers(frame []byte) { ss.push(frame, true) }
 func (ss *session) push(frame []byte, users bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.relay != nil {
+		if !users {
+			ss.relay.send(ss, frame)
+		}
+		return
+	}
 	switch ss.state {
 	case stateAttached:
 		if users {

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"net"
+	"strconv"
+
+	"videochat/cluster"
+)
+
+// joinCluster connects to the other nodes through -redis-url, or makes
+// this node alone.
+func (a *App) joinCluster() error {
+	if a.cfg.RedisURL == "" {
+		a.dir = cluster.Alone{}
+		return nil
+	}
+	dir, err := cluster.NewRedis(cluster.Config{URL: a.cfg.RedisURL, ID: a.cfg.NodeID,
+		Media: a.mediaAddr(), Beat: a.cfg.clusterBeat, TTL: a.cfg.clusterTTL,
+		Logger: a.log.With("component", "cluster")})
+	if err != nil {
+		return err
+	}
+	a.dir = dir
+	a.log.Info("cluster: joining", "node", dir.ID(), "media", a.mediaAddr())
+	return nil
+}
+
+// mediaAddr is the media endpoint other nodes' TURN relays may reach.
+func (a *App) mediaAddr() string {
+	addrs := a.sfu.MediaAddrs()
+	if len(addrs) == 0 {
+		return ""
+	}
+	host := addrs[0].IP.String()
+	if a.cfg.PublicIP != "" {
+		host = a.cfg.PublicIP
+	}
+	return net.JoinHostPort(host, strconv.Itoa(addrs[0].Port))
+}

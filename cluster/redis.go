@@ -1,0 +1,393 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Config configures a Redis directory. Zero fields get the defaults noted.
+type Config struct {
+	URL    string // redis://[user:pass@]host:port[/db]; required
+	ID     string // this node's id; random if empty
+	Media  string // public media address (host:port) other nodes may need
+	Prefix string // prefix of every key and channel, default "videochat:"
+	// Beat is the heartbeat interval (default 1 s). A node not heard of
+	// for TTL (default 3 s) is dead: its names become free and whatever
+	// it shared with other nodes ends.
+	Beat, TTL time.Duration
+	// Sync is the least time between two presence exchanges: changes in
+	// between are coalesced. Default 100 ms.
+	Sync   time.Duration
+	Logger *slog.Logger
+}
+
+// Redis is the Directory that shares state through one Redis server.
+//
+// Keys (P = Config.Prefix):
+//
+//	P beat            hash: node id -> last heartbeat (Redis clock, ms)
+//	P info            hash: node id -> {"media":..,"ver":..} (ver counts user list changes)
+//	P users:<node>    string: the node's users, one per line (TTL = lease)
+//	P name:<key>      string: "<node>|<random>" of the session holding the name (TTL = lease)
+//	P node:<node>     pub/sub channel: messages relayed to that node, in order
+//	P presence        pub/sub channel: "<node>" when its users changed
+//
+// One heartbeat is one script run: it stamps the node, renews every name
+// the node holds (re-creating those lost to a Redis restart) and returns
+// every node's beat and info, so a node learns of deaths and presence
+// changes in the same round trip.
+type Redis struct {
+	cfg Config
+	log *slog.Logger
+	rdb *redis.Client
+	ps  *redis.PubSub
+
+	ev        Events
+	startOnce sync.Once
+
+	mu       sync.Mutex
+	claims   map[string]Claim    // value -> claim held by this node
+	remote   map[string][]string // live node -> its users
+	vers     map[string]string   // live node -> info version its users were fetched at
+	lastOK   time.Time           // last successful heartbeat
+	pushed   string              // this node's users as last written
+	pushOK   bool                // pushed is in Redis (false after a restart or error)
+	ver      int64
+	closed   bool
+	crashed  bool // Crash: nothing more is sent
+	infoJSON string
+
+	out        chan relayMsg
+	localKick  chan struct{}
+	remoteKick chan struct{}
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+type relayMsg struct {
+	channel string
+	payload string
+}
+
+// relayQueue bounds the messages waiting to be published.
+const relayQueue = 4096
+
+// NewRedis checks cfg and connects lazily: a Redis that is down at start
+// is retried by the heartbeat.
+func NewRedis(cfg Config) (*Redis, error) {
+	opt, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: -redis-url: %w", err)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Beat, time.Second)
+	def(&cfg.TTL, 3*time.Second)
+	def(&cfg.Sync, 100*time.Millisecond)
+	if cfg.TTL < 2*cfg.Beat {
+		return nil, errors.New("cluster: TTL must be at least two heartbeats")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "videochat:"
+	}
+	if cfg.ID == "" {
+		cfg.ID = randomHex(6)
+	}
+	if strings.ContainsAny(cfg.ID, "|\n") {
+		return nil, errors.New("cluster: node id must not contain | or a newline")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	// Fail fast: a Redis outage must cost a heartbeat, not stall logins.
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = cfg.Beat, cfg.Beat, cfg.Beat
+	opt.MaxRetries = 1
+	opt.DisableIdentity = true
+	info, _ := json.Marshal(map[string]any{"media": cfg.Media})
+	r := &Redis{cfg: cfg, log: cfg.Logger, rdb: redis.NewClient(opt),
+		claims: map[string]Claim{}, remote: map[string][]string{}, vers: map[string]string{},
+		infoJSON: string(info),
+		out:      make(chan relayMsg, relayQueue), localKick: make(chan struct{}, 1),
+		remoteKick: make(chan struct{}, 1), stop: make(chan struct{})}
+	return r, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (r *Redis) key(parts ...string) string { return r.cfg.Prefix + strings.Join(parts, ":") }
+
+// ID is this node's id.
+func (r *Redis) ID() string { return r.cfg.ID }
+
+// Start subscribes to this node's channel and starts the heartbeat.
+func (r *Redis) Start(ev Events) {
+	r.startOnce.Do(func() {
+		r.ev = ev
+		r.ps = r.rdb.Subscribe(context.Background(), r.key("node", r.cfg.ID), r.key("presence"))
+		r.wg.Add(3)
+		go r.runReceive()
+		go r.runSend()
+		go r.runSync()
+	})
+}
+
+// Claim takes keys for a new session of this node.
+func (r *Redis) Claim(ctx context.Context, keys []string) (Claim, error) {
+	c := Claim{value: r.cfg.ID + "|" + randomHex(8)}
+	for _, k := range keys {
+		c.keys = append(c.keys, r.key("name", k))
+	}
+	if !r.healthy() {
+		return Claim{}, ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
+	defer cancel()
+	n, err := claimScript.Run(ctx, r.rdb, c.keys, c.value, r.cfg.TTL.Milliseconds()).Int()
+	if err != nil {
+		r.log.Warn("cluster: claim failed", "err", err)
+		return Claim{}, fmt.Errorf("%w (%v)", ErrUnavailable, err)
+	}
+	if n == 0 {
+		return Claim{}, ErrTaken
+	}
+	r.mu.Lock()
+	r.claims[c.value] = c
+	r.mu.Unlock()
+	return c, nil
+}
+
+// Release gives c back (asynchronously; the lease ends it anyway).
+func (r *Redis) Release(c Claim) {
+	if c.value == "" {
+		return
+	}
+	r.mu.Lock()
+	_, held := r.claims[c.value]
+	delete(r.claims, c.value)
+	closed := r.closed
+	r.mu.Unlock()
+	if !held || closed {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.TTL)
+		defer cancel()
+		if err := releaseScript.Run(ctx, r.rdb, c.keys, c.value).Err(); err != nil {
+			r.log.Info("cluster: release failed (the lease will end it)", "err", err)
+		}
+	}()
+}
+
+// LocalChanged asks for this node's users to be published soon.
+func (r *Redis) LocalChanged() { kick(r.localKick) }
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// RemoteUsers returns the cached users of the other live nodes.
+func (r *Redis) RemoteUsers() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, users := range r.remote {
+		out = append(out, users...)
+	}
+	return out
+}
+
+// Locate returns the live node whose session holds key.
+func (r *Redis) Locate(ctx context.Context, key string) (string, error) {
+	if !r.healthy() {
+		return "", ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
+	defer cancel()
+	v, err := r.rdb.Get(ctx, r.key("name", key)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w (%v)", ErrUnavailable, err)
+	}
+	node, _, _ := strings.Cut(v, "|")
+	if node == r.cfg.ID {
+		return node, nil
+	}
+	r.mu.Lock()
+	_, live := r.remote[node]
+	r.mu.Unlock()
+	if !live {
+		return "", nil
+	}
+	return node, nil
+}
+
+// Send queues payload for node.
+func (r *Redis) Send(node string, payload []byte) error {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed || !r.healthy() {
+		return ErrUnavailable
+	}
+	select {
+	case r.out <- relayMsg{channel: r.key("node", node), payload: r.cfg.ID + "\n" + string(payload)}:
+		return nil
+	default:
+		return fmt.Errorf("%w (relay queue full)", ErrUnavailable)
+	}
+}
+
+// healthy reports whether the last heartbeat succeeded within TTL.
+func (r *Redis) healthy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return time.Since(r.lastOK) < r.cfg.TTL
+}
+
+// Close flushes queued messages, releases this node's names and leaves
+// the registry, so other nodes see it gone at once.
+func (r *Redis) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	claims := make([]Claim, 0, len(r.claims))
+	for _, c := range r.claims {
+		claims = append(claims, c)
+	}
+	r.claims = map[string]Claim{}
+	r.mu.Unlock()
+	close(r.stop) // runSend flushes what is queued before it returns
+	r.wg.Wait()
+	var err error
+	if r.ps != nil {
+		_ = r.ps.Close()
+		ctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
+		pipe := r.rdb.Pipeline()
+		for _, c := range claims {
+			releaseScript.Run(ctx, pipe, c.keys, c.value)
+		}
+		pipe.HDel(ctx, r.key("beat"), r.cfg.ID)
+		pipe.HDel(ctx, r.key("info"), r.cfg.ID)
+		pipe.Del(ctx, r.key("users", r.cfg.ID))
+		pipe.Publish(ctx, r.key("presence"), r.cfg.ID)
+		_, err = pipe.Exec(ctx)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("cluster: leaving: %w", err)
+		}
+	}
+	return errors.Join(err, r.rdb.Close())
+}
+
+// runReceive delivers relayed messages and presence notices.
+func (r *Redis) runReceive() {
+	defer r.wg.Done()
+	ch := r.ps.Channel()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			if m.Channel == r.key("presence") {
+				if m.Payload != r.cfg.ID {
+					kick(r.remoteKick)
+				}
+				continue
+			}
+			from, payload, ok := strings.Cut(m.Payload, "\n")
+			if ok {
+				r.ev.Deliver(from, []byte(payload))
+			}
+		}
+	}
+}
+
+// runSend publishes queued messages in order, as pipelines of what is
+// waiting; on stop it flushes the queue first.
+func (r *Redis) runSend() {
+	defer r.wg.Done()
+	for {
+		select {
+		case m := <-r.out:
+			r.publish(m)
+		case <-r.stop:
+			for {
+				select {
+				case m := <-r.out:
+					r.publish(m)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (r *Redis) publish(first relayMsg) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.TTL)
+	defer cancel()
+	pipe := r.rdb.Pipeline()
+	pipe.Publish(ctx, first.channel, first.payload)
+	for n := 1; n < 256; n++ {
+		select {
+		case m := <-r.out:
+			pipe.Publish(ctx, m.channel, m.payload)
+			continue
+		default:
+		}
+		break
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		r.log.Warn("cluster: relay failed", "messages", pipe.Len(), "err", err)
+	}
+}
+
+// Crash stops this node's heartbeats and relays at once and drops its
+// Redis connections, leaving its names and registry entry behind as a
+// killed process would (for tests of node death). Close afterwards only
+// finishes the local teardown.
+func (r *Redis) Crash() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed, r.crashed = true, true
+	r.mu.Unlock()
+	close(r.stop)
+	_ = r.rdb.Close() // fails what is in flight; runSend drops the rest
+	r.wg.Wait()
+	if r.ps != nil {
+		_ = r.ps.Close()
+	}
+}
