@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,10 @@ type wsPeer struct {
 	pending []webrtc.ICECandidateInit
 
 	session string // resume token of the login (or latest resume) reply
+
+	// sdpOff: descriptions and candidates are passed to msgs untouched
+	// (the PeerConnection is gone; the test drives the protocol itself).
+	sdpOff atomic.Bool
 }
 
 // dialPeer connects to the app at wsURL and logs in as name.
@@ -82,6 +87,13 @@ func (p *wsPeer) readLoop() {
 		var m signaling.Message
 		if err := p.ws.ReadJSON(&m); err != nil {
 			return
+		}
+		if p.sdpOff.Load() {
+			select {
+			case p.msgs <- m:
+			default:
+			}
+			continue
 		}
 		switch m.Type {
 		case "answer":

@@ -261,9 +261,20 @@ func TestClusterNodeDeath(t *testing.T) {
 		_ = ws.Close()
 		t.Fatal("bob's name was free on node 3 while he is online on node 2")
 	}
-	bob.Peer.Close()
-	_, _, stop2 := clusterCall(t, nodes[1], nodes[2], "bob2", "carol")
-	defer stop2()
+	bob.sdpOff.Store(true)
+	carol := dialPeer(t, wsOf(nodes[2]), "carol", rtctest.Options{})
+	fresh := rtctest.NewPeer(t, rtctest.Options{})
+	offer, err := fresh.PC.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.send(signaling.Message{Type: "offer", Name: "carol", Offer: &offer})
+	if m := carol.expect("offer"); m.Name != "bob" {
+		t.Fatalf("carol: offer names %q", m.Name)
+	}
+	if m := bob.expect("answer"); m.Name != "carol" {
+		t.Fatalf("bob: answer names %q", m.Name)
+	}
 	// The dead node's user can sign in elsewhere within the lease.
 	var ws *websocket.Conn
 	waitUntil(t, 10*time.Second, func() bool {

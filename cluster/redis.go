@@ -218,31 +218,22 @@ func (r *Redis) RemoteUsers() []string {
 	return out
 }
 
-// Locate returns the live node whose session holds key.
+// Locate returns the live node whose session holds key (one round trip:
+// the claim, and the holder's heartbeat against Redis's clock).
 func (r *Redis) Locate(ctx context.Context, key string) (string, error) {
 	if !r.healthy() {
 		return "", ErrUnavailable
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
 	defer cancel()
-	v, err := r.rdb.Get(ctx, r.key("name", key)).Result()
+	n, err := locateScript.Run(ctx, r.rdb, []string{r.key("name", key), r.key("beat")}, r.cfg.TTL.Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("%w (%v)", ErrUnavailable, err)
 	}
-	node, _, _ := strings.Cut(v, "|")
-	if node == r.cfg.ID {
-		return node, nil
-	}
-	r.mu.Lock()
-	_, live := r.remote[node]
-	r.mu.Unlock()
-	if !live {
-		return "", nil
-	}
-	return node, nil
+	return n, nil
 }
 
 // Send queues payload for node.

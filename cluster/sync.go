@@ -28,6 +28,20 @@ for i = 1, #KEYS do
 end
 return 1`)
 
+// locateScript returns the node holding KEYS[1] if its heartbeat (in the
+// hash KEYS[2]) is younger than ARGV[1] ms, else nil.
+var locateScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local node = string.match(v, '^([^|]*)|')
+if not node then return false end
+local b = redis.call('HGET', KEYS[2], node)
+if not b then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now - tonumber(b) > tonumber(ARGV[1]) then return false end
+return node`)
+
 // beatScript stamps node ARGV[1] in the beat hash (KEYS[1]) with Redis's
 // clock and its info (ARGV[2]) in the info hash (KEYS[2]), renews its users
 // key (KEYS[3]) and every name it holds (KEYS[4..], values ARGV[5..]; a
