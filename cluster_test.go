@@ -239,7 +239,6 @@ func TestClusterNodeStopsCleanly(t *testing.T) {
 	}
 }
 
-
 func TestClusterNodeDeath(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, rs.URL(), 3)

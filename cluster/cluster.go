@@ -73,12 +73,12 @@ type Directory interface {
 // map decides), there are no other users and no other nodes.
 type Alone struct{}
 
-func (Alone) Start(Events)                                  {}
-func (Alone) ID() string                                    { return "" }
+func (Alone) Start(Events)                                   {}
+func (Alone) ID() string                                     { return "" }
 func (Alone) Claim(context.Context, []string) (Claim, error) { return Claim{}, nil }
-func (Alone) Release(Claim)                                 {}
-func (Alone) LocalChanged()                                 {}
-func (Alone) RemoteUsers() []string                         { return nil }
+func (Alone) Release(Claim)                                  {}
+func (Alone) LocalChanged()                                  {}
+func (Alone) RemoteUsers() []string                          { return nil }
 func (Alone) Locate(context.Context, string) (string, error) { return "", nil }
-func (Alone) Send(string, []byte) error                     { return ErrUnavailable }
-func (Alone) Close(context.Context) error                   { return nil }
+func (Alone) Send(string, []byte) error                      { return ErrUnavailable }
+func (Alone) Close(context.Context) error                    { return nil }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,17 +54,16 @@ type Redis struct {
 	ev        Events
 	startOnce sync.Once
 
-	mu       sync.Mutex
-	claims   map[string]Claim    // value -> claim held by this node
-	remote   map[string][]string // live node -> its users
-	vers     map[string]string   // live node -> info version its users were fetched at
-	lastOK   time.Time           // last successful heartbeat
-	pushed   string              // this node's users as last written
-	pushOK   bool                // pushed is in Redis (false after a restart or error)
-	ver      int64
-	closed   bool
-	crashed  bool // Crash: nothing more is sent
-	infoJSON string
+	mu      sync.Mutex
+	claims  map[string]Claim    // value -> claim held by this node
+	remote  map[string][]string // live node -> its users
+	vers    map[string]string   // live node -> info version its users were fetched at
+	lastOK  time.Time           // last successful heartbeat
+	pushed  string              // this node's users as last written
+	pushOK  bool                // pushed is in Redis (false after a restart or error)
+	ver     int64
+	closed  bool
+	crashed bool // Crash: nothing more is sent
 
 	out        chan relayMsg
 	localKick  chan struct{}
@@ -116,11 +114,9 @@ func NewRedis(cfg Config) (*Redis, error) {
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = cfg.Beat, cfg.Beat, cfg.Beat
 	opt.MaxRetries = 1
 	opt.DisableIdentity = true
-	info, _ := json.Marshal(map[string]any{"media": cfg.Media})
 	r := &Redis{cfg: cfg, log: cfg.Logger, rdb: redis.NewClient(opt),
 		claims: map[string]Claim{}, remote: map[string][]string{}, vers: map[string]string{},
-		infoJSON: string(info),
-		out:      make(chan relayMsg, relayQueue), localKick: make(chan struct{}, 1),
+		out: make(chan relayMsg, relayQueue), localKick: make(chan struct{}, 1),
 		remoteKick: make(chan struct{}, 1), stop: make(chan struct{})}
 	return r, nil
 }

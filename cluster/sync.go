@@ -318,4 +318,3 @@ func pairs(v any) map[string]string {
 	}
 	return m
 }
-
