@@ -178,11 +178,13 @@ func (r *Redis) Release(c Claim) {
 	_, held := r.claims[c.value]
 	delete(r.claims, c.value)
 	closed := r.closed
+	if held && !closed {
+		r.wg.Add(1) // under r.mu: before Close can wait
+	}
 	r.mu.Unlock()
 	if !held || closed {
 		return
 	}
-	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.TTL)
