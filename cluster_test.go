@@ -294,17 +294,31 @@ func TestClusterRedisRestart(t *testing.T) {
 	for _, w := range []*watcher{alice, bob, carol} {
 		w.waitUsers(5*time.Second, "alice", "bob", "carol")
 	}
-	// A same-node call goes on through the outage.
+	// A same-node call goes on through the outage; a cross-node call ends.
 	dave, erin, stop := clusterCall(t, nodes[0], nodes[0], "dave", "erin")
 	defer stop()
+	ivan, judy, stopX := clusterCall(t, nodes[1], nodes[2], "ivan", "judy")
+	defer stopX()
 	rs.Stop()
+	for _, p := range []*wsPeer{ivan, judy} {
+		if m := p.expect("leave"); m.Reason != "connection failed" {
+			t.Fatalf("%s: leave %+v", p.name, m)
+		}
+	}
 	// Cut off, each node shows its own users only; a login or a call to
 	// another node gets a clear error.
 	alice.waitUsers(10*time.Second, "alice", "dave", "erin")
-	bob.waitUsers(10*time.Second, "bob")
+	bob.waitUsers(10*time.Second, "bob", "ivan")
 	_, msg := tryLogin(t, wsOf(nodes[1]), "frank")
 	if !strings.Contains(msg, "cannot be reached") {
 		t.Fatalf("login during the outage: %q", msg)
+	}
+	ivan.sdpOff.Store(true) // its PeerConnection is done; the offer only tests signaling
+	ivan.send(signaling.Message{Type: "offer", Name: "carol", Offer: &webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: "v=0\r\n"}})
+	if m := ivan.expect("error"); !strings.Contains(m.Message, "cannot be reached") {
+		t.Fatalf("cross-node call during the outage: %+v", m)
+	} else {
+		t.Logf("cross-node call during the outage: %q", m.Message)
 	}
 	n := erin.Received(webrtc.RTPCodecTypeVideo).Packets
 	waitUntil(t, 5*time.Second, func() bool { return erin.Received(webrtc.RTPCodecTypeVideo).Packets > n+50 },
@@ -313,7 +327,7 @@ func TestClusterRedisRestart(t *testing.T) {
 	rs.Restart()
 	restarted := time.Now()
 	for _, w := range []*watcher{alice, bob, carol} {
-		w.waitUsers(10*time.Second, "alice", "bob", "carol", "dave", "erin")
+		w.waitUsers(10*time.Second, "alice", "bob", "carol", "dave", "erin", "ivan", "judy")
 	}
 	t.Logf("presence converged %v after Redis came back", time.Since(restarted))
 	// Names are unique again (the nodes re-claimed them) and cross-node
