@@ -1,0 +1,152 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"videochat/internal/redistest"
+	"videochat/internal/rtctest"
+)
+
+// TestClusterLoad: 200 users spread over three nodes, 50 cross-node calls
+// set up at once (pion clients that answer at once); every call must
+// connect with video both ways. Then the same number of calls at once on
+// a single node, for comparison. Scale with CLUSTER_LOAD_CALLS (default
+// 50; -short: 10); users = 4 per call.
+func TestClusterLoad(t *testing.T) {
+	calls := 50
+	if testing.Short() {
+		calls = 10
+	}
+	if v := os.Getenv("CLUSTER_LOAD_CALLS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("CLUSTER_LOAD_CALLS=%q", v)
+		}
+		calls = n
+	}
+	rs := redistest.Start(t)
+	nodes := startNodes(t, rs.URL(), 3)
+
+	// Idle users: half of them, spread over the nodes.
+	idle := make([]*watcher, 0, 2*calls)
+	for i := range 2 * calls {
+		idle = append(idle, watch(t, wsOf(nodes[i%3]), fmt.Sprintf("idle%03d", i)))
+	}
+	pairs := make([][2]*wsPeer, calls)
+	for i := range pairs {
+		pairs[i] = [2]*wsPeer{
+			dialPeer(t, wsOf(nodes[i%3]), fmt.Sprintf("a%03d", i), rtctest.Options{}),
+			dialPeer(t, wsOf(nodes[(i+1)%3]), fmt.Sprintf("b%03d", i), rtctest.Options{}),
+		}
+	}
+	// Presence: every node counts everyone.
+	users := 4 * calls
+	for _, w := range idle[:3] {
+		waitUntil(t, 10*time.Second, func() bool {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return w.total == users
+		}, fmt.Sprintf("%s does not count %d users", w.name, users))
+	}
+	c0 := rs.Commands()
+	cross := parallelCalls(t, pairs)
+	c1 := rs.Commands()
+	report(t, "across 3 nodes", cross)
+	t.Logf("Redis: %d commands during the %d setups (%d publish), %.1f per call, heartbeats included",
+		sumCommands(c1)-sumCommands(c0), calls, c1["publish"]-c0["publish"],
+		float64(sumCommands(c1)-sumCommands(c0))/float64(calls))
+	for k, v := range c1 {
+		if d := v - c0[k]; d > 0 {
+			t.Logf("  %s: %d", k, d)
+		}
+	}
+	for _, p := range pairs {
+		p[0].send(signalingLeave(p[1].name))
+		p[0].Close()
+		p[1].Close()
+	}
+
+	single := startApp(t, nil)
+	local := make([][2]*wsPeer, calls)
+	for i := range local {
+		local[i] = [2]*wsPeer{
+			dialPeer(t, wsOf(single), fmt.Sprintf("sa%03d", i), rtctest.Options{}),
+			dialPeer(t, wsOf(single), fmt.Sprintf("sb%03d", i), rtctest.Options{}),
+		}
+	}
+	report(t, "on one node", parallelCalls(t, local))
+}
+
+// parallelCalls starts every call at once and returns each one's time from
+// offer to video both ways; any failure fails the test.
+func parallelCalls(t *testing.T, pairs [][2]*wsPeer) []time.Duration {
+	t.Helper()
+	times := make([]time.Duration, len(pairs))
+	errs := make([]error, len(pairs))
+	var wg sync.WaitGroup
+	for i, p := range pairs {
+		wg.Go(func() { times[i], errs[i] = setUpCall(p[0], p[1]) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	return times
+}
+
+// setUpCall is placeCall for another goroutine than the test's.
+func setUpCall(a, b *wsPeer) (time.Duration, error) {
+	start := time.Now()
+	stop := startBoth(a, b)
+	defer stop()
+	a.call(b.name)
+	for _, step := range []struct {
+		p   *wsPeer
+		typ string
+	}{{a, "answer"}, {b, "offer"}, {a, "accepted"}} {
+		if err := await(step.p, step.typ); err != nil {
+			return 0, err
+		}
+	}
+	for _, p := range []*wsPeer{a, b} {
+		if err := p.WaitPackets(kinds[1], 5, 30*time.Second); err != nil {
+			return 0, fmt.Errorf("%s: %w", p.name, err)
+		}
+	}
+	return time.Since(start), nil
+}
+
+func await(p *wsPeer, typ string) error {
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case m, ok := <-p.msgs:
+			if !ok {
+				return fmt.Errorf("%s: closed waiting for %s", p.name, typ)
+			}
+			if m.Type == typ {
+				return nil
+			}
+			if m.Type == "error" || m.Type == "leave" {
+				return fmt.Errorf("%s: %+v waiting for %s", p.name, m, typ)
+			}
+		case <-timeout:
+			return fmt.Errorf("%s: no %s within 30 s", p.name, typ)
+		}
+	}
+}
+
+func report(t *testing.T, what string, d []time.Duration) {
+	t.Helper()
+	slices.Sort(d)
+	t.Logf("%d calls set up at once %s: offer -> video both ways p50 %v, p99 %v, max %v",
+		len(d), what, d[len(d)/2].Round(time.Millisecond), d[(len(d)*99)/100].Round(time.Millisecond), d[len(d)-1].Round(time.Millisecond))
+}
+
