@@ -149,4 +149,3 @@ func report(t *testing.T, what string, d []time.Duration) {
 	t.Logf("%d calls set up at once %s: offer -> video both ways p50 %v, p99 %v, max %v",
 		len(d), what, d[len(d)/2].Round(time.Millisecond), d[(len(d)*99)/100].Round(time.Millisecond), d[len(d)-1].Round(time.Millisecond))
 }
-
