@@ -17,12 +17,17 @@ import (
 )
 
 // startNodes runs n Apps that share the Redis at url (nodes n1, n2, ...).
-func startNodes(t *testing.T, url string, n int) []*App {
+func startNodes(t *testing.T, url string, n int, mods ...func(*Config)) []*App {
 	t.Helper()
 	nodes := make([]*App, n)
 	for i := range nodes {
 		id := "n" + string(rune('1'+i))
-		nodes[i] = startApp(t, func(c *Config) { c.RedisURL, c.NodeID = url, id })
+		nodes[i] = startApp(t, func(c *Config) {
+			c.RedisURL, c.NodeID = url, id
+			for _, m := range mods {
+				m(c)
+			}
+		})
 	}
 	return nodes
 }

@@ -21,7 +21,7 @@ type Config struct {
 	Media  string // public media address (host:port) other nodes may need
 	Prefix string // prefix of every key and channel, default "videochat:"
 	// Beat is the heartbeat interval (default 1 s). A node not heard of
-	// for TTL (default 3 s) is dead: its names become free and whatever
+	// for TTL (default 5 s) is dead: its names become free and whatever
 	// it shared with other nodes ends.
 	Beat, TTL time.Duration
 	// Sync is the least time between two presence exchanges: changes in
@@ -93,7 +93,7 @@ func NewRedis(cfg Config) (*Redis, error) {
 		}
 	}
 	def(&cfg.Beat, time.Second)
-	def(&cfg.TTL, 3*time.Second)
+	def(&cfg.TTL, 5*time.Second)
 	def(&cfg.Sync, 100*time.Millisecond)
 	if cfg.TTL < 2*cfg.Beat {
 		return nil, errors.New("cluster: TTL must be at least two heartbeats")
@@ -111,7 +111,7 @@ func NewRedis(cfg Config) (*Redis, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	// Fail fast: a Redis outage must cost a heartbeat, not stall logins.
-	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = cfg.Beat, cfg.Beat, cfg.Beat
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = cfg.TTL/2, cfg.TTL/2, cfg.TTL/2
 	opt.MaxRetries = 1
 	opt.DisableIdentity = true
 	r := &Redis{cfg: cfg, log: cfg.Logger, rdb: redis.NewClient(opt),
@@ -137,9 +137,10 @@ func (r *Redis) Start(ev Events) {
 	r.startOnce.Do(func() {
 		r.ev = ev
 		r.ps = r.rdb.Subscribe(context.Background(), r.key("node", r.cfg.ID), r.key("presence"))
-		r.wg.Add(3)
+		r.wg.Add(4)
 		go r.runReceive()
 		go r.runSend()
+		go r.runBeat()
 		go r.runSync()
 	})
 }

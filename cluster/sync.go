@@ -73,22 +73,34 @@ return {now, 1 - missing, lost, redis.call('HGETALL', KEYS[1]), redis.call('HGET
 // forgetAfter: a node silent this long is removed from the registry.
 const forgetAfter = time.Minute
 
-// runSync runs the heartbeat and the presence exchange.
-func (r *Redis) runSync() {
+// runBeat runs the heartbeat on its own goroutine, so that presence work
+// (which can be slow with many users) never delays it.
+func (r *Redis) runBeat() {
 	defer r.wg.Done()
 	beat := time.NewTicker(r.cfg.Beat)
 	defer beat.Stop()
-	pace := time.NewTicker(r.cfg.Sync)
-	defer pace.Stop()
 	r.beat()
-	var localDirty, remoteDirty bool
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-beat.C:
 			r.beat()
-			localDirty, remoteDirty = false, false
+		}
+	}
+}
+
+// runSync runs the presence exchange: this node's list when it changed,
+// the others' when they announce a change, at most once per Sync each.
+func (r *Redis) runSync() {
+	defer r.wg.Done()
+	pace := time.NewTicker(r.cfg.Sync)
+	defer pace.Stop()
+	var localDirty, remoteDirty bool
+	for {
+		select {
+		case <-r.stop:
+			return
 		case <-r.localKick:
 			localDirty = true
 		case <-r.remoteKick:
@@ -106,13 +118,14 @@ func (r *Redis) runSync() {
 	}
 }
 
+// ctx bounds one Redis round trip: half the TTL, so that a slow Redis
+// costs a late heartbeat, not a missed one.
 func (r *Redis) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), r.cfg.Beat)
+	return context.WithTimeout(context.Background(), r.cfg.TTL/2)
 }
 
 // beat is one heartbeat; see beatScript.
 func (r *Redis) beat() {
-	r.pushLocal()
 	r.mu.Lock()
 	keys := []string{r.key("beat"), r.key("info"), r.key("users", r.cfg.ID)}
 	args := []any{r.cfg.ID, r.info(), r.cfg.TTL.Milliseconds(), forgetAfter.Milliseconds()}
@@ -133,22 +146,23 @@ func (r *Redis) beat() {
 		return
 	}
 	now, _ := res[0].(int64)
-	if missing, _ := res[1].(int64); missing == 1 {
-		r.mu.Lock()
-		r.pushOK = false // Redis lost our users (restart): write them again
-		r.mu.Unlock()
-	}
-	if lost, _ := res[2].([]any); len(lost) > 0 {
-		r.lostNames(keys[3:], values, lost)
-	}
 	r.mu.Lock()
+	if missing, _ := res[1].(int64); missing == 1 {
+		r.pushOK = false // Redis lost our users (restart): write them again
+	}
+	pushed := r.pushOK
 	wasDown := time.Since(r.lastOK) >= r.cfg.TTL
 	r.lastOK = time.Now()
 	r.mu.Unlock()
+	if lost, _ := res[2].([]any); len(lost) > 0 {
+		r.lostNames(keys[3:], values, lost)
+	}
 	if wasDown {
 		r.log.Info("cluster: Redis reachable", "node", r.cfg.ID)
 	}
-	r.pushLocal()
+	if !pushed {
+		kick(r.localKick)
+	}
 	r.apply(now, pairs(res[3]), pairs(res[4]))
 }
 
