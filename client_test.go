@@ -44,10 +44,10 @@ func dialPeer(t *testing.T, wsURL, name string, opts rtctest.Options, servers ..
 		t.Fatal(err)
 	}
 	p := &wsPeer{t: t, name: name, ws: ws, msgs: make(chan signaling.Message, 64), done: make(chan struct{})}
-	t.Cleanup(p.close)
 	p.send(signaling.Message{Type: "login", Name: name})
 	var reply signaling.Message
 	if err := ws.ReadJSON(&reply); err != nil || reply.Type != "login" || reply.Success == nil || !*reply.Success {
+		_ = ws.Close() // no cleanup yet: p.close would wait for a reader never started
 		t.Fatalf("login %s: %+v %v", name, reply, err)
 	}
 	p.ice, p.session = reply.ICEServers, reply.Session
@@ -58,6 +58,7 @@ func dialPeer(t *testing.T, wsURL, name string, opts rtctest.Options, servers ..
 		}
 	}
 	p.Peer = rtctest.NewPeer(t, opts)
+	t.Cleanup(p.close)
 	p.PC.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
 			init := c.ToJSON()

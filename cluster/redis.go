@@ -64,6 +64,7 @@ type Redis struct {
 	ver     int64
 	closed  bool
 	crashed bool // Crash: nothing more is sent
+	tried   bool // a heartbeat has been tried
 
 	out        chan relayMsg
 	localKick  chan struct{}
@@ -137,6 +138,7 @@ func (r *Redis) Start(ev Events) {
 	r.startOnce.Do(func() {
 		r.ev = ev
 		r.ps = r.rdb.Subscribe(context.Background(), r.key("node", r.cfg.ID), r.key("presence"))
+		r.beat() // register before serving (bounded: TTL/2 when Redis is down)
 		r.wg.Add(4)
 		go r.runReceive()
 		go r.runSend()
@@ -251,11 +253,12 @@ func (r *Redis) Send(node string, payload []byte) error {
 	}
 }
 
-// healthy reports whether the last heartbeat succeeded within TTL.
+// healthy reports whether the last heartbeat succeeded within TTL. Before
+// the first heartbeat has been tried, it is optimistic.
 func (r *Redis) healthy() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return time.Since(r.lastOK) < r.cfg.TTL
+	return !r.tried || time.Since(r.lastOK) < r.cfg.TTL
 }
 
 // Close flushes queued messages, releases this node's names and leaves

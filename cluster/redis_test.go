@@ -70,7 +70,7 @@ func (e *events) until(t *testing.T, d time.Duration, cond func() bool, what str
 
 func node(t *testing.T, url, id string, ev *events) *Redis {
 	t.Helper()
-	r, err := NewRedis(Config{URL: url, ID: id, Beat: 200 * time.Millisecond, TTL: 600 * time.Millisecond})
+	r, err := NewRedis(Config{URL: url, ID: id, Beat: 250 * time.Millisecond, TTL: 1500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestCrashedNodeIsGone(t *testing.T) {
 	evB.until(t, 2*time.Second, func() bool { return slices.Equal(b.RemoteUsers(), []string{"alice"}) }, "presence of a")
 	a.Crash()
 	start := time.Now()
-	evB.until(t, 3*time.Second, func() bool { return slices.Contains(evB.down, "a") }, "node a down")
+	evB.until(t, 5*time.Second, func() bool { return slices.Contains(evB.down, "a") }, "node a down")
 	t.Logf("crash noticed after %v (TTL %v, beat %v)", time.Since(start), b.cfg.TTL, b.cfg.Beat)
 	if u := b.RemoteUsers(); len(u) != 0 {
 		t.Fatalf("a's users still listed: %v", u)
@@ -183,7 +183,7 @@ func TestRedisRestartHeals(t *testing.T) {
 	}
 	evB.until(t, 2*time.Second, func() bool { return slices.Equal(b.RemoteUsers(), []string{"alice"}) }, "presence of a")
 	rs.Stop()
-	evB.until(t, 5*time.Second, func() bool { return slices.Contains(evB.down, "a") }, "a unreachable")
+	evB.until(t, 8*time.Second, func() bool { return slices.Contains(evB.down, "a") }, "a unreachable")
 	if _, err := b.Claim(context.Background(), []string{"n:x"}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("claim while Redis is down: %v", err)
 	}

@@ -79,7 +79,6 @@ func (r *Redis) runBeat() {
 	defer r.wg.Done()
 	beat := time.NewTicker(r.cfg.Beat)
 	defer beat.Stop()
-	r.beat()
 	for {
 		select {
 		case <-r.stop:
@@ -151,8 +150,8 @@ func (r *Redis) beat() {
 		r.pushOK = false // Redis lost our users (restart): write them again
 	}
 	pushed := r.pushOK
-	wasDown := time.Since(r.lastOK) >= r.cfg.TTL
-	r.lastOK = time.Now()
+	wasDown := r.tried && time.Since(r.lastOK) >= r.cfg.TTL
+	r.lastOK, r.tried = time.Now(), true
 	r.mu.Unlock()
 	if lost, _ := res[2].([]any); len(lost) > 0 {
 		r.lostNames(keys[3:], values, lost)
@@ -187,6 +186,7 @@ func (r *Redis) lostNames(keys, values []string, lost []any) {
 // than TTL every other node counts as gone.
 func (r *Redis) beatFailed(err error) {
 	r.mu.Lock()
+	r.tried = true
 	down := time.Since(r.lastOK) >= r.cfg.TTL
 	r.pushOK = false
 	var gone []string
