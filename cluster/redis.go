@@ -37,14 +37,16 @@ type Config struct {
 //	P beat            hash: node id -> last heartbeat (Redis clock, ms)
 //	P info            hash: node id -> {"media":..,"ver":..} (ver counts user list changes)
 //	P users:<node>    string: the node's users, one per line (TTL = lease)
-//	P name:<key>      string: "<node>|<random>" of the session holding the name (TTL = lease)
+//	P name:<key>      string: "<node>|<random>" of the session holding the name (its lease: the node's heartbeat)
+//	P names:<node>    set: the name keys the node holds (so survivors can delete a dead node's)
 //	P node:<node>     pub/sub channel: messages relayed to that node, in order
 //	P presence        pub/sub channel: "<node>" when its users changed
 //
-// One heartbeat is one script run: it stamps the node, renews every name
-// the node holds (re-creating those lost to a Redis restart) and returns
-// every node's beat and info, so a node learns of deaths and presence
-// changes in the same round trip.
+// One heartbeat is one script run, whatever the number of users: it stamps
+// the node and returns every node's beat and info, so a node learns of
+// deaths and presence changes in the same round trip. A name is held as
+// long as its node beats (scripts.go); after a Redis restart the node
+// claims its names again.
 type Redis struct {
 	cfg Config
 	log *slog.Logger
@@ -55,12 +57,13 @@ type Redis struct {
 	startOnce sync.Once
 
 	mu      sync.Mutex
-	claims  map[string]Claim    // value -> claim held by this node
-	remote  map[string][]string // live node -> its users
-	vers    map[string]string   // live node -> info version its users were fetched at
-	lastOK  time.Time           // last successful heartbeat
-	pushed  string              // this node's users as last written
-	pushOK  bool                // pushed is in Redis (false after a restart or error)
+	claims  map[string]Claim     // value -> claim held by this node
+	remote  map[string][]string  // live node -> its users
+	vers    map[string]string    // live node -> info version its users were fetched at
+	absent  map[string]time.Time // known node missing from the registry (Redis restart?) -> since
+	lastOK  time.Time            // last successful heartbeat
+	pushed  string               // this node's users as last written
+	pushOK  bool                 // pushed is in Redis (false after a restart or error)
 	ver     int64
 	closed  bool
 	crashed bool // Crash: nothing more is sent
@@ -116,7 +119,7 @@ func NewRedis(cfg Config) (*Redis, error) {
 	opt.MaxRetries = 1
 	opt.DisableIdentity = true
 	r := &Redis{cfg: cfg, log: cfg.Logger, rdb: redis.NewClient(opt),
-		claims: map[string]Claim{}, remote: map[string][]string{}, vers: map[string]string{},
+		claims: map[string]Claim{}, remote: map[string][]string{}, vers: map[string]string{}, absent: map[string]time.Time{},
 		out: make(chan relayMsg, relayQueue), localKick: make(chan struct{}, 1),
 		remoteKick: make(chan struct{}, 1), stop: make(chan struct{})}
 	return r, nil
@@ -158,7 +161,8 @@ func (r *Redis) Claim(ctx context.Context, keys []string) (Claim, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
 	defer cancel()
-	n, err := claimScript.Run(ctx, r.rdb, c.keys, c.value, r.cfg.TTL.Milliseconds()).Int()
+	keys = append([]string{r.key("beat"), r.key("names", r.cfg.ID)}, c.keys...)
+	n, err := claimScript.Run(ctx, r.rdb, keys, c.value, r.cfg.TTL.Milliseconds()).Int()
 	if err != nil {
 		r.log.Warn("cluster: claim failed", "err", err)
 		return Claim{}, fmt.Errorf("%w (%v)", ErrUnavailable, err)
@@ -192,10 +196,14 @@ func (r *Redis) Release(c Claim) {
 		defer r.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.TTL)
 		defer cancel()
-		if err := releaseScript.Run(ctx, r.rdb, c.keys, c.value).Err(); err != nil {
+		if err := releaseScript.Run(ctx, r.rdb, r.releaseKeys(c), c.value).Err(); err != nil {
 			r.log.Info("cluster: release failed (the lease will end it)", "err", err)
 		}
 	}()
+}
+
+func (r *Redis) releaseKeys(c Claim) []string {
+	return append([]string{r.key("names", r.cfg.ID)}, c.keys...)
 }
 
 // LocalChanged asks for this node's users to be published soon.
@@ -284,11 +292,11 @@ func (r *Redis) Close(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
 		pipe := r.rdb.Pipeline()
 		for _, c := range claims {
-			releaseScript.Run(ctx, pipe, c.keys, c.value)
+			releaseScript.Run(ctx, pipe, r.releaseKeys(c), c.value)
 		}
-		pipe.HDel(ctx, r.key("beat"), r.cfg.ID)
+		pipe.HSet(ctx, r.key("beat"), r.cfg.ID, 0) // long silent: gone for everyone at once
 		pipe.HDel(ctx, r.key("info"), r.cfg.ID)
-		pipe.Del(ctx, r.key("users", r.cfg.ID))
+		pipe.Del(ctx, r.key("users", r.cfg.ID), r.key("names", r.cfg.ID))
 		pipe.Publish(ctx, r.key("presence"), r.cfg.ID)
 		_, err = pipe.Exec(ctx)
 		cancel()

@@ -3,72 +3,12 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
-
-// claimScript takes every key for ARGV[1] (lease ARGV[2] ms), or none if
-// one is held by another value.
-var claimScript = redis.NewScript(`
-for i = 1, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if v and v ~= ARGV[1] then return 0 end
-end
-for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
-return 1`)
-
-// releaseScript deletes the keys that still hold ARGV[1].
-var releaseScript = redis.NewScript(`
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-end
-return 1`)
-
-// locateScript returns the node holding KEYS[1] if its heartbeat (in the
-// hash KEYS[2]) is younger than ARGV[1] ms, else nil.
-var locateScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if not v then return false end
-local node = string.match(v, '^([^|]*)|')
-if not node then return false end
-local b = redis.call('HGET', KEYS[2], node)
-if not b then return false end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now - tonumber(b) > tonumber(ARGV[1]) then return false end
-return node`)
-
-// beatScript stamps node ARGV[1] in the beat hash (KEYS[1]) with Redis's
-// clock and its info (ARGV[2]) in the info hash (KEYS[2]), renews its users
-// key (KEYS[3]) and every name it holds (KEYS[4..], values ARGV[5..]; a
-// name lost to a restart is taken again, one taken by someone else is
-// reported), forgets nodes silent for ARGV[4] ms, and returns
-// {now, users key missing, {lost key indexes}, beat hash, info hash}.
-var beatScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], now)
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local missing = redis.call('PEXPIRE', KEYS[3], ARGV[3])
-local lost = {}
-for i = 4, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if v == ARGV[i + 1] then redis.call('PEXPIRE', KEYS[i], ARGV[3])
-  elseif not v then redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[3])
-  else table.insert(lost, i - 3) end
-end
-local beats = redis.call('HGETALL', KEYS[1])
-for i = 1, #beats, 2 do
-  if now - tonumber(beats[i + 1]) > tonumber(ARGV[4]) then
-    redis.call('HDEL', KEYS[1], beats[i])
-    redis.call('HDEL', KEYS[2], beats[i])
-  end
-end
-return {now, 1 - missing, lost, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}`)
 
 // forgetAfter: a node silent this long is removed from the registry.
 const forgetAfter = time.Minute
@@ -123,63 +63,78 @@ func (r *Redis) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), r.cfg.TTL/2)
 }
 
-// beat is one heartbeat; see beatScript.
+// beat is one heartbeat; see beatScript. When Redis has lost this node's
+// state (a restart), the node's names are claimed again at once.
 func (r *Redis) beat() {
 	r.mu.Lock()
 	keys := []string{r.key("beat"), r.key("info"), r.key("users", r.cfg.ID)}
 	args := []any{r.cfg.ID, r.info(), r.cfg.TTL.Milliseconds(), forgetAfter.Milliseconds()}
-	values := make([]string, 0, len(r.claims))
-	for _, c := range r.claims {
-		for _, k := range c.keys {
-			keys = append(keys, k)
-			args = append(args, c.value)
-			values = append(values, c.value)
-		}
-	}
 	r.mu.Unlock()
 	ctx, cancel := r.ctx()
 	defer cancel()
 	res, err := beatScript.Run(ctx, r.rdb, keys, args...).Slice()
-	if err != nil || len(res) != 5 {
+	if err != nil || len(res) != 4 {
 		r.beatFailed(err)
 		return
 	}
 	now, _ := res[0].(int64)
+	missing, _ := res[1].(int64)
+	if missing == 1 && !r.reclaim() {
+		r.beatFailed(errors.New("claiming names again failed"))
+		return
+	}
 	r.mu.Lock()
-	if missing, _ := res[1].(int64); missing == 1 {
+	if missing == 1 {
 		r.pushOK = false // Redis lost our users (restart): write them again
 	}
 	pushed := r.pushOK
 	wasDown := r.tried && time.Since(r.lastOK) >= r.cfg.TTL
 	r.lastOK, r.tried = time.Now(), true
 	r.mu.Unlock()
-	if lost, _ := res[2].([]any); len(lost) > 0 {
-		r.lostNames(keys[3:], values, lost)
-	}
 	if wasDown {
 		r.log.Info("cluster: Redis reachable", "node", r.cfg.ID)
 	}
 	if !pushed {
 		kick(r.localKick)
 	}
-	r.apply(now, pairs(res[3]), pairs(res[4]))
+	r.apply(now, pairs(res[2]), pairs(res[3]))
+}
+
+// reclaim takes this node's names again after Redis lost them; a name
+// another live node took meanwhile is logged (the newer holder keeps it).
+func (r *Redis) reclaim() bool {
+	r.mu.Lock()
+	keys := []string{r.key("beat"), r.key("names", r.cfg.ID)}
+	args := []any{r.cfg.TTL.Milliseconds()}
+	for _, c := range r.claims {
+		for _, k := range c.keys {
+			keys = append(keys, k)
+			args = append(args, c.value)
+		}
+	}
+	r.mu.Unlock()
+	if len(keys) == 2 {
+		return true
+	}
+	ctx, cancel := r.ctx()
+	defer cancel()
+	lost, err := reclaimScript.Run(ctx, r.rdb, keys, args...).Slice()
+	if err != nil {
+		return false
+	}
+	for _, l := range lost {
+		if i, ok := l.(int64); ok && int(i) >= 3 && int(i) <= len(keys) {
+			r.log.Warn("cluster: a name this node holds was taken on another node", "key", keys[i-1])
+		}
+	}
+	r.log.Info("cluster: names claimed again after Redis lost them", "node", r.cfg.ID, "keys", len(keys)-2)
+	return true
 }
 
 // info is this node's registry entry; r.mu held.
 func (r *Redis) info() string {
 	b, _ := json.Marshal(map[string]any{"media": r.cfg.Media, "ver": r.ver})
 	return string(b)
-}
-
-// lostNames logs names another node took while this one could not renew
-// them (a Redis outage longer than the lease): the clash is the price of
-// letting both nodes go on; the newer holder keeps the key.
-func (r *Redis) lostNames(keys, values []string, lost []any) {
-	for _, l := range lost {
-		if i, ok := l.(int64); ok && int(i) >= 1 && int(i) <= len(keys) {
-			r.log.Warn("cluster: a name this node holds was taken on another node", "key", keys[i-1])
-		}
-	}
 }
 
 // beatFailed notes a failed heartbeat; once the last success is older
@@ -274,11 +229,26 @@ func (r *Redis) apply(now int64, beats, infos map[string]string) {
 	r.mu.Lock()
 	var gone, stale []string
 	for node := range r.remote {
-		if _, ok := live[node]; !ok {
-			gone = append(gone, node)
-			delete(r.remote, node)
-			delete(r.vers, node)
+		if _, ok := live[node]; ok {
+			delete(r.absent, node)
+			continue
 		}
+		if _, listed := beats[node]; !listed {
+			// Not stale but missing: Redis may have restarted and the
+			// node not beaten since. Gone only after a TTL of that.
+			since, seen := r.absent[node]
+			if !seen {
+				r.absent[node] = time.Now()
+				continue
+			}
+			if time.Since(since) < r.cfg.TTL {
+				continue
+			}
+		}
+		delete(r.absent, node)
+		gone = append(gone, node)
+		delete(r.remote, node)
+		delete(r.vers, node)
 	}
 	for node, ver := range live {
 		if r.vers[node] != ver {
@@ -287,8 +257,22 @@ func (r *Redis) apply(now int64, beats, infos map[string]string) {
 	}
 	r.mu.Unlock()
 	r.lose(gone)
+	for _, node := range gone {
+		r.bury(node)
+	}
 	if len(stale) > 0 {
 		r.fetchUsers(stale, live)
+	}
+}
+
+// bury deletes the name keys a dead node still holds (any survivor may;
+// doing it twice is harmless). A node that was only cut off claims its
+// names again when it is back.
+func (r *Redis) bury(node string) {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	if err := buryScript.Run(ctx, r.rdb, []string{r.key("names", node)}, node+"|").Err(); err != nil {
+		r.log.Info("cluster: could not delete a dead node's names (claims skip them anyway)", "node", node, "err", err)
 	}
 }
 
@@ -318,6 +302,7 @@ func (r *Redis) fetchUsers(nodes []string, vers map[string]string) {
 		r.remote[n], r.vers[n] = users, vers[n]
 	}
 	r.mu.Unlock()
+	r.log.Debug("cluster: users fetched", "node", r.cfg.ID, "of", nodes, "vers", vers, "vals", vals)
 	r.ev.PresenceChanged()
 }
 
