@@ -38,6 +38,7 @@ type Config struct {
 //	P info            hash: node id -> {"media":..,"ver":..} (ver counts user list changes)
 //	P users:<node>    string: the node's users, one per line (TTL = lease)
 //	P name:<key>      string: "<node>|<random>" of the session holding the name (its lease: the node's heartbeat)
+//	P epoch           string: when Redis started serving the cluster (claims wait two heartbeats after it)
 //	P names:<node>    set: the name keys the node holds (so survivors can delete a dead node's)
 //	P node:<node>     pub/sub channel: messages relayed to that node, in order
 //	P presence        pub/sub channel: "<node>" when its users changed
@@ -161,11 +162,14 @@ func (r *Redis) Claim(ctx context.Context, keys []string) (Claim, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
 	defer cancel()
-	keys = append([]string{r.key("beat"), r.key("names", r.cfg.ID)}, c.keys...)
-	n, err := claimScript.Run(ctx, r.rdb, keys, c.value, r.cfg.TTL.Milliseconds()).Int()
+	keys = append([]string{r.key("beat"), r.key("names", r.cfg.ID), r.key("epoch")}, c.keys...)
+	n, err := claimScript.Run(ctx, r.rdb, keys, c.value, r.cfg.TTL.Milliseconds(), (2 * r.cfg.Beat).Milliseconds()).Int()
 	if err != nil {
 		r.log.Warn("cluster: claim failed", "err", err)
 		return Claim{}, fmt.Errorf("%w (%v)", ErrUnavailable, err)
+	}
+	if n == -1 {
+		return Claim{}, fmt.Errorf("%w (Redis has just started; the nodes are registering again)", ErrUnavailable)
 	}
 	if n == 0 {
 		return Claim{}, ErrTaken

@@ -195,8 +195,55 @@ func TestRedisRestartHeals(t *testing.T) {
 	evB.until(t, 5*time.Second, func() bool { return slices.Equal(b.RemoteUsers(), []string{"alice"}) }, "presence after the restart")
 	evA.until(t, 5*time.Second, func() bool { return slices.Equal(a.RemoteUsers(), []string{"bob"}) }, "presence after the restart")
 	t.Logf("presence back %v after Redis", time.Since(start))
-	// alice's claim was re-created by a's heartbeat.
-	if _, err := b.Claim(context.Background(), []string{"n:alice"}); !errors.Is(err, ErrTaken) {
-		t.Fatalf("alice after the restart: %v", err)
+	// alice's claim was re-created by a's heartbeat; other claims wait
+	// until every node has had two heartbeats to do so.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := b.Claim(context.Background(), []string{"n:alice"})
+		if errors.Is(err, ErrTaken) {
+			break
+		}
+		if !errors.Is(err, ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("alice after the restart: %v", err)
+		}
+	}
+}
+
+// A Redis restart shorter than the TTL ends nothing: no node is taken for
+// dead, names and presence come back.
+func TestShortRedisRestartEndsNothing(t *testing.T) {
+	rs := redistest.Start(t)
+	evA, evB := newEvents("alice"), newEvents("bob")
+	a := node(t, rs.URL(), "a", evA)
+	b := node(t, rs.URL(), "b", evB)
+	if _, err := a.Claim(context.Background(), []string{"n:alice"}); err != nil {
+		t.Fatal(err)
+	}
+	evB.until(t, 2*time.Second, func() bool { return slices.Equal(b.RemoteUsers(), []string{"alice"}) }, "presence of a")
+	rs.Stop()
+	rs.Restart()
+	// Right after the restart, before every node has beaten and claimed
+	// its names again, claims wait; then alice is a's again.
+	if _, err := b.Claim(context.Background(), []string{"n:alice"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim right after the restart: %v", err)
+	}
+	waitHealthy(t, b)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := b.Claim(context.Background(), []string{"n:alice"})
+		if errors.Is(err, ErrTaken) {
+			break
+		}
+		if err == nil || time.Now().After(deadline) {
+			t.Fatalf("claim of alice after the restart: %v", err)
+		}
+	}
+	time.Sleep(2 * b.cfg.TTL) // nothing may happen meanwhile: no event to wait for
+	evB.mu.Lock()
+	down := slices.Clone(evB.down)
+	evB.mu.Unlock()
+	if len(down) != 0 {
+		t.Fatalf("nodes taken for dead after a short restart: %v", down)
+	}
+	if !slices.Equal(b.RemoteUsers(), []string{"alice"}) {
+		t.Fatalf("presence after the restart: %v", b.RemoteUsers())
 	}
 }

@@ -26,15 +26,20 @@ local function live(v)
 end
 `
 
-// claimScript: KEYS[1] beat hash, KEYS[2] this node's names set, KEYS[3..]
-// the name's keys; ARGV[1] the value, ARGV[2] TTL ms. Takes every key for
-// ARGV[1], or none (returns 0) if one is held by a live session elsewhere.
+// claimScript: KEYS[1] beat hash, KEYS[2] this node's names set, KEYS[3]
+// the epoch key, KEYS[4..] the name's keys; ARGV[1] the value, ARGV[2] TTL
+// ms, ARGV[3] settle ms. Takes every key for ARGV[1], or none (returns 0)
+// if one is held by a live session elsewhere. Within settle ms of Redis
+// starting empty (the epoch key is set by the first heartbeat), it
+// returns -1: the nodes have not all claimed their names again yet.
 var claimScript = redis.NewScript(luaNow + `local ttl = tonumber(ARGV[2])` + luaLive + `
-for i = 3, #KEYS do
+local epoch = redis.call('GET', KEYS[3])
+if not epoch or now - tonumber(epoch) < tonumber(ARGV[3]) then return -1 end
+for i = 4, #KEYS do
   local v = redis.call('GET', KEYS[i])
   if v and v ~= ARGV[1] and live(v) then return 0 end
 end
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1])
   redis.call('SADD', KEYS[2], KEYS[i])
 end
@@ -87,15 +92,21 @@ if not b then return false end` + luaNow + `
 if now - tonumber(b) > tonumber(ARGV[1]) then return false end
 return node`)
 
-// beatScript: stamps node ARGV[1] in the beat hash (KEYS[1]) and its info
+// beatScript: notes when Redis started serving the cluster (KEYS[4], the
+// epoch, unless set: now if this node has seen Redis before (ARGV[5] = 1:
+// a restart, claims wait), else 0 (a new cluster)), stamps node ARGV[1] in
+// the beat hash (KEYS[1]), writes its info if missing
 // (ARGV[2]) in the info hash (KEYS[2]), renews its users key (KEYS[3],
 // lease ARGV[3] ms), forgets nodes silent for ARGV[4] ms, and returns
 // {now, 1 if Redis lost this node's state (restart: no beat entry or no
 // users key), beat hash, info hash}.
 var beatScript = redis.NewScript(luaNow + `
+if ARGV[5] == '1' then redis.call('SET', KEYS[4], now, 'NX') else redis.call('SET', KEYS[4], 0, 'NX') end
 local fresh = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
 redis.call('HSET', KEYS[1], ARGV[1], now)
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+-- Only when missing: the info's version changes with the users key, in
+-- one transaction (pushLocal); a heartbeat must never set it back.
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 local missing = 1 - redis.call('PEXPIRE', KEYS[3], ARGV[3])
 if fresh then missing = 1 end
 local beats = redis.call('HGETALL', KEYS[1])

@@ -67,8 +67,12 @@ func (r *Redis) ctx() (context.Context, context.CancelFunc) {
 // state (a restart), the node's names are claimed again at once.
 func (r *Redis) beat() {
 	r.mu.Lock()
-	keys := []string{r.key("beat"), r.key("info"), r.key("users", r.cfg.ID)}
-	args := []any{r.cfg.ID, r.info(), r.cfg.TTL.Milliseconds(), forgetAfter.Milliseconds()}
+	keys := []string{r.key("beat"), r.key("info"), r.key("users", r.cfg.ID), r.key("epoch")}
+	seen := 0 // this node has used Redis before: an empty Redis has restarted
+	if !r.lastOK.IsZero() {
+		seen = 1
+	}
+	args := []any{r.cfg.ID, r.info(), r.cfg.TTL.Milliseconds(), forgetAfter.Milliseconds(), seen}
 	r.mu.Unlock()
 	ctx, cancel := r.ctx()
 	defer cancel()
@@ -302,7 +306,7 @@ func (r *Redis) fetchUsers(nodes []string, vers map[string]string) {
 		r.remote[n], r.vers[n] = users, vers[n]
 	}
 	r.mu.Unlock()
-	r.log.Debug("cluster: users fetched", "node", r.cfg.ID, "of", nodes, "vers", vers, "vals", vals)
+	r.log.Debug("cluster: users fetched", "node", r.cfg.ID, "of", nodes)
 	r.ev.PresenceChanged()
 }
 
