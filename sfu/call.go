@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/pion/webrtc/v4"
@@ -37,6 +38,7 @@ type Signaler interface {
 type Call struct {
 	sfu *SFU
 	id  string
+	log *slog.Logger // with the call's id
 
 	subMu sync.Mutex
 
@@ -49,7 +51,7 @@ type Call struct {
 // NewCall creates an empty call. id names it in logs and recordings. After
 // the SFU is closed, the call is created closed (Join fails).
 func (s *SFU) NewCall(id string) *Call {
-	c := &Call{sfu: s, id: id}
+	c := &Call{sfu: s, id: id, log: s.log.With("call", id)}
 	s.mu.Lock()
 	if s.closed {
 		c.closed = true
@@ -92,7 +94,7 @@ func (c *Call) Join(name string, sig Signaler) (*Participant, error) {
 	}
 	c.subMu.Unlock()
 	askKeyframes(fresh)
-	c.sfu.log.Debug("participant joined", "call", c.id, "name", name)
+	p.log.Debug("participant joined")
 	return p, nil
 }
 

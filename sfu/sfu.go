@@ -69,6 +69,12 @@ type SFU struct {
 	mu     sync.Mutex
 	calls  map[*Call]struct{}
 	closed bool
+
+	// totMu guards the counters of participants that have left (ended)
+	// and the set of those whose numbers are still moving (live).
+	totMu sync.Mutex
+	ended Totals
+	live  map[*Participant]struct{}
 }
 
 // New builds an SFU and binds its media port.
@@ -110,7 +116,8 @@ func New(cfg Config) (*SFU, error) {
 		_ = mux.Close()
 		return nil, err
 	}
-	return &SFU{cfg: cfg, est: est, rep: rep, api: api, mux: mux, log: cfg.Logger, calls: map[*Call]struct{}{}}, nil
+	return &SFU{cfg: cfg, est: est, rep: rep, api: api, mux: mux, log: cfg.Logger, calls: map[*Call]struct{}{},
+		live: map[*Participant]struct{}{}}, nil
 }
 
 // MediaAddrs returns the local addresses of the media socket(s).

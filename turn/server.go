@@ -228,6 +228,30 @@ func (s *Server) TLSAddr() net.Addr {
 	return s.tls.Addr()
 }
 
+// Stats are the server's counters since it started.
+type Stats struct {
+	Allocations      int    // active allocations now
+	AllocationsTotal uint64 // relay sockets allocated since the start
+	// Relayed payload between clients and peers: ToPeer is what clients
+	// sent through their relays, FromPeer what peers sent back.
+	ToPeerBytes, ToPeerPackets     uint64
+	FromPeerBytes, FromPeerPackets uint64
+	// Denied counts packets dropped because the peer is not allowed.
+	Denied uint64
+}
+
+// Stats returns the current counters; it costs a few atomic loads.
+func (s *Server) Stats() Stats {
+	r := &s.relays.relayed
+	return Stats{
+		Allocations:      s.pion.AllocationCount(),
+		AllocationsTotal: r.allocations.Load(),
+		ToPeerBytes:      r.toPeerBytes.Load(), ToPeerPackets: r.toPeerPackets.Load(),
+		FromPeerBytes: r.fromPeerBytes.Load(), FromPeerPackets: r.fromPeerPackets.Load(),
+		Denied: r.denied.Load(),
+	}
+}
+
 // AllocationCount returns the number of active allocations.
 func (s *Server) AllocationCount() int {
 	return s.pion.AllocationCount()
