@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"videochat/metrics"
 	"videochat/recorder"
 	"videochat/sfu"
 	"videochat/signaling"
@@ -34,8 +36,15 @@ type App struct {
 	ln       net.Listener
 	tls      bool
 	selftest selfTest
-	cancel   context.CancelFunc // stops background work (the self-test)
+	cancel   context.CancelFunc // stops background work (the self-test, the metrics sampler)
 	wg       sync.WaitGroup
+
+	metrics     *metrics.Metrics
+	metricsLn   net.Listener  // -metrics-addr; nil: /metrics on the main port (this host only)
+	metricsSrv  *http.Server  // serves metricsLn
+	metricsDone chan struct{} // closed when metricsSrv's Serve returns
+	serving     atomic.Bool   // Serve has started (readyz)
+	draining    atomic.Bool   // Close has started (readyz)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -52,6 +61,8 @@ func NewApp(cfg Config, log *slog.Logger) (*App, error) {
 	a.cancel = cancel
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.runSelfTest(ctx) }()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.metrics.Run(ctx, cfg.bitrateSample) }()
 	return a, nil
 }
 
@@ -100,8 +111,16 @@ func (a *App) build() error {
 		CallAttempts: cfg.Limits.CallAttempts, CallAttemptsPerIP: cfg.Limits.CallAttemptsPerIP,
 		AuthSecret: []byte(cfg.AuthSecret),
 		Logger:     log.With("component", "signaling"),
+		OnMediaConnected: func(leg string, setup time.Duration) {
+			if a.metrics != nil {
+				a.metrics.ObserveSetup(leg, setup)
+			}
+		},
 	})
 	if err != nil {
+		return err
+	}
+	if err := a.buildMetrics(); err != nil {
 		return err
 	}
 	if cfg.AuthSecret != "" {
@@ -131,6 +150,9 @@ func (a *App) release() {
 	if a.ln != nil {
 		_ = a.ln.Close()
 	}
+	if a.metricsLn != nil {
+		_ = a.metricsLn.Close()
+	}
 	if a.turn != nil {
 		_ = a.turn.Close()
 	}
@@ -158,6 +180,10 @@ func (a *App) routes() http.Handler {
 	web := static.Handler()
 	mux.Handle("/ws", a.sig)
 	mux.HandleFunc("/healthz", a.healthz)
+	mux.HandleFunc("/readyz", a.readyz)
+	if a.metricsLn == nil {
+		mux.Handle("/metrics", a.localMetrics())
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if websocket.IsWebSocketUpgrade(r) { // tutorial clients dial ws://host:9090
 			a.sig.ServeHTTP(w, r)
@@ -184,6 +210,8 @@ func (a *App) URL() string {
 
 // Serve serves HTTP until Close.
 func (a *App) Serve() error {
+	a.serveMetrics()
+	a.serving.Store(true)
 	if err := a.http.Serve(a.ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -203,6 +231,7 @@ func (a *App) Close(ctx context.Context) error {
 }
 
 func (a *App) close(ctx context.Context) error {
+	a.drain(ctx)
 	a.cancel()
 	a.wg.Wait()
 	errSig := a.sig.Close(ctx)
@@ -221,7 +250,8 @@ func (a *App) close(ctx context.Context) error {
 		errRec = a.rec.Shutdown(hookCtx)
 		cancel()
 	}
-	return errors.Join(errSig, errHTTP, errTURN, errSFU, errRec)
+	errMetrics := a.closeMetrics(ctx)
+	return errors.Join(errSig, errHTTP, errTURN, errSFU, errRec, errMetrics)
 }
 
 // onlyLoopback reports whether the host has no usable non-loopback address

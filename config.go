@@ -40,11 +40,17 @@ type Config struct {
 	TURNPerIP      int           // TURN allocations (and TCP/TLS connections) per client address
 	TURNSetup      time.Duration // a TURN TCP/TLS connection without an allocation by then is closed
 	AuthSecret     string        // HS256 secret of login tokens (JWT); empty: no access control
+	LogFormat      string        // "text" or "json"
+	MetricsAddr    string        // a separate listener for /metrics; empty: the main port, this host only
+	ShutdownDelay  time.Duration // /readyz answers 503 this long before the shutdown proper
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
 	// Not flags: for tests.
 	IncludeLoopback bool // offer loopback media candidates (auto when the host has nothing else)
+	// bitrateSample is how often the bandwidth estimates are sampled for
+	// the metrics (0: metrics.DefaultSampleInterval).
+	bitrateSample time.Duration
 	// wrapListener, when set, wraps the HTTP(S) listener (before TLS), e.g.
 	// so a test can cut a WebSocket's TCP connection without a close frame.
 	wrapListener func(net.Listener) net.Listener
@@ -86,6 +92,9 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.IntVar(&cfg.TURNPerIP, "turn-per-ip", 100, "TURN allocations, and TURN TCP/TLS connections, per client IP address (IPv6: per /64)")
 	fs.DurationVar(&cfg.TURNSetup, "turn-setup-timeout", 10*time.Second, "a TURN TCP/TLS connection that has not allocated a relay by then is closed")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text (key=value) or json (one JSON object per line)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9091; if empty, /metrics is served on -addr to this host only")
+	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, answer /readyz with 503 for this long before shutting down (e.g. 5s behind a load balancer)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")
 		fs.PrintDefaults()
@@ -110,6 +119,12 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return cfg, fmt.Errorf("-log-level: %w", err)
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return cfg, fmt.Errorf("-log-format %q: want text or json", cfg.LogFormat)
+	}
+	if cfg.ShutdownDelay < 0 {
+		return cfg, errors.New("-shutdown-delay must not be negative")
 	}
 	if cfg.UDPPort < 0 || cfg.UDPPort > 65535 {
 		return cfg, errors.New("-udp-port must be 0..65535")
