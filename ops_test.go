@@ -213,8 +213,8 @@ func TestMetricsOnlyForThisHost(t *testing.T) {
 		want   int
 	}{
 		{nil, 200},
-		{[]string{"X-Forwarded-For", "203.0.113.7"}, 403},          // a visitor through the local proxy
-		{[]string{"X-Forwarded-For", "127.0.0.1"}, 200},            // a trusted proxy says: local
+		{[]string{"X-Forwarded-For", "203.0.113.7"}, 403},            // a visitor through the local proxy
+		{[]string{"X-Forwarded-For", "127.0.0.1"}, 200},              // a trusted proxy says: local
 		{[]string{"X-Forwarded-For", "203.0.113.7, 127.0.0.1"}, 403}, // any outside hop
 		{[]string{"Forwarded", "for=203.0.113.7"}, 403},
 	}
@@ -397,4 +397,35 @@ func TestJSONLogsCarryCallIDs(t *testing.T) {
 		}
 	}
 	t.Logf("call %s: %v", callID, seen)
+}
+
+func TestConfigOperatingFlags(t *testing.T) {
+	cfg, err := parseWith([]string{"-log-format", "json", "-metrics-addr", "127.0.0.1:9091"},
+		map[string]string{"VIDEOCHAT_SHUTDOWN_DELAY": "5s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LogFormat != "json" || cfg.MetricsAddr != "127.0.0.1:9091" || cfg.ShutdownDelay != 5*time.Second {
+		t.Errorf("parsed %q %q %v", cfg.LogFormat, cfg.MetricsAddr, cfg.ShutdownDelay)
+	}
+	if def, _ := parseWith(nil, nil); def.LogFormat != "text" || def.MetricsAddr != "" || def.ShutdownDelay != 0 {
+		t.Errorf("defaults %q %q %v", def.LogFormat, def.MetricsAddr, def.ShutdownDelay)
+	}
+	for _, args := range [][]string{{"-log-format", "yaml"}, {"-shutdown-delay", "-1s"}} {
+		if _, err := parseWith(args, nil); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+	// A JSON logger writes JSON, a text logger key=value.
+	var b bytes.Buffer
+	newLogger(Config{LogFormat: "json"}, &b).Info("hello", "call", "c1")
+	var rec map[string]any
+	if err := json.Unmarshal(b.Bytes(), &rec); err != nil || rec["call"] != "c1" {
+		t.Errorf("json line %q: %v", b.String(), err)
+	}
+	b.Reset()
+	newLogger(Config{}, &b).Info("hello", "call", "c1")
+	if !strings.Contains(b.String(), "call=c1") {
+		t.Errorf("text line %q", b.String())
+	}
 }
