@@ -89,7 +89,7 @@ videochat_users_online 3
 # TYPE videochat_websocket_errors_total counter
 videochat_websocket_errors_total{kind="bad_sdp"} 0
 videochat_websocket_errors_total{kind="flood"} 1
-# HELP videochat_websocket_messages_total WebSocket messages, by direction (in: from clients) and type (other: unknown or unparseable).
+# HELP videochat_websocket_messages_total WebSocket messages, by direction (in: received from clients; out: queued for them) and type (other: unknown or unparseable).
 # TYPE videochat_websocket_messages_total counter
 videochat_websocket_messages_total{direction="in",type="offer"} 5
 videochat_websocket_messages_total{direction="in",type="other"} 1

@@ -23,7 +23,7 @@ func newSignalingCollector(stats func() signaling.Stats) *signalingCollector {
 		ringing: desc("ringing_calls", "Calls ringing: started, not yet accepted."),
 		started: desc("calls_started_total", "Calls started (a caller's offer to someone online and free)."),
 		ended:   desc("calls_ended_total", "Calls ended, by the leave reason.", "reason"),
-		msgs:    desc("websocket_messages_total", "WebSocket messages, by direction (in: from clients) and type (other: unknown or unparseable).", "direction", "type"),
+		msgs:    desc("websocket_messages_total", "WebSocket messages, by direction (in: received from clients; out: queued for them) and type (other: unknown or unparseable).", "direction", "type"),
 		errs:    desc("websocket_errors_total", "Client errors and refusals, by kind.", "kind"),
 	}
 }

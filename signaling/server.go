@@ -444,6 +444,7 @@ func (s *Server) resume(c *client, token string) {
 	if err != nil {
 		return
 	}
+	s.count.msgOut(typeResume)
 	// Attach under s.mu so that c.sess and the session's connection change
 	// together (unregister of the old connection then finds no session).
 	s.mu.Lock()
