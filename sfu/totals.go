@@ -86,7 +86,8 @@ func (s *SFU) Totals() Totals {
 	return t
 }
 
-// Load is what the SFU carries now.
+// Load is what the SFU carries now; the self-test's probes (Probe) are
+// left out.
 type Load struct {
 	Calls, Participants int
 	// EstimatedBitrates are the participants' current downlink estimates
@@ -96,13 +97,20 @@ type Load struct {
 
 // Load returns the current calls, participants and bandwidth estimates.
 func (s *SFU) Load() Load {
+	var l Load
 	s.mu.Lock()
-	l := Load{Calls: len(s.calls)}
+	for c := range s.calls {
+		if !c.probe {
+			l.Calls++
+		}
+	}
 	s.mu.Unlock()
 	s.totMu.Lock()
 	parts := make([]*Participant, 0, len(s.live))
 	for p := range s.live {
-		parts = append(parts, p)
+		if !p.call.probe {
+			parts = append(parts, p)
+		}
 	}
 	s.totMu.Unlock()
 	l.Participants = len(parts)
