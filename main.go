@@ -39,7 +39,11 @@ func run() error {
 	served := make(chan error, 1)
 	go func() { served <- app.Serve() }()
 	app.logListeners()
-	log.Info("metrics", "url", app.MetricsURL())
+	if cfg.MetricsAddr == "" {
+		log.Info("Prometheus metrics (for clients on this host only; see -metrics-addr)", "url", app.MetricsURL())
+	} else {
+		log.Info("Prometheus metrics", "url", app.MetricsURL())
+	}
 	log.Info("videochat is running; open this in two browser tabs", "url", app.URL())
 
 	select {
