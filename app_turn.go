@@ -35,6 +35,7 @@ func (a *App) startTURN(tlsCfg *tls.Config) error {
 		AllowedPeers: a.mediaEndpoints(),
 		RelayPortMin: cfg.relayPorts[0], RelayPortMax: cfg.relayPorts[1],
 		CredentialTTL: cfg.TURNCredTTL, SourceQuota: cfg.TURNPerIP, SetupTimeout: cfg.TURNSetup,
+		Listeners: a.turnListeners(),
 		Logger: a.log.With("component", "turn"),
 	}
 	if ip := net.ParseIP(cfg.PublicIP); ip != nil && ip.To4() != nil {
@@ -47,7 +48,7 @@ func (a *App) startTURN(tlsCfg *tls.Config) error {
 	if err != nil {
 		return fmt.Errorf("turn: %w", err)
 	}
-	a.turn, a.ice = srv, srv
+	a.turn, a.ice = srv, a.onePortICE(srv)
 	return nil
 }
 

@@ -123,7 +123,8 @@ func New(ln net.Listener, cfg Config) *Mux {
 func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
 
 // Listener returns the listener of kind k (the same one on every call).
-// Connections of a kind nobody asked a Listener for are closed.
+// Connections of a kind nobody asked a Listener for are closed, so take
+// every Listener before calling Serve.
 func (m *Mux) Listener(k Kind) net.Listener {
 	m.mu.Lock()
 	defer m.mu.Unlock()
