@@ -179,7 +179,6 @@ func (a *App) URL() string {
 	return fmt.Sprintf("%s://%s/", scheme, net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 }
 
-
 // hookShutdownGrace is how long a stopping server waits for running
 // -record-on-finish commands (systemd's default stop timeout is 90 s).
 const hookShutdownGrace = 30 * time.Second

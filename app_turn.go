@@ -36,7 +36,7 @@ func (a *App) startTURN(tlsCfg *tls.Config) error {
 		RelayPortMin: cfg.relayPorts[0], RelayPortMax: cfg.relayPorts[1],
 		CredentialTTL: cfg.TURNCredTTL, SourceQuota: cfg.TURNPerIP, SetupTimeout: cfg.TURNSetup,
 		Listeners: a.turnListeners(),
-		Logger: a.log.With("component", "turn"),
+		Logger:    a.log.With("component", "turn"),
 	}
 	if ip := net.ParseIP(cfg.PublicIP); ip != nil && ip.To4() != nil {
 		tc.RelayIP = ip

@@ -31,7 +31,7 @@ type Server struct {
 
 	udp net.PacketConn
 	tcp *connListener
-	tls *connListener // nil if TLS is disabled
+	tls *connListener   // nil if TLS is disabled
 	ext []*connListener // Config.Listeners
 
 	closeOnce sync.Once
