@@ -26,8 +26,8 @@ import (
 //     (-ice-tcp, on by default): no relay at all for clients whose network
 //     blocks UDP but lets this port through.
 //
-// The login reply's iceServers then also name turn: and turns: URLs on this
-// port.
+// The login reply's iceServers then also name this port: turns: with a
+// certificate, turn: (TCP) without.
 
 // onePortTimeout bounds how long a connection may take to show what it is
 // (TLS handshake included); a silent one is closed then.
@@ -127,13 +127,15 @@ func (o onePortServers) ICEServers(user, host string) []turn.ICEServer {
 		if h == "" || s.Username == "" {
 			continue
 		}
-		p := strconv.Itoa(o.port)
-		urls := append([]string(nil), s.URLs...)
-		urls = append(urls, "turn:"+h+":"+p+"?transport=tcp")
+		// With a certificate only turns: is named here: a network that
+		// lets out nothing but this port usually lets out only TLS on it,
+		// and one URL per port spares each client an allocation. Plain
+		// TURN over TCP to this port is still served.
+		url := "turn:" + h + ":" + strconv.Itoa(o.port) + "?transport=tcp"
 		if o.tls {
-			urls = append(urls, "turns:"+h+":"+p+"?transport=tcp")
+			url = "turns:" + h + ":" + strconv.Itoa(o.port) + "?transport=tcp"
 		}
-		servers[i].URLs = urls
+		servers[i].URLs = append(append([]string(nil), s.URLs...), url)
 	}
 	return servers
 }
