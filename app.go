@@ -35,6 +35,7 @@ type App struct {
 	ln       net.Listener // the -addr listener, demultiplexed by port (app_oneport.go)
 	port     *portmux.Mux
 	redirect *http.Server // plain HTTP on a TLS port: redirected to https
+	web      http.Handler // the static browser app
 	tls      bool
 	selftest selfTest
 	cancel   context.CancelFunc // stops background work (the self-test)
@@ -153,6 +154,8 @@ func loadTLS(cfg Config) (*tls.Config, error) {
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	web := static.Handler()
+	a.web = web
+	a.diagRoutes(mux)
 	mux.Handle("/ws", a.sig)
 	mux.HandleFunc("/healthz", a.healthz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -65,13 +65,14 @@ type Config struct {
 
 // SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
 type SFU struct {
-	cfg Config
-	est *estimators
-	rep *repairCounters
-	api *webrtc.API
-	mux *ice.MultiUDPMuxDefault
-	tcp []*ice.TCPMuxDefault // passive ICE-TCP, one per Config.ICETCP listener
-	log *slog.Logger
+	cfg  Config
+	est  *estimators
+	rep  *repairCounters
+	api  *webrtc.API
+	mux  *ice.MultiUDPMuxDefault
+	tcp  []*ice.TCPMuxDefault // passive ICE-TCP, one per Config.ICETCP listener
+	echo echoes               // diagnostic PeerConnections (echo.go)
+	log  *slog.Logger
 
 	mu     sync.Mutex
 	calls  map[*Call]struct{}
@@ -150,6 +151,7 @@ func (s *SFU) Close() error {
 		go func() { defer wg.Done(); c.Close() }()
 	}
 	wg.Wait()
+	s.echo.closeAll()
 	closeTCPMuxes(s.tcp)
 	return s.mux.Close()
 }
