@@ -138,4 +138,3 @@ func keepCandidates(sdp, proto string) string {
 	}
 	return strings.Join(out, "\r\n")
 }
-
