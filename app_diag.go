@@ -19,8 +19,8 @@ import (
 // endpoints serve it:
 //
 //	GET  /diag/ice    {"iceServers": [...]}: the TURN servers a user would
-//	                  get at login, for a throwaway name (none when access
-//	                  control is on: TURN credentials are for signed-in users)
+//	                  get at login, for a throwaway name; with access control
+//	                  on, only for ?token=<a valid sign-in token> (its name)
 //	POST /diag/echo   an SDP offer {"type":"offer","sdp":...} in, the answer
 //	                  out: a PeerConnection on the SFU's own sockets that
 //	                  echoes data-channel messages (sfu.Echo; 30 s, 32 at once)
@@ -38,13 +38,23 @@ func (a *App) diagRoutes(mux *http.ServeMux) {
 }
 
 func (a *App) diagICE(w http.ResponseWriter, r *http.Request) {
-	servers := []signaling.ICEServer{}
-	if a.cfg.AuthSecret == "" {
-		var b [6]byte
-		_, _ = rand.Read(b[:])
-		if s := a.iceServersFor("diag-"+hex.EncodeToString(b[:]), r.Host); s != nil {
-			servers = s
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	user := "diag-" + hex.EncodeToString(b[:])
+	if a.cfg.AuthSecret != "" {
+		// TURN credentials only for people who may sign in: the page
+		// passes on the sign-in link's token.
+		name, err := signaling.TokenName([]byte(a.cfg.AuthSecret), r.URL.Query().Get("token"))
+		if err != nil {
+			w.Header().Set("Cache-Control", "no-store")
+			writeJSON(w, http.StatusOK, map[string]any{"iceServers": []signaling.ICEServer{}, "auth": true, "message": err.Error()})
+			return
 		}
+		user = name
+	}
+	servers := []signaling.ICEServer{}
+	if s := a.iceServersFor(user, r.Host); s != nil {
+		servers = s
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{"iceServers": servers, "auth": a.cfg.AuthSecret != ""})

@@ -152,3 +152,21 @@ func turnHost(urls []string) string {
 	}
 	return ""
 }
+
+// logOnePort says what the -addr port carries.
+func (a *App) logOnePort() {
+	carries := []string{"http"}
+	if a.tls {
+		carries = []string{"https"}
+	}
+	if a.turn != nil {
+		carries = append(carries, "turn-tcp")
+		if a.tls {
+			carries = append(carries, "turn-tls")
+		}
+	}
+	if a.cfg.ICETCP {
+		carries = append(carries, "ice-tcp")
+	}
+	a.log.Info("one port", "addr", a.ln.Addr().String(), "carries", strings.Join(carries, " "))
+}

@@ -181,6 +181,7 @@ func (a *App) logListeners() {
 		media = append(media, u.String())
 	}
 	a.log.Info("media (UDP)", "addrs", strings.Join(media, " "))
+	a.logOnePort()
 	switch {
 	case a.turn != nil:
 		args := []any{"udp", a.turn.UDPAddr().String(), "tcp", a.turn.TCPAddr().String()}

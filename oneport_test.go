@@ -170,3 +170,42 @@ func echoAnswer(t *testing.T, app *App) string {
 	}
 	return answer.SDP
 }
+
+// TestDiagICEServers: /diag/ice hands out TURN servers for a throwaway name;
+// with access control on, only for a valid sign-in token.
+func TestDiagICEServers(t *testing.T) {
+	get := func(app *App, query string) (servers []signaling.ICEServer, message string) {
+		t.Helper()
+		resp, err := http.Get(app.URL() + "diag/ice" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			ICEServers []signaling.ICEServer `json:"iceServers"`
+			Message    string                `json:"message"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("diag/ice: %s %v", resp.Status, err)
+		}
+		return body.ICEServers, body.Message
+	}
+	open := startApp(t, func(c *Config) { c.TURNAddr, c.TURNSecret = "127.0.0.1:0", "s3cret" })
+	if s, _ := get(open, ""); len(s) == 0 || !strings.Contains(s[len(s)-1].Username, ":diag-") || s[len(s)-1].Credential == "" {
+		t.Fatalf("open server: iceServers %+v", s)
+	}
+
+	const secret = "0123456789abcdef0123456789abcdef"
+	closed := startApp(t, func(c *Config) { c.TURNAddr, c.TURNSecret, c.AuthSecret = "127.0.0.1:0", "s3cret", secret })
+	if s, msg := get(closed, ""); len(s) != 0 || msg == "" {
+		t.Fatalf("no token: iceServers %+v, message %q", s, msg)
+	}
+	if s, msg := get(closed, "?token=garbage"); len(s) != 0 || !strings.Contains(msg, "malformed") {
+		t.Fatalf("bad token: iceServers %+v, message %q", s, msg)
+	}
+	token := appToken(t, secret, "alice", time.Now().Add(time.Hour))
+	s, _ := get(closed, "?token="+token)
+	if len(s) == 0 || !strings.HasSuffix(s[len(s)-1].Username, ":alice") {
+		t.Fatalf("valid token: iceServers %+v", s)
+	}
+}

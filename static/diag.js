@@ -19,6 +19,9 @@ const tests = {
   'turn-tls': {title: 'TURN relay over TLS', run: ice => testPeer('udp', pick(ice, u => u.startsWith('turns:')), 'relay', ice)},
 };
 
+/** Why the server handed out no TURN servers, if it said. */
+let noTurnReason = '';
+
 /** @type {{done: boolean, results: {[name: string]: Result}}} */
 const diag = {done: false, results: {}};
 // @ts-ignore
@@ -78,7 +81,7 @@ async function testWebSocket() {
  */
 async function testPeer(/** @type {string} */ proto, /** @type {any[]} */ servers, /** @type {RTCIceTransportPolicy} */ policy) {
   if (policy === 'relay' && servers.length === 0) {
-    return {result: 'unavailable', rtt: null, text: 'not offered by this server'};
+    return {result: 'unavailable', rtt: null, text: noTurnReason ? `not tested: ${noTurnReason}` : 'not offered by this server'};
   }
   const pc = new RTCPeerConnection({iceServers: servers, iceTransportPolicy: policy});
   try {
@@ -164,9 +167,14 @@ async function runAll() {
   }
   summary.textContent = '';
   let ice = [];
+  noTurnReason = '';
   try {
-    const r = await fetch('diag/ice');
-    ice = (await r.json()).iceServers || [];
+    // A sign-in link's token (servers with access control) unlocks TURN.
+    const token = new URLSearchParams(location.search).get('token') || '';
+    const r = await fetch('diag/ice' + (token ? '?token=' + encodeURIComponent(token) : ''));
+    const body = await r.json();
+    ice = body.iceServers || [];
+    if (body.message) noTurnReason = body.message;
   } catch { /* the TURN tests then report "not offered" */ }
   await Promise.all(Object.entries(tests).map(async ([name, t]) => {
     const r = await t.run(ice).catch(e => blocked(e.message));
