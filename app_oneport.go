@@ -33,6 +33,15 @@ import (
 // (TLS handshake included); a silent one is closed then.
 const onePortTimeout = 10 * time.Second
 
+// ICE-TCP connections open at once, per client address (IPv6: /64) and in
+// all; more are closed at once. A browser opens one or two per call (one
+// per pair of its host address and ours); pion keeps one that sent an
+// unknown ICE username for 30 s.
+const (
+	iceTCPPerSource = 100
+	iceTCPTotal     = 10000
+)
+
 // listen opens the -addr port and its demultiplexer.
 func (a *App) listen(tlsCfg *tls.Config) error {
 	ln, err := net.Listen("tcp", a.cfg.Addr)
@@ -61,7 +70,7 @@ func (a *App) iceTCPListeners() []net.Listener {
 	if !a.cfg.ICETCP {
 		return nil
 	}
-	return []net.Listener{a.port.Listener(portmux.ICETCP)}
+	return []net.Listener{portmux.Limit(a.port.Listener(portmux.ICETCP), iceTCPPerSource, iceTCPTotal)}
 }
 
 // turnListeners hands the embedded TURN server the port's TURN connections.

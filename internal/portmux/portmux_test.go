@@ -404,3 +404,60 @@ func TestMaxPending(t *testing.T) {
 	}
 	closedWithin(t, dial(t, r.addr(), false), 3*time.Second)
 }
+
+func TestLimitPerSourceAndTotal(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limit(ln, 2, 3)
+	defer lim.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := lim.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	next := func() net.Conn {
+		t.Helper()
+		select {
+		case c := <-accepted:
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatal("not accepted")
+			return nil
+		}
+	}
+	// Two from 127.0.0.1 are taken; a third is closed at once.
+	a, b := dial(t, ln.Addr().String(), false), dial(t, ln.Addr().String(), false)
+	ca, cb := next(), next()
+	third := dial(t, ln.Addr().String(), false)
+	closedWithin(t, third, 3*time.Second)
+	// Another source (127.0.0.2) still gets in, up to the total of 3.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	other, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	co := next()
+	fourth, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}).Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedWithin(t, fourth, 3*time.Second)
+	// Closing one frees its slot.
+	_ = ca.Close()
+	_ = ca.Close() // idempotent: released once
+	again := dial(t, ln.Addr().String(), false)
+	cg := next()
+	for _, c := range []net.Conn{cb, co, cg} {
+		_ = c.Close()
+	}
+	_, _, _ = a, b, again
+}
