@@ -4,6 +4,7 @@
 // land in the page and in window.diag (for tests).
 
 const TIMEOUT_MS = 8000; // a transport silent this long counts as blocked
+const GATHER_MS = 5000; // a TURN server that has not answered by then counts as blocked
 const SLOW_MS = 300; // a round trip above this is called slow
 const PINGS = 5;
 
@@ -90,7 +91,10 @@ async function testPeer(/** @type {string} */ proto, /** @type {any[]} */ server
     await withTimeout(new Promise(resolve => {
       if (pc.iceGatheringState === 'complete') resolve(null);
       pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') resolve(null); };
-    }), 'gathering took too long').catch(() => {});
+    }), 'gathering took too long', GATHER_MS).catch(() => {});
+    if (policy === 'relay' && !/ typ relay/.test(pc.localDescription?.sdp || '')) {
+      return blocked(`the TURN server did not answer within ${GATHER_MS / 1000} s`);
+    }
     const resp = await fetch('diag/echo', {method: 'POST', headers: {'Content-Type': 'application/json'},
       body: JSON.stringify(pc.localDescription)});
     if (!resp.ok) return {result: 'unavailable', rtt: null, text: `the server could not test this (${(await resp.json()).error || resp.status})`};
@@ -133,9 +137,9 @@ async function selectedPair(/** @type {RTCPeerConnection} */ pc) {
   return out;
 }
 
-function withTimeout(/** @type {Promise<any>} */ p, /** @type {string} */ why) {
+function withTimeout(/** @type {Promise<any>} */ p, /** @type {string} */ why, ms = TIMEOUT_MS) {
   let timer;
-  return Promise.race([p, new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(why)), TIMEOUT_MS); })])
+  return Promise.race([p, new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(why)), ms); })])
     .finally(() => clearTimeout(timer));
 }
 
