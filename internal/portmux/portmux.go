@@ -171,7 +171,15 @@ func (m *Mux) Serve() error {
 			_ = c.Close()
 			continue
 		}
+		m.mu.Lock()
+		if m.closed { // Close is waiting for the classifications: add none
+			m.mu.Unlock()
+			<-m.pending
+			_ = c.Close()
+			return nil
+		}
 		m.wg.Add(1)
+		m.mu.Unlock()
 		go func() {
 			defer m.wg.Done()
 			defer func() { <-m.pending }()
@@ -187,12 +195,12 @@ func (m *Mux) Serve() error {
 func (m *Mux) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
-		close(m.done)
-		err = m.ln.Close()
 		m.mu.Lock()
 		m.closed = true
 		subs := m.subs
 		m.mu.Unlock()
+		close(m.done)
+		err = m.ln.Close()
 		for _, s := range subs {
 			if s != nil {
 				_ = s.Close()

@@ -461,3 +461,43 @@ func TestLimitPerSourceAndTotal(t *testing.T) {
 	}
 	_, _, _ = a, b, again
 }
+
+// TestCloseCutsClassificationsShort: Close does not wait out the timeout of
+// connections still being classified, and closes them.
+func TestCloseCutsClassificationsShort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(ln, Config{Timeout: time.Minute})
+	m.Listener(STUN)
+	served := make(chan error, 1)
+	go func() { served <- m.Serve() }()
+	var silent []net.Conn
+	for range 10 {
+		silent = append(silent, dial(t, ln.Addr().String(), false))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(m.pending) < len(silent) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pending, want %d", len(m.pending), len(silent))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	for _, c := range silent {
+		closedWithin(t, c, 3*time.Second)
+	}
+	if _, err := m.Listener(STUN).Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close: %v", err)
+	}
+}
