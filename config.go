@@ -43,6 +43,7 @@ type Config struct {
 	LogFormat      string        // "text" or "json"
 	MetricsAddr    string        // a separate listener for /metrics; empty: the main port, this host only
 	ShutdownDelay  time.Duration // /readyz answers 503 this long before the shutdown proper
+	ICETCP         bool          // passive ICE-TCP candidates on the -addr port (see app_oneport.go)
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
@@ -62,7 +63,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	var origins, level, onFinish, authFile, proxies string
 	fs := flag.NewFlagSet("videochat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Addr, "addr", ":9090", "HTTP listen address (web app and WebSocket)")
+	fs.StringVar(&cfg.Addr, "addr", ":9090", "TCP listen address of everything: web app and WebSocket (HTTPS with a certificate), TURN over TCP and TLS, ICE over TCP; e.g. :443")
 	fs.IntVar(&cfg.UDPPort, "udp-port", 9090, "UDP port for all media (0 = ephemeral)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")
@@ -91,6 +92,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.DurationVar(&cfg.TURNCredTTL, "turn-credential-ttl", 4*time.Hour, "lifetime of the TURN credentials handed out at login (a relayed call cannot outlast them by much)")
 	fs.IntVar(&cfg.TURNPerIP, "turn-per-ip", 100, "TURN allocations, and TURN TCP/TLS connections, per client IP address (IPv6: per /64)")
 	fs.DurationVar(&cfg.TURNSetup, "turn-setup-timeout", 10*time.Second, "a TURN TCP/TLS connection that has not allocated a relay by then is closed")
+	fs.BoolVar(&cfg.ICETCP, "ice-tcp", true, "offer ICE over TCP to the SFU on the -addr port (for clients whose network blocks UDP)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text (key=value) or json (one JSON object per line)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9091; if empty, /metrics is served on -addr to this host only")
