@@ -127,7 +127,12 @@ export class VideoChatClient {
         this.onAccepted = () => {};
         /** @type {(track: MediaStreamTrack, stream: MediaStream) => void} */
         this.onRemoteTrack = () => {};
-        /** @type {(reason: string) => void} */
+        /**
+         * The call ended: reason is the leave reason (or a local one); peer
+         * the other participant, was the state it ended in, local that we
+         * ended it (hang up, decline).
+         * @type {(reason: string, info: {peer: string, was: CallState, local: boolean}) => void}
+         */
         this.onCallEnded = () => {};
         /** @type {(message: string) => void} */
         this.onError = () => {};
@@ -148,6 +153,12 @@ export class VideoChatClient {
         this.recording = false;
         /** @type {(recording: boolean) => void} */
         this.onRecording = () => {};
+        /** our microphone/camera state, told to the other side (mute) */
+        this.localMute = { muted: false, cameraOff: false };
+        /** the other participant's microphone/camera state, from mute */
+        this.peerMute = { muted: false, cameraOff: false };
+        /** @type {(state: {muted: boolean, cameraOff: boolean}) => void} peerMute changed */
+        this.onPeerMute = () => {};
     }
 
     /**
@@ -191,7 +202,8 @@ export class VideoChatClient {
      * Calls a user: sends our offer; the server answers at once, and
      * 'accepted' follows when the callee picks up.
      * @param {string} name
-     * @param {MediaStream} localStream
+     * @param {MediaStream|null} localStream our media; null (or a stream
+     *   without video or audio) calls receive-only for what is missing
      * @returns {Promise<void>}
      */
     call(name, localStream) {
@@ -202,7 +214,13 @@ export class VideoChatClient {
         this._answered = false;
         this._setState('calling');
         const pc = this._newPeerConnection();
-        for (const t of localStream.getTracks()) pc.addTrack(t, localStream);
+        addLocal(pc, localStream);
+        // What we do not send we still want to receive.
+        for (const kind of ['audio', 'video']) {
+            if (!localStream || localStream.getTracks().every((t) => t.kind !== kind)) {
+                pc.addTransceiver(kind, { direction: 'recvonly' });
+            }
+        }
         return this._enqueue(async () => {
             const offer = await pc.createOffer();
             if (pc !== this.pc) return;
@@ -214,7 +232,8 @@ export class VideoChatClient {
 
     /**
      * Accepts the ringing call: answers the server's offer with our media.
-     * @param {MediaStream} localStream
+     * @param {MediaStream|null} localStream our media; null answers
+     *   receive-only (no camera or microphone, or no permission)
      * @returns {Promise<void>}
      */
     accept(localStream) {
@@ -228,13 +247,14 @@ export class VideoChatClient {
             await pc.setRemoteDescription(offer);
             if (pc !== this.pc) return;
             // addTrack reuses the offered transceivers, so the answer is sendrecv.
-            for (const t of localStream.getTracks()) pc.addTrack(t, localStream);
+            addLocal(pc, localStream);
             await this._flushCandidates(pc);
             const answer = await pc.createAnswer();
             if (pc !== this.pc) return;
             await pc.setLocalDescription(answer);
             if (pc !== this.pc) return;
             this._send({ type: 'answer', name, answer: descJSON(pc.localDescription) });
+            this._sendMute();
         }, pc);
     }
 
@@ -242,7 +262,7 @@ export class VideoChatClient {
     decline() {
         if (this.state !== 'incoming') return;
         this._send({ type: 'leave', name: this.peer });
-        this._endCall('declined');
+        this._endCall('declined', true);
     }
 
     /** Hangs up (or cancels an outgoing call). */
@@ -250,10 +270,50 @@ export class VideoChatClient {
         if (this.state === 'incoming') return this.decline();
         if (this.state !== 'calling' && this.state !== 'connected') return;
         this._send({ type: 'leave', name: this.peer });
-        this._endCall('hangup');
+        this._endCall('hangup', true);
+    }
+
+    /**
+     * Tells the other participant (and keeps for the next call) whether our
+     * microphone is muted and our camera off (the additive mute message).
+     * @param {{muted?: boolean, cameraOff?: boolean}} state
+     */
+    setMute(state) {
+        this.localMute = { ...this.localMute, ...state };
+        this._sendMute();
+    }
+
+    /**
+     * Sends our media on a new track of the same kind (another camera or
+     * microphone) without renegotiation: RTCRtpSender.replaceTrack.
+     * @param {MediaStreamTrack} track
+     * @returns {Promise<boolean>} false when the call sends no such kind
+     */
+    async replaceTrack(track) {
+        const pc = this.pc;
+        if (!pc) return false;
+        const sender = pc.getSenders().find((s) => s.track && s.track.kind === track.kind);
+        if (!sender) return false;
+        await sender.replaceTrack(track);
+        return true;
     }
 
     // ---- internals ----
+
+    _sendMute() {
+        if (this.state !== 'connected') return;
+        this._send({ type: 'mute', name: this.peer, muted: this.localMute.muted, cameraOff: this.localMute.cameraOff });
+    }
+
+    /**
+     * @param {string} name
+     * @param {any} msg
+     */
+    _onMute(name, msg) {
+        if (!name || name !== this.peer) return;
+        this.peerMute = { muted: msg.muted === true, cameraOff: msg.cameraOff === true };
+        this.onPeerMute(this.peerMute);
+    }
 
     /** @param {string} what */
     _log(what) {
@@ -294,7 +354,12 @@ export class VideoChatClient {
     }
 
     /** @param {string} reason */
-    _endCall(reason) {
+    /**
+     * @param {string} reason
+     * @param {boolean} [local] we ended it (hang up, decline)
+     */
+    _endCall(reason, local = false) {
+        const peer = this.peer, was = this.state;
         const wasInCall = this.state !== 'idle' && this.state !== 'signin';
         if (this.pc) {
             this.pc.onicecandidate = null;
@@ -317,6 +382,10 @@ export class VideoChatClient {
         this._pendingCandidates = [];
         this._answered = false;
         this.peer = '';
+        if (this.peerMute.muted || this.peerMute.cameraOff) {
+            this.peerMute = { muted: false, cameraOff: false };
+            this.onPeerMute(this.peerMute);
+        }
         if (this.recording) {
             this.recording = false;
             this.onRecording(false);
@@ -324,7 +393,7 @@ export class VideoChatClient {
         if (!wasInCall) return;
         this.lastEndReason = reason;
         if (this.state !== 'signin') this._setState('idle');
-        this.onCallEnded(reason);
+        this.onCallEnded(reason, { peer, was, local });
     }
 
     /**
@@ -349,6 +418,7 @@ export class VideoChatClient {
         case 'resume': return ws && this._onResumeReply(msg, ws);
         case 'pong': return;
         case 'recording': return; // handled above
+        case 'mute': return this._onMute(String(msg.name || ''), msg);
         case 'callstate': return this._onCallState(String(msg.name || ''), msg.state);
         case 'users': {
             const list = Array.isArray(msg.users) ? msg.users : [];
@@ -449,6 +519,7 @@ export class VideoChatClient {
     _onAccepted(name) {
         if (this.state !== 'calling') return;
         this._setState('connected');
+        this._sendMute();
         this.onAccepted(name);
     }
 
@@ -491,3 +562,12 @@ export class VideoChatClient {
 }
 
 Object.assign(VideoChatClient.prototype, sessionMethods, peerMethods);
+
+/**
+ * Adds our tracks (if any) to the PeerConnection.
+ * @param {RTCPeerConnection} pc
+ * @param {MediaStream|null} stream
+ */
+function addLocal(pc, stream) {
+    if (stream) for (const t of stream.getTracks()) pc.addTrack(t, stream);
+}
