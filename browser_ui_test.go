@@ -144,7 +144,7 @@ func text(tab *browsertest.Tab, id string) string {
 
 func noUndefined(t *testing.T, tab *browsertest.Tab, who string) {
 	t.Helper()
-	if s := evalJS[string](tab, `document.body.innerText`); strings.Contains(s, "undefined") {
+	if s := evalJS[string](tab, `document.body.innerText + [...document.querySelectorAll('input')].map(i => i.value + i.placeholder).join(' ')`); strings.Contains(s, "undefined") {
 		t.Errorf("%s: the page shows raw text: %q", who, s)
 	}
 }

@@ -217,6 +217,7 @@ function render() {
 /** Focus, ringing, the timer and the stats loop follow the call's state. */
 function stateChanged(/** @type {string} */ was, /** @type {string} */ state) {
     if (state === 'incoming') {
+        picker.close(); // a modal dialog would cover Accept
         ringer.start(client.peer);
         acceptBtn.focus();
     } else {
