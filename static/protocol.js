@@ -367,6 +367,11 @@ export class VideoChatClient {
             this.pc.close();
         }
         this.pc = null;
+        // A step in flight on the closed PeerConnection may never settle
+        // (the WebRTC spec leaves operations queued on a closed connection
+        // pending): the next call gets a fresh queue rather than wait
+        // behind it forever.
+        this._queue = Promise.resolve();
         clearTimeout(this._iceTimer);
         this._iceTimer = undefined;
         clearInterval(this._stallTimer);
