@@ -357,6 +357,8 @@ function tick() {
     callTimer.textContent = text;
     callTimer.setAttribute('aria-label', `Call time ${text}`);
     renderPeer();
+    // The callee's PeerConnection exists only once Accept has run.
+    if (!sampler && client.pc) sampler = new StatsSampler(client.pc);
     const smp = sampler;
     if (!smp || smp.pc !== client.pc) return;
     smp.sample().then((q) => {
