@@ -272,7 +272,13 @@ func TestBrowserUI(t *testing.T) {
 	alice.WaitFor(`!document.getElementById('devices').open`, 5*time.Second)
 
 	// Hang up: every local track ends on both sides; human statuses.
-	click(bob, "#hangup-btn")
+	// Bob hangs up with the keyboard: focus went to Hang up when the call
+	// connected (Accept, which had it, is gone).
+	if got := evalJS[string](bob, `document.activeElement.id`); got != "hangup-btn" {
+		t.Errorf("bob's focus in the call on %q, want hangup-btn", got)
+	}
+	bob.Run(chromedp.Focus("#hangup-btn", chromedp.ByID))
+	bob.Key("\r")
 	for _, tab := range []*browsertest.Tab{alice, bob} {
 		tab.WaitFor(`window.app.state === 'idle' && window.app.pc === null`, 10*time.Second)
 		tab.WaitFor(`window.__tracks.every(t => t.readyState === 'ended')`, 5*time.Second)
