@@ -1,6 +1,7 @@
 # make run   - start the server (same as `go run .`)
 # make test  - install what the tests need (as root), then run every test
-.PHONY: run test deps
+# make jscheck - type-check the browser app (// @ts-check JSDoc) with tsc from npm
+.PHONY: run test deps jscheck
 
 # Debian packages the tests use, as "command:package".
 TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm
@@ -33,3 +34,9 @@ deps:
 	fi
 	@test -f "$(NPM_DIR)/node_modules/axe-core/axe.min.js" || \
 	  npm install --prefix "$(NPM_DIR)" --no-audit --no-fund --silent axe-core@$(AXE_VERSION)
+
+jscheck:
+	@test -x "$(NPM_DIR)/node_modules/.bin/tsc" || \
+	  npm install --prefix "$(NPM_DIR)" --no-audit --no-fund --silent typescript@5
+	"$(NPM_DIR)/node_modules/.bin/tsc" --noEmit --allowJs --checkJs --target es2022 --module es2022 \
+	  --lib es2022,dom,dom.iterable --skipLibCheck static/app.js

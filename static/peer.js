@@ -1,3 +1,4 @@
+// @ts-check
 // Call module: the one RTCPeerConnection of a VideoChatClient's call (the
 // server is an SFU): creating it, serialising its asynchronous steps, ICE
 // restart and stall detection. No DOM. The methods are installed on
@@ -15,7 +16,7 @@ const MAX_RESTARTS = 12;
 const STALL_SAMPLE = 500;
 const STALL_AFTER = 2000;
 
-/** @type {ThisType<import('./protocol.js').VideoChatClient> & Object<string, Function>} */
+/** @satisfies {ThisType<import('./protocol.js').VideoChatClient>} */
 export const peerMethods = {
     // ---- the media connection: ICE restart ----
 

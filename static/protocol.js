@@ -3,7 +3,7 @@
 // the server (an SFU). No DOM access; the UI (app.js) listens to callbacks.
 // The class keeps the call state machine and the message dispatch; the
 // WebSocket lives in session.js, the RTCPeerConnection in peer.js, getStats
-// summaries in stats.js (their methods are installed on the prototype below).
+// summaries in stats.js (session.js and peer.js methods sit on the base class).
 // The wire contract is PROTOCOL.md.
 
 /**
@@ -27,10 +27,18 @@
 import { sessionMethods } from './session.js';
 import { peerMethods, descJSON, addCandidate } from './peer.js';
 
+/**
+ * The methods of session.js and peer.js, installed on the prototype of
+ * VideoChatClient's base class (typed for @ts-check).
+ */
+const Base = /** @type {new () => typeof sessionMethods & typeof peerMethods} */ (/** @type {unknown} */ (class {}));
+Object.assign(Base.prototype, sessionMethods, peerMethods);
+
 /** A client of the video chat server: one WebSocket, at most one call. */
-export class VideoChatClient {
+export class VideoChatClient extends Base {
     /** @param {ClientOptions} options */
     constructor(options) {
+        super();
         this.options = options;
         /** @type {WebSocket|null} */
         this.socket = null;
@@ -565,8 +573,6 @@ export class VideoChatClient {
         if (this.state === 'calling' && !this._answered) this._endCall(message);
     }
 }
-
-Object.assign(VideoChatClient.prototype, sessionMethods, peerMethods);
 
 /**
  * Adds our tracks (if any) to the PeerConnection.

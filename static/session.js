@@ -1,3 +1,4 @@
+// @ts-check
 // Session module: the signaling WebSocket of a VideoChatClient, its
 // heartbeat, loss detection, reconnection and session resume (PROTOCOL.md,
 // Session resume). No DOM. The methods are installed on VideoChatClient's
@@ -19,7 +20,7 @@ const GIVE_UP_AFTER = 60000;
 /** A new WebSocket must open, and answer resume, within this. */
 const CONNECT_TIMEOUT = 5000;
 
-/** @type {ThisType<import('./protocol.js').VideoChatClient> & Object<string, Function>} */
+/** @satisfies {ThisType<import('./protocol.js').VideoChatClient>} */
 export const sessionMethods = {
     /**
      * Opens the WebSocket if it is not open yet.
