@@ -298,8 +298,9 @@ func TestBrowserUI(t *testing.T) {
 }
 
 // TestBrowserWithoutCamera: carol blocked the camera and microphone, dave
-// has no camera; erin has both. Carol takes a call and makes one
-// receive-only, dave joins with sound only.
+// has no camera, fred's page is insecure (no camera API at all); erin has
+// both. Carol takes a call and makes one receive-only, dave joins with sound
+// only, fred takes a call receive-only.
 func TestBrowserWithoutCamera(t *testing.T) {
 	app := startApp(t, nil)
 	b := browsertest.Launch(t)
@@ -365,6 +366,26 @@ func TestBrowserWithoutCamera(t *testing.T) {
 		t.Error("dave's camera button is enabled without a camera")
 	}
 	hangUp(dave, erin)
+
+	// Fred's page is plain http on a name that is not localhost: the browser
+	// offers no navigator.mediaDevices at all. He still takes a call,
+	// receive-only, and is told why.
+	insecure := browsertest.Launch(t, chromedp.Flag("host-resolver-rules", "MAP videochat.test 127.0.0.1"))
+	fred := signIn(t, insecure, insecureURL(app.URL()), "fred")
+	if s := evalJS[string](fred, `location.href + " " + window.isSecureContext + " " + !!navigator.mediaDevices`); !strings.Contains(s, "false false") {
+		t.Fatalf("fred's page %s is a secure context; the test needs an insecure one", s)
+	}
+	erin.WaitFor(`document.querySelector('#users [data-name="fred"]')`, 10*time.Second)
+	click(erin, `#users [data-name="fred"]`)
+	fred.WaitFor(`!document.getElementById('incoming').hidden`, 10*time.Second)
+	click(fred, "#accept-btn")
+	waitDecoding(t, fred, 30)
+	if m := text(fred, "error-text"); !strings.Contains(m, "https") {
+		t.Errorf("fred's message does not mention https: %q", m)
+	}
+	noUndefined(t, fred, "fred")
+	click(fred, "#hangup-btn")
+	erin.WaitFor(`window.app.state === 'idle'`, 10*time.Second)
 	for name, tab := range map[string]*browsertest.Tab{"carol": carol, "dave": dave, "erin": erin} {
 		if n := evalJS[int](tab, `window.__maxLiveCams`); n > 1 {
 			t.Errorf("%s: %d camera streams live at once", name, n)
@@ -383,4 +404,14 @@ func signInTab(t *testing.T, tab *browsertest.Tab, name string) *browsertest.Tab
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// insecureURL names the server videochat.test (mapped to 127.0.0.1 by the
+// browser's host-resolver-rules): plain http on a name other than
+// localhost is not a secure context.
+func insecureURL(u string) string {
+	for _, h := range []string{"localhost", "127.0.0.1"} {
+		u = strings.Replace(u, "//"+h+":", "//videochat.test:", 1)
+	}
+	return u
 }
