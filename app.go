@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"videochat/internal/portmux"
 	"videochat/recorder"
 	"videochat/sfu"
 	"videochat/signaling"
@@ -31,7 +32,10 @@ type App struct {
 	ice      turn.ICEServerSource // what users get at login; nil for none
 	sig      *signaling.Server
 	http     *http.Server
-	ln       net.Listener
+	ln       net.Listener // the -addr listener, demultiplexed by port (app_oneport.go)
+	port     *portmux.Mux
+	redirect *http.Server // plain HTTP on a TLS port: redirected to https
+	web      http.Handler // the static browser app
 	tls      bool
 	selftest selfTest
 	cancel   context.CancelFunc // stops background work (the self-test)
@@ -61,6 +65,9 @@ func (a *App) build() error {
 	if err != nil {
 		return err
 	}
+	if err := a.listen(tlsCfg); err != nil {
+		return err
+	}
 	var publicIPs []string
 	if cfg.PublicIP != "" {
 		publicIPs = []string{cfg.PublicIP}
@@ -70,6 +77,7 @@ func (a *App) build() error {
 		IncludeLoopback:  cfg.IncludeLoopback || onlyLoopback(),
 		ICEFailedTimeout: cfg.Grace,
 		ConnectTimeout:   cfg.ConnectTimeout,
+		ICETCP:           a.iceTCPListeners(),
 		Logger:           log.With("component", "sfu"),
 	}
 	if cfg.RecordDir != "" {
@@ -107,16 +115,6 @@ func (a *App) build() error {
 	if cfg.AuthSecret != "" {
 		log.Info("access control on: login needs a token signed with -auth-secret")
 	}
-	a.ln, err = net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
-	}
-	if cfg.wrapListener != nil {
-		a.ln = cfg.wrapListener(a.ln)
-	}
-	if tlsCfg != nil {
-		a.ln, a.tls = tls.NewListener(a.ln, tlsCfg), true
-	}
 	// Slowloris and slow bodies: headers within 10 s, a whole request
 	// within 30 s, idle keep-alive connections closed after 2 min. A
 	// WebSocket is not cut by these: hijacking the connection (gorilla's
@@ -128,8 +126,8 @@ func (a *App) build() error {
 
 // release frees what build acquired, after a failure.
 func (a *App) release() {
-	if a.ln != nil {
-		_ = a.ln.Close()
+	if a.port != nil {
+		_ = a.port.Close()
 	}
 	if a.turn != nil {
 		_ = a.turn.Close()
@@ -156,6 +154,8 @@ func loadTLS(cfg Config) (*tls.Config, error) {
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	web := static.Handler()
+	a.web = web
+	a.diagRoutes(mux)
 	mux.Handle("/ws", a.sig)
 	mux.HandleFunc("/healthz", a.healthz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -182,14 +182,6 @@ func (a *App) URL() string {
 	return fmt.Sprintf("%s://%s/", scheme, net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 }
 
-// Serve serves HTTP until Close.
-func (a *App) Serve() error {
-	if err := a.http.Serve(a.ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
 // hookShutdownGrace is how long a stopping server waits for running
 // -record-on-finish commands (systemd's default stop timeout is 90 s).
 const hookShutdownGrace = 30 * time.Second
@@ -206,7 +198,7 @@ func (a *App) close(ctx context.Context) error {
 	a.cancel()
 	a.wg.Wait()
 	errSig := a.sig.Close(ctx)
-	errHTTP := a.http.Shutdown(ctx)
+	errHTTP := errors.Join(a.http.Shutdown(ctx), a.redirect.Shutdown(ctx), a.port.Close())
 	var errTURN error
 	if a.turn != nil {
 		errTURN = a.turn.Close()

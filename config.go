@@ -40,6 +40,7 @@ type Config struct {
 	TURNPerIP      int           // TURN allocations (and TCP/TLS connections) per client address
 	TURNSetup      time.Duration // a TURN TCP/TLS connection without an allocation by then is closed
 	AuthSecret     string        // HS256 secret of login tokens (JWT); empty: no access control
+	ICETCP         bool          // passive ICE-TCP candidates on the -addr port (see app_oneport.go)
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
@@ -56,7 +57,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	var origins, level, onFinish, authFile, proxies string
 	fs := flag.NewFlagSet("videochat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Addr, "addr", ":9090", "HTTP listen address (web app and WebSocket)")
+	fs.StringVar(&cfg.Addr, "addr", ":9090", "TCP listen address of everything: web app and WebSocket (HTTPS with a certificate), TURN over TCP and TLS, ICE over TCP; e.g. :443")
 	fs.IntVar(&cfg.UDPPort, "udp-port", 9090, "UDP port for all media (0 = ephemeral)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")
@@ -85,6 +86,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.DurationVar(&cfg.TURNCredTTL, "turn-credential-ttl", 4*time.Hour, "lifetime of the TURN credentials handed out at login (a relayed call cannot outlast them by much)")
 	fs.IntVar(&cfg.TURNPerIP, "turn-per-ip", 100, "TURN allocations, and TURN TCP/TLS connections, per client IP address (IPv6: per /64)")
 	fs.DurationVar(&cfg.TURNSetup, "turn-setup-timeout", 10*time.Second, "a TURN TCP/TLS connection that has not allocated a relay by then is closed")
+	fs.BoolVar(&cfg.ICETCP, "ice-tcp", true, "offer ICE over TCP to the SFU on the -addr port (for clients whose network blocks UDP)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")

@@ -68,6 +68,9 @@ const params = new URLSearchParams(location.search);
 const relay = ['1', 'true', 'yes'].includes(params.get('relay') || '');
 // A sign-in token handed over by an embedding site (servers with -auth-secret).
 const authToken = params.get('token') || '';
+// The connection test needs the token too (TURN credentials).
+const diagLink = /** @type {HTMLAnchorElement|null} */ (document.getElementById('diag-link'));
+if (diagLink && authToken) diagLink.search = '?token=' + encodeURIComponent(authToken);
 const client = new VideoChatClient({
     url: `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`,
     iceTransportPolicy: relay ? 'relay' : 'all',

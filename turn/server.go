@@ -31,7 +31,8 @@ type Server struct {
 
 	udp net.PacketConn
 	tcp *connListener
-	tls *connListener // nil if TLS is disabled
+	tls *connListener   // nil if TLS is disabled
+	ext []*connListener // Config.Listeners
 
 	closeOnce sync.Once
 	closeErr  error
@@ -81,6 +82,9 @@ func (s *Server) listen() error {
 		return err
 	}
 	s.tcp = newConnListener(tcp, s.cfg)
+	for _, l := range s.cfg.Listeners {
+		s.ext = append(s.ext, newConnListener(l, s.cfg))
+	}
 	if s.cfg.TLSAddr == "" {
 		return nil
 	}
@@ -121,6 +125,9 @@ func (s *Server) startPion(filter *peerFilter) error {
 		lc.Listener = tls.NewListener(s.tls, s.cfg.TLSConfig)
 		listeners = append(listeners, lc)
 	}
+	for _, l := range s.ext {
+		listeners = append(listeners, s.listenerConfig(l, filter))
+	}
 	srv, err := pturn.NewServer(pturn.ServerConfig{
 		Realm:         s.cfg.Realm,
 		AuthHandler:   restAuthHandler(s.cfg.Secret, s.cfg.Realm, s.log),
@@ -160,6 +167,9 @@ func (s *Server) eventHandler() pturn.EventHandler {
 		if s.tls != nil {
 			s.tls.allocated(src)
 		}
+		for _, l := range s.ext {
+			l.allocated(src)
+		}
 		s.log.Debug("turn: allocation created", "remote", addrString(src), "user", user, "relay", addrString(relay))
 	}
 	h.OnAllocationDeleted = func(src, dst net.Addr, proto, user, realm string) {
@@ -180,6 +190,9 @@ func (s *Server) closeSockets() {
 	}
 	if s.tls != nil {
 		_ = s.tls.Close()
+	}
+	for _, l := range s.ext {
+		_ = l.Close()
 	}
 }
 

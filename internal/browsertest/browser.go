@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,8 +118,22 @@ func (b *Browser) Open(t testing.TB, url string) *Tab {
 		t.Fatalf("browser: new tab: %v", err)
 	}
 	tab := &Tab{t: t, ctx: ctx}
-	tab.Run(chromedp.Navigate(url))
-	return tab
+	// Chromium started in a fresh network namespace may still see its
+	// interfaces change (addresses settling) and abort the first load
+	// with net::ERR_NETWORK_CHANGED; loading again is clean.
+	for attempt := 1; ; attempt++ {
+		nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := chromedp.Run(nctx, chromedp.Navigate(url))
+		cancel()
+		if err == nil {
+			return tab
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
+			t.Fatalf("browser: %v", err)
+		}
+		t.Logf("browser: %v; loading again", err)
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // Run runs chromedp actions with a 30 s limit, failing the test on error.
