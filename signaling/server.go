@@ -343,6 +343,8 @@ func (s *Server) handle(c *client, data []byte) {
 		s.candidate(ss, m)
 	case typeLeave:
 		s.leave(ss)
+	case typeMute:
+		s.relayMute(ss, m)
 	}
 }
 

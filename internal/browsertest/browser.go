@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
@@ -176,5 +177,29 @@ func (tab *Tab) WaitFor(expr string, timeout time.Duration) {
 			tab.t.Fatalf("browser: %s not true within %v (last error: %v)", expr, timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Viewport sets the tab's layout size in CSS pixels; mobile emulates a
+// phone (touch, mobile viewport rules).
+func (tab *Tab) Viewport(width, height int64, mobile bool) {
+	tab.t.Helper()
+	tab.Run(emulation.SetDeviceMetricsOverride(width, height, 1, mobile))
+}
+
+// Key types one key into the focused element (e.g. "\r" for Enter,
+// kb.Escape).
+func (tab *Tab) Key(key string) {
+	tab.t.Helper()
+	tab.Run(chromedp.KeyEvent(key))
+}
+
+// Screenshot saves a PNG of the viewport to path.
+func (tab *Tab) Screenshot(path string) {
+	tab.t.Helper()
+	var buf []byte
+	tab.Run(chromedp.CaptureScreenshot(&buf))
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		tab.t.Fatalf("screenshot: %v", err)
 	}
 }
