@@ -1,9 +1,17 @@
 # make run   - start the server (same as `go run .`)
 # make test  - install what the tests need (as root), then run every test
-.PHONY: run test deps
+# make jscheck - type-check the browser app (// @ts-check JSDoc) with tsc from npm
+.PHONY: run test deps jscheck
 
 # Debian packages the tests use, as "command:package".
-TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg redis-server:redis-server
+TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm redis-server:redis-server
+
+# npm packages the browser tests inject into the page (axe-core, MPL-2.0,
+# for the accessibility check), installed into the user's cache directory
+# (where the tests look: os.UserCacheDir()/videochat-npm); AXE_CORE=path
+# overrides it.
+NPM_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/videochat-npm
+AXE_VERSION := 4.14.1
 
 run:
 	go run .
@@ -24,3 +32,11 @@ deps:
 	    echo "the tests need:$$missing -- install with: sudo apt-get install -y$$missing" >&2; exit 1; \
 	  fi; \
 	fi
+	@test -f "$(NPM_DIR)/node_modules/axe-core/axe.min.js" || \
+	  npm install --prefix "$(NPM_DIR)" --no-audit --no-fund --silent axe-core@$(AXE_VERSION)
+
+jscheck:
+	@test -x "$(NPM_DIR)/node_modules/.bin/tsc" || \
+	  npm install --prefix "$(NPM_DIR)" --no-audit --no-fund --silent typescript@5
+	"$(NPM_DIR)/node_modules/.bin/tsc" --noEmit --allowJs --checkJs --target es2022 --module es2022 \
+	  --lib es2022,dom,dom.iterable --skipLibCheck static/app.js

@@ -9,11 +9,14 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"videochat/cluster"
+	"videochat/internal/portmux"
+	"videochat/metrics"
 	"videochat/recorder"
 	"videochat/sfu"
 	"videochat/signaling"
@@ -33,11 +36,21 @@ type App struct {
 	sig      *signaling.Server
 	dir      cluster.Directory // the other nodes (cluster.Alone without -redis-url)
 	http     *http.Server
-	ln       net.Listener
+	ln       net.Listener // the -addr listener, demultiplexed by port (app_oneport.go)
+	port     *portmux.Mux
+	redirect *http.Server // plain HTTP on a TLS port: redirected to https
+	web      http.Handler // the static browser app
 	tls      bool
 	selftest selfTest
-	cancel   context.CancelFunc // stops background work (the self-test)
+	cancel   context.CancelFunc // stops background work (the self-test, the metrics sampler)
 	wg       sync.WaitGroup
+
+	metrics     *metrics.Metrics
+	metricsLn   net.Listener  // -metrics-addr; nil: /metrics on the main port (this host only)
+	metricsSrv  *http.Server  // serves metricsLn
+	metricsDone chan struct{} // closed when metricsSrv's Serve returns
+	serving     atomic.Bool   // Serve has started (readyz)
+	draining    atomic.Bool   // Close has started (readyz)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -54,6 +67,8 @@ func NewApp(cfg Config, log *slog.Logger) (*App, error) {
 	a.cancel = cancel
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.runSelfTest(ctx) }()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.metrics.Run(ctx, cfg.bitrateSample) }()
 	return a, nil
 }
 
@@ -61,6 +76,9 @@ func (a *App) build() error {
 	cfg, log := a.cfg, a.log
 	tlsCfg, err := loadTLS(cfg)
 	if err != nil {
+		return err
+	}
+	if err := a.listen(tlsCfg); err != nil {
 		return err
 	}
 	var publicIPs []string
@@ -72,6 +90,7 @@ func (a *App) build() error {
 		IncludeLoopback:  cfg.IncludeLoopback || onlyLoopback(),
 		ICEFailedTimeout: cfg.Grace,
 		ConnectTimeout:   cfg.ConnectTimeout,
+		ICETCP:           a.iceTCPListeners(),
 		Logger:           log.With("component", "sfu"),
 	}
 	if cfg.RecordDir != "" {
@@ -106,22 +125,20 @@ func (a *App) build() error {
 		AuthSecret: []byte(cfg.AuthSecret),
 		Cluster:    a.dir,
 		Logger:     log.With("component", "signaling"),
+		OnMediaConnected: func(leg string, setup time.Duration) {
+			if a.metrics != nil {
+				a.metrics.ObserveSetup(leg, setup)
+			}
+		},
 	})
 	if err != nil {
 		return err
 	}
+	if err := a.buildMetrics(); err != nil {
+		return err
+	}
 	if cfg.AuthSecret != "" {
 		log.Info("access control on: login needs a token signed with -auth-secret")
-	}
-	a.ln, err = net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
-	}
-	if cfg.wrapListener != nil {
-		a.ln = cfg.wrapListener(a.ln)
-	}
-	if tlsCfg != nil {
-		a.ln, a.tls = tls.NewListener(a.ln, tlsCfg), true
 	}
 	// Slowloris and slow bodies: headers within 10 s, a whole request
 	// within 30 s, idle keep-alive connections closed after 2 min. A
@@ -134,8 +151,11 @@ func (a *App) build() error {
 
 // release frees what build acquired, after a failure.
 func (a *App) release() {
-	if a.ln != nil {
-		_ = a.ln.Close()
+	if a.port != nil {
+		_ = a.port.Close()
+	}
+	if a.metricsLn != nil {
+		_ = a.metricsLn.Close()
 	}
 	if a.turn != nil {
 		_ = a.turn.Close()
@@ -165,8 +185,14 @@ func loadTLS(cfg Config) (*tls.Config, error) {
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	web := static.Handler()
+	a.web = web
+	a.diagRoutes(mux)
 	mux.Handle("/ws", a.sig)
 	mux.HandleFunc("/healthz", a.healthz)
+	mux.HandleFunc("/readyz", a.readyz)
+	if a.metricsLn == nil {
+		mux.Handle("/metrics", a.localMetrics())
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if websocket.IsWebSocketUpgrade(r) { // tutorial clients dial ws://host:9090
 			a.sig.ServeHTTP(w, r)
@@ -191,14 +217,6 @@ func (a *App) URL() string {
 	return fmt.Sprintf("%s://%s/", scheme, net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 }
 
-// Serve serves HTTP until Close.
-func (a *App) Serve() error {
-	if err := a.http.Serve(a.ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
 // hookShutdownGrace is how long a stopping server waits for running
 // -record-on-finish commands (systemd's default stop timeout is 90 s).
 const hookShutdownGrace = 30 * time.Second
@@ -212,11 +230,12 @@ func (a *App) Close(ctx context.Context) error {
 }
 
 func (a *App) close(ctx context.Context) error {
+	a.drain(ctx)
 	a.cancel()
 	a.wg.Wait()
 	errSig := a.sig.Close(ctx)
 	errCluster := a.dir.Close(ctx) // after signaling: its last leave messages are relayed first
-	errHTTP := a.http.Shutdown(ctx)
+	errHTTP := errors.Join(a.http.Shutdown(ctx), a.redirect.Shutdown(ctx), a.port.Close())
 	var errTURN error
 	if a.turn != nil {
 		errTURN = a.turn.Close()
@@ -231,7 +250,8 @@ func (a *App) close(ctx context.Context) error {
 		errRec = a.rec.Shutdown(hookCtx)
 		cancel()
 	}
-	return errors.Join(errSig, errCluster, errHTTP, errTURN, errSFU, errRec)
+	errMetrics := a.closeMetrics(ctx)
+	return errors.Join(errSig, errCluster, errHTTP, errTURN, errSFU, errRec, errMetrics)
 }
 
 // onlyLoopback reports whether the host has no usable non-loopback address

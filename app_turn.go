@@ -35,7 +35,8 @@ func (a *App) startTURN(tlsCfg *tls.Config) error {
 		AllowedPeers: a.mediaEndpoints(),
 		RelayPortMin: cfg.relayPorts[0], RelayPortMax: cfg.relayPorts[1],
 		CredentialTTL: cfg.TURNCredTTL, SourceQuota: cfg.TURNPerIP, SetupTimeout: cfg.TURNSetup,
-		Logger: a.log.With("component", "turn"),
+		Listeners: a.turnListeners(),
+		Logger:    a.log.With("component", "turn"),
 	}
 	if ip := net.ParseIP(cfg.PublicIP); ip != nil && ip.To4() != nil {
 		tc.RelayIP = ip
@@ -47,7 +48,7 @@ func (a *App) startTURN(tlsCfg *tls.Config) error {
 	if err != nil {
 		return fmt.Errorf("turn: %w", err)
 	}
-	a.turn, a.ice = srv, srv
+	a.turn, a.ice = srv, a.onePortICE(srv)
 	return nil
 }
 
@@ -180,6 +181,7 @@ func (a *App) logListeners() {
 		media = append(media, u.String())
 	}
 	a.log.Info("media (UDP)", "addrs", strings.Join(media, " "))
+	a.logOnePort()
 	switch {
 	case a.turn != nil:
 		args := []any{"udp", a.turn.UDPAddr().String(), "tcp", a.turn.TCPAddr().String()}

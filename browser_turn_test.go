@@ -2,6 +2,7 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"videochat/internal/browsertest"
 	"videochat/internal/netns"
@@ -19,6 +20,9 @@ func TestBrowserRelayOnlyCall(t *testing.T) {
 			t.Errorf("%s: selected local candidate is %q, want relay", name, s.Local.Type)
 		}
 		t.Logf("%s: local %s/%s via %s, remote %s:%d", name, s.Local.Type, s.Local.Relay, s.Local.Address, s.Remote.Address, s.Remote.Port)
+
+		// The page's quality view says so in words.
+		tab.WaitFor(`window.app.quality && window.app.quality.path === 'relayed over UDP'`, 5*time.Second)
 	}
 }
 
@@ -35,5 +39,6 @@ func TestBrowserCallWithUDPBlocked(t *testing.T) {
 		if s.Local.Type != "relay" || s.Local.Relay != "tcp" {
 			t.Errorf("%s: selected local candidate %+v, want relay over tcp", name, s.Local)
 		}
+		tab.WaitFor(`window.app.quality && window.app.quality.path === 'relayed over TCP'`, 5*time.Second)
 	}
 }

@@ -42,14 +42,21 @@ type Config struct {
 	AuthSecret     string        // HS256 secret of login tokens (JWT); empty: no access control
 	RedisURL       string        // join a cluster of nodes sharing this Redis; empty: alone
 	NodeID         string        // this node's id in the cluster; random if empty
+	LogFormat      string        // "text" or "json"
+	MetricsAddr    string        // a separate listener for /metrics; empty: the main port, this host only
+	ShutdownDelay  time.Duration // /readyz answers 503 this long before the shutdown proper
+	ICETCP         bool          // passive ICE-TCP candidates on the -addr port (see app_oneport.go)
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
 	// Not flags: for tests.
 	IncludeLoopback bool // offer loopback media candidates (auto when the host has nothing else)
 	// clusterBeat and clusterTTL replace the cluster's heartbeat interval
-	// and node lifetime (defaults 1 s and 3 s).
+	// and node lifetime (defaults 1 s and 5 s).
 	clusterBeat, clusterTTL time.Duration
+	// bitrateSample is how often the bandwidth estimates are sampled for
+	// the metrics (0: metrics.DefaultSampleInterval).
+	bitrateSample time.Duration
 	// wrapListener, when set, wraps the HTTP(S) listener (before TLS), e.g.
 	// so a test can cut a WebSocket's TCP connection without a close frame.
 	wrapListener func(net.Listener) net.Listener
@@ -61,7 +68,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	var origins, level, onFinish, authFile, proxies string
 	fs := flag.NewFlagSet("videochat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Addr, "addr", ":9090", "HTTP listen address (web app and WebSocket)")
+	fs.StringVar(&cfg.Addr, "addr", ":9090", "TCP listen address of everything: web app and WebSocket (HTTPS with a certificate), TURN over TCP and TLS, ICE over TCP; e.g. :443")
 	fs.IntVar(&cfg.UDPPort, "udp-port", 9090, "UDP port for all media (0 = ephemeral)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")
@@ -92,7 +99,11 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.DurationVar(&cfg.TURNSetup, "turn-setup-timeout", 10*time.Second, "a TURN TCP/TLS connection that has not allocated a relay by then is closed")
 	fs.StringVar(&cfg.RedisURL, "redis-url", "", "join a cluster: nodes sharing this Redis (redis://host:6379/0) share names, presence and calls; empty: run alone")
 	fs.StringVar(&cfg.NodeID, "node-id", "", "this node's id in the cluster (random per start if empty)")
+	fs.BoolVar(&cfg.ICETCP, "ice-tcp", true, "offer ICE over TCP to the SFU on the -addr port (for clients whose network blocks UDP)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text (key=value) or json (one JSON object per line)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9091; if empty, /metrics is served on -addr to this host only")
+	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, answer /readyz with 503 for this long before shutting down (e.g. 5s behind a load balancer)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")
 		fs.PrintDefaults()
@@ -117,6 +128,12 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return cfg, fmt.Errorf("-log-level: %w", err)
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return cfg, fmt.Errorf("-log-format %q: want text or json", cfg.LogFormat)
+	}
+	if cfg.ShutdownDelay < 0 {
+		return cfg, errors.New("-shutdown-delay must not be negative")
 	}
 	if cfg.UDPPort < 0 || cfg.UDPPort > 65535 {
 		return cfg, errors.New("-udp-port must be 0..65535")

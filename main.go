@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,7 +28,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := newLogger(cfg, os.Stderr)
 	raiseFileLimit(log)
 	app, err := NewApp(cfg, log)
 	if err != nil {
@@ -40,6 +39,11 @@ func run() error {
 	served := make(chan error, 1)
 	go func() { served <- app.Serve() }()
 	app.logListeners()
+	if cfg.MetricsAddr == "" {
+		log.Info("Prometheus metrics (for clients on this host only; see -metrics-addr)", "url", app.MetricsURL())
+	} else {
+		log.Info("Prometheus metrics", "url", app.MetricsURL())
+	}
 	log.Info("videochat is running; open this in two browser tabs", "url", app.URL())
 
 	select {
@@ -47,7 +51,7 @@ func run() error {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	}
-	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownDelay+5*time.Second)
 	defer cancel()
 	return errors.Join(err, app.Close(closeCtx))
 }

@@ -110,12 +110,23 @@ func TestDiskFull(t *testing.T) {
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Errorf("10000 WriteRTP calls after failure took %v", d)
 	}
+	if st := r.Stats(); st.Active != 1 || st.Failed != 1 || st.Finished != 0 {
+		t.Errorf("stats while recording: %+v, want 1 active (bob's), 1 failed (alice's)", st)
+	}
 	for i := range writers {
 		for _, w := range writers[i] {
 			if err := w.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}
 		}
+	}
+	// The metrics' numbers: alice's recording failed, bob's finished.
+	deadline := time.Now().Add(5 * time.Second)
+	for st := r.Stats(); st.Active != 0 || st.Failed != 1 || st.Finished != 1; st = r.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats after close: %+v, want 0 active, 1 failed, 1 finished", st)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	out := logs.String()
 	if !strings.Contains(out, "recording failed") || !strings.Contains(out, "no space left on device") ||

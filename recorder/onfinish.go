@@ -51,6 +51,7 @@ func (r *Recorder) execOnFinish(path string) {
 		r.log.Info("on-finish command done", append(attrs, "exit_code", 0)...)
 		return
 	}
+	r.counts.hookFailed.Add(1)
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) {
 		attrs = append(attrs, "exit_code", exitErr.ExitCode())

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -68,6 +69,8 @@ type Recorder struct {
 	closeErr  error         // its result, read after closeDone
 	live      map[*session]struct{}
 	pending   map[sessionKey]*session // sessions tracks may still join
+
+	counts counters // for Stats
 
 	// OnFinish commands: they run under hookCtx, which Shutdown cancels
 	// (killing them) when its context ends; after Shutdown no new one starts.
@@ -166,6 +169,28 @@ func recordable(info sfu.TrackInfo) bool {
 		return strings.EqualFold(info.Codec.MimeType, webrtc.MimeTypeOpus)
 	}
 	return false
+}
+
+// counters are the recorder's totals since it started.
+type counters struct {
+	finished, failed, hookFailed atomic.Uint64
+}
+
+// Stats are the recorder's numbers.
+type Stats struct {
+	Active         int    // recordings (files of a participant in a call) under way
+	Finished       uint64 // files completed
+	Failed         uint64 // recordings stopped by an error (disk full, ...)
+	OnFinishFailed uint64 // -record-on-finish runs that failed or timed out
+}
+
+// Stats returns the current numbers.
+func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	active := len(r.live)
+	r.mu.Unlock()
+	return Stats{Active: active, Finished: r.counts.finished.Load(), Failed: r.counts.failed.Load(),
+		OnFinishFailed: r.counts.hookFailed.Load()}
 }
 
 // forget drops a finished session.

@@ -283,6 +283,7 @@ func (s *session) finish(reason string) {
 		return
 	}
 	s.done = true
+	s.r.counts.finished.Add(1)
 	s.logFinished(reason)
 	s.r.runOnFinish(s.path)
 }
@@ -340,6 +341,7 @@ func (s *session) fail(err error) {
 	}
 	s.err = fmt.Errorf("recording of %q in call %q stopped: %w", s.key.participant, s.key.call, err)
 	s.done = true
+	s.r.counts.failed.Add(1)
 	if s.file != nil {
 		_ = s.file.Close()
 		s.file = nil

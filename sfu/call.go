@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/pion/webrtc/v4"
@@ -35,8 +36,10 @@ type Signaler interface {
 // sink-list updates (and the throttled keyframe request each new
 // subscription makes, which never blocks).
 type Call struct {
-	sfu *SFU
-	id  string
+	sfu   *SFU
+	id    string
+	log   *slog.Logger // with the call's id
+	probe bool         // the self-test's throwaway call (Probe), left out of Load; immutable
 
 	subMu sync.Mutex
 
@@ -48,8 +51,10 @@ type Call struct {
 
 // NewCall creates an empty call. id names it in logs and recordings. After
 // the SFU is closed, the call is created closed (Join fails).
-func (s *SFU) NewCall(id string) *Call {
-	c := &Call{sfu: s, id: id}
+func (s *SFU) NewCall(id string) *Call { return s.newCall(id, false) }
+
+func (s *SFU) newCall(id string, probe bool) *Call {
+	c := &Call{sfu: s, id: id, log: s.log.With("call", id), probe: probe}
 	s.mu.Lock()
 	if s.closed {
 		c.closed = true
@@ -92,7 +97,7 @@ func (c *Call) Join(name string, sig Signaler) (*Participant, error) {
 	}
 	c.subMu.Unlock()
 	askKeyframes(fresh)
-	c.sfu.log.Debug("participant joined", "call", c.id, "name", name)
+	p.log.Debug("participant joined")
 	return p, nil
 }
 

@@ -64,10 +64,10 @@ func (p *Participant) startRecording(up *upTrack) {
 		defer p.wg.Done()
 		err := q.run()
 		if n := q.dropped.Load(); n > 0 {
-			p.sfu.log.Warn("recorder fell behind; packets dropped", "call", p.call.id, "name", p.name, "kind", up.kind.String(), "dropped", n)
+			p.log.Warn("recorder fell behind; packets dropped", "kind", up.kind.String(), "dropped", n)
 		}
 		if err != nil {
-			p.sfu.log.Error("recording stopped", "call", p.call.id, "name", p.name, "kind", up.kind.String(), "err", err)
+			p.log.Error("recording stopped", "kind", up.kind.String(), "err", err)
 		}
 	}()
 	up.requestKeyframe()

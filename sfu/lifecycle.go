@@ -44,6 +44,14 @@ type timer struct {
 	stop func() bool
 }
 
+// ConnectObserver may be implemented by a Signaler: Connected is called
+// once, when the participant's media connection first comes up, with the
+// time since its first remote description was applied (ICE and DTLS, as
+// the participant waited for them).
+type ConnectObserver interface {
+	Connected(setup time.Duration)
+}
+
 type lifecycle struct {
 	sig            Signaler
 	after          afterFunc
@@ -52,6 +60,7 @@ type lifecycle struct {
 	interruptAfter time.Duration // a restart lasting this long counts as an interruption
 
 	mu            sync.Mutex
+	remoteAt      time.Time // the first remote description was applied
 	everConnected bool
 	dtlsFailed    bool // sticky: pion may close the PeerConnection right after
 	interrupted   bool // Interrupted sent, Restored not yet
@@ -125,6 +134,9 @@ func (l *lifecycle) remoteSet() {
 	if l.done || l.everConnected {
 		return
 	}
+	if l.remoteAt.IsZero() {
+		l.remoteAt = time.Now()
+	}
 	l.startLocked(&l.connectT, l.connectTimeout, func() {
 		l.failLocked(fmt.Errorf("%w: %v after the remote description", ErrConnectTimeout, l.connectTimeout))
 	})
@@ -145,6 +157,7 @@ func (l *lifecycle) update(s webrtc.PeerConnectionState, dtlsFailed bool) {
 	}
 	switch s {
 	case webrtc.PeerConnectionStateConnected:
+		first := !l.everConnected
 		l.everConnected = true
 		stopLocked(&l.connectT)
 		stopLocked(&l.graceT)
@@ -152,6 +165,11 @@ func (l *lifecycle) update(s webrtc.PeerConnectionState, dtlsFailed bool) {
 		if l.interrupted {
 			l.interrupted = false
 			l.callOut(l.sig.Restored)
+			return
+		}
+		if obs, ok := l.sig.(ConnectObserver); ok && first && !l.remoteAt.IsZero() {
+			setup := time.Since(l.remoteAt)
+			l.callOut(func() { obs.Connected(setup) })
 			return
 		}
 	case webrtc.PeerConnectionStateDisconnected, webrtc.PeerConnectionStateFailed:

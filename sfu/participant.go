@@ -3,6 +3,7 @@ package sfu
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -28,6 +29,7 @@ type Participant struct {
 
 	mu        sync.Mutex
 	up        []*upTrack
+	retired   Totals // of the tracks a restarted publisher replaced
 	remoteSet bool
 	ufrag     string                    // the remote description's ICE username fragment
 	early     []webrtc.ICECandidateInit // remote candidates before their description
@@ -36,7 +38,8 @@ type Participant struct {
 	closed    bool
 	wg        sync.WaitGroup // RTCP readers and track read loops
 
-	life      *lifecycle // connection state, grace and connect timers
+	life      *lifecycle   // connection state, grace and connect timers
+	log       *slog.Logger // with the call's and the participant's ids
 	closeOnce sync.Once
 }
 
@@ -51,6 +54,7 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 	p := &Participant{sfu: c.sfu, call: c, name: name, sig: sig, pc: pc,
 		down: map[webrtc.RTPCodecType]*downTrack{}, bwe: c.sfu.est.take(pc.ID()), repair: c.sfu.rep.take(pc.ID()),
 		life: newLifecycle(sig, c.sfu.cfg)}
+	p.log = c.log.With("participant", name)
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
 		d := newDownTrack(kind, "videochat", p.bwe)
 		sender, err := pc.AddTrack(d)
@@ -73,6 +77,7 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 			p.life.markDTLSFailed()
 		}
 	})
+	c.sfu.track(p)
 	return p, nil
 }
 
@@ -207,7 +212,7 @@ func (p *Participant) setRemote(t webrtc.SDPType, sdp string) error {
 	p.life.remoteSet()
 	for _, c := range early {
 		if err := p.addCandidate(c); err != nil {
-			p.sfu.log.Debug("early candidate rejected", "name", p.name, "err", err)
+			p.log.Debug("early candidate rejected", "err", err)
 		}
 	}
 	return nil
@@ -301,7 +306,7 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 	p.mu.Unlock()
 	defer p.wg.Done()
 
-	p.sfu.log.Debug("track started", "call", p.call.id, "name", p.name,
+	p.log.Debug("track started",
 		"kind", track.Kind().String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
 	up := newUpTrack(p, track)
 	go func() { defer p.wg.Done(); up.readRTCP(receiver) }()
@@ -329,7 +334,7 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 // goroutine per change, so calls may arrive out of order: the lifecycle is
 // given the state as it is now, not s.
 func (p *Participant) onState(s webrtc.PeerConnectionState) {
-	p.sfu.log.Debug("peer connection state", "call", p.call.id, "name", p.name, "state", s.String())
+	p.log.Debug("peer connection state", "state", s.String())
 	if s == webrtc.PeerConnectionStateConnected {
 		// Media can flow to this participant (again): ask for fresh
 		// keyframes; and after an outage its own video resumes with a
@@ -363,6 +368,7 @@ func (p *Participant) replaceUpTrack(up *upTrack) (replaced []*upTrack) {
 	for _, u := range p.up {
 		if u.kind == up.kind {
 			replaced = append(replaced, u)
+			p.retired.add(totalsOf(ParticipantStats{Up: []UpStats{u.snapshot()}}))
 		} else {
 			kept = append(kept, u)
 		}
@@ -396,7 +402,8 @@ func (p *Participant) closePC() {
 		u.close()
 	}
 	if err := p.pc.Close(); err != nil {
-		p.sfu.log.Debug("close peer connection", "name", p.name, "err", err)
+		p.log.Debug("close peer connection", "err", err)
 	}
 	p.wg.Wait()
+	p.sfu.retire(p)
 }

@@ -21,7 +21,7 @@ func (s *SFU) Probe(ctx context.Context, servers []webrtc.ICEServer, relayOnly b
 	defer func() { _ = client.Close() }()
 
 	sig := &probeSignaler{client: client, failed: make(chan error, 1), queue: make(chan func(), 64)}
-	call := s.NewCall("probe")
+	call := s.newCall("probe", true)
 	defer call.Close()
 	part, err := call.Join("probe", sig)
 	if err != nil {

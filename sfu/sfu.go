@@ -50,6 +50,12 @@ type Config struct {
 	// KeyframeInterval is the minimum interval between two keyframe
 	// requests sent to one publisher track (default 500 ms).
 	KeyframeInterval time.Duration
+	// ICETCP, if not empty, are listeners of passive ICE-TCP (RFC 6544;
+	// RFC 4571 framing): every PeerConnection then also offers a TCP host
+	// candidate on each listener's port, which a browser that cannot use
+	// UDP reaches directly, without a TURN relay. The SFU owns them (Close
+	// closes them).
+	ICETCP []net.Listener
 	// Recorder, if set, is offered every published track.
 	Recorder Recorder
 	Logger   *slog.Logger
@@ -59,16 +65,24 @@ type Config struct {
 
 // SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
 type SFU struct {
-	cfg Config
-	est *estimators
-	rep *repairCounters
-	api *webrtc.API
-	mux *ice.MultiUDPMuxDefault
-	log *slog.Logger
+	cfg  Config
+	est  *estimators
+	rep  *repairCounters
+	api  *webrtc.API
+	mux  *ice.MultiUDPMuxDefault
+	tcp  []*ice.TCPMuxDefault // passive ICE-TCP, one per Config.ICETCP listener
+	echo echoes               // diagnostic PeerConnections (echo.go)
+	log  *slog.Logger
 
 	mu     sync.Mutex
 	calls  map[*Call]struct{}
 	closed bool
+
+	// totMu guards the counters of participants that have left (ended)
+	// and the set of those whose numbers are still moving (live).
+	totMu sync.Mutex
+	ended Totals
+	live  map[*Participant]struct{}
 }
 
 // New builds an SFU and binds its media port.
@@ -105,12 +119,15 @@ func New(cfg Config) (*SFU, error) {
 		return nil, fmt.Errorf("sfu: media port %d: %w", cfg.UDPPort, err)
 	}
 	est, rep := &estimators{}, &repairCounters{}
-	api, err := newAPI(cfg, mux, est, rep)
+	tcp := newTCPMuxes(cfg)
+	api, err := newAPI(cfg, mux, tcp, est, rep)
 	if err != nil {
 		_ = mux.Close()
+		closeTCPMuxes(tcp)
 		return nil, err
 	}
-	return &SFU{cfg: cfg, est: est, rep: rep, api: api, mux: mux, log: cfg.Logger, calls: map[*Call]struct{}{}}, nil
+	return &SFU{cfg: cfg, est: est, rep: rep, api: api, mux: mux, tcp: tcp, log: cfg.Logger, calls: map[*Call]struct{}{},
+		live: map[*Participant]struct{}{}}, nil
 }
 
 // MediaAddrs returns the local addresses of the media socket(s).
@@ -141,10 +158,12 @@ func (s *SFU) Close() error {
 		go func() { defer wg.Done(); c.Close() }()
 	}
 	wg.Wait()
+	s.echo.closeAll()
+	closeTCPMuxes(s.tcp)
 	return s.mux.Close()
 }
 
-func newAPI(cfg Config, mux ice.UDPMux, est *estimators, rep *repairCounters) (*webrtc.API, error) {
+func newAPI(cfg Config, mux ice.UDPMux, tcp []*ice.TCPMuxDefault, est *estimators, rep *repairCounters) (*webrtc.API, error) {
 	m, err := newMediaEngine()
 	if err != nil {
 		return nil, err
@@ -158,6 +177,7 @@ func newAPI(cfg Config, mux ice.UDPMux, est *estimators, rep *repairCounters) (*
 	se.SetICEUDPMux(mux)
 	se.SetLite(true) // we are reachable; clients nominate, relay pairs connect fast
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	setICETCP(&se, tcp)
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
 	se.SetDTLSRetransmissionInterval(100 * time.Millisecond)
 	// Some senders (pion among them) number RTX packets when the original

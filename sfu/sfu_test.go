@@ -21,12 +21,14 @@ type loopSignaler struct {
 	onCand func(webrtc.ICECandidateInit)
 	msgs   chan func()
 	failed chan error
+	setup  chan time.Duration // ConnectObserver
 	done   chan struct{}
 	wg     sync.WaitGroup
 }
 
 func newLoopSignaler(t *testing.T) *loopSignaler {
 	s := &loopSignaler{msgs: make(chan func(), 256), failed: make(chan error, 1), done: make(chan struct{}),
+		setup:  make(chan time.Duration, 4),
 		onDesc: func(webrtc.SessionDescription) {}, onCand: func(webrtc.ICECandidateInit) {}}
 	s.wg.Add(1)
 	go func() {
@@ -48,6 +50,14 @@ func (s *loopSignaler) SendDescription(d webrtc.SessionDescription) { s.msgs <- 
 func (s *loopSignaler) SendCandidate(c webrtc.ICECandidateInit)     { s.msgs <- func() { s.onCand(c) } }
 func (s *loopSignaler) Interrupted()                                {}
 func (s *loopSignaler) Restored()                                   {}
+
+// Connected implements ConnectObserver.
+func (s *loopSignaler) Connected(d time.Duration) {
+	select {
+	case s.setup <- d:
+	default:
+	}
+}
 
 func (s *loopSignaler) Failed(err error) {
 	select {

@@ -93,3 +93,26 @@ func tokenProblem(err error) string {
 	}
 	return "the sign-in token is not valid"
 }
+
+// TokenName checks a sign-in token as login does (HS256 with secret, exp
+// required) and returns the name it was issued for, so other endpoints
+// (the connection test's TURN credentials) can admit the same people. The
+// error's text is meant for a person.
+func TokenName(secret []byte, token string) (string, error) {
+	a := newAuthenticator(secret, nil)
+	if a == nil {
+		return "", errors.New("access control is off")
+	}
+	if token == "" || len(token) > maxTokenLen {
+		return "", &authError{msg: "a valid sign-in token is needed"}
+	}
+	var claims jwt.RegisteredClaims
+	if _, err := a.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return a.secret, nil }); err != nil {
+		return "", &authError{msg: tokenProblem(err), err: err}
+	}
+	name, err := cleanName(claims.Subject)
+	if err != nil {
+		return "", &authError{msg: "the sign-in token names no valid user"}
+	}
+	return name, nil
+}

@@ -3,6 +3,7 @@ package signaling
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/netip"
 	"time"
@@ -16,6 +17,7 @@ const maxEarlyCandidates = 64
 // call is one 1:1 call. Its fields are guarded by Server.mu.
 type call struct {
 	id             string
+	log            *slog.Logger // with the call's id
 	caller, callee *session
 	media          MediaCall
 	peers          map[*session]Peer
@@ -51,11 +53,14 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 		s.mu.Unlock()
 		switch {
 		case other.name != name:
+			s.count.err(ErrCallRefused)
 			c.sendError("you are already in a call with " + other.name + "; hang up first")
 		case peer == nil:
+			s.count.err(ErrProtocol)
 			c.sendError("the call with " + name + " is still being set up; try again")
 		default:
 			if err := peer.HandleOffer(sdp); err != nil {
+				s.count.err(ErrMedia)
 				c.sendError("could not apply your offer: " + err.Error())
 			}
 		}
@@ -67,6 +72,7 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 	}
 	if problem != "" {
 		s.mu.Unlock()
+		s.count.err(ErrCallRefused)
 		c.sendError(problem)
 		if busy {
 			c.sendMsg(&Message{Type: typeLeave, Name: name, Reason: ReasonBusy})
@@ -82,6 +88,7 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 	if !okName || !okIP {
 		s.mu.Unlock()
 		wait := max(waitName, waitIP)
+		s.count.err(ErrCallRateLimited)
 		c.sendError(fmt.Sprintf("too many calls, wait %d s", int(math.Ceil(wait.Seconds()))))
 		return
 	}
@@ -90,7 +97,7 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 		ring = min(ring, s.cfg.DeclinedRingTimeout)
 	}
 	id := newID()
-	cl := &call{id: id, caller: c, callee: callee, media: s.cfg.Media.NewCall(id), peers: map[*session]Peer{},
+	cl := &call{id: id, log: s.log.With("call", id), caller: c, callee: callee, media: s.cfg.Media.NewCall(id), peers: map[*session]Peer{},
 		mediaDown: map[*session]bool{}, shownDown: map[*session]bool{}, ring: ring, callerIP: ip.String(),
 		cands: map[*session]int{}, capped: map[*session]int{}}
 	c.call, callee.call = cl, cl
@@ -100,7 +107,8 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 	c.early, c.earlyDropped = nil, 0
 	cl.cands[c] = len(early)
 	s.mu.Unlock()
-	s.log.Info("call", "id", cl.id, "caller", c.name, "callee", callee.name)
+	s.count.calls.Add(1)
+	cl.log.Info("call", "caller", c.name, "callee", callee.name)
 	s.setUp(cl, sdp, early)
 }
 
@@ -175,6 +183,8 @@ func (s *Server) startRinging(cl *call) {
 // abort ends a call that failed during setup: the caller gets the error;
 // the callee hears of it only if it was already ringing.
 func (s *Server) abort(cl *call, msg string) {
+	s.count.err(ErrMedia)
+	cl.log.Warn("call setup failed", "err", msg)
 	cl.caller.sendError(msg)
 	s.mu.Lock()
 	offered := cl.offered
@@ -196,10 +206,12 @@ func (s *Server) answer(c *session, sdp string) {
 	}
 	s.mu.Unlock()
 	if peer == nil {
+		s.count.err(ErrProtocol)
 		c.sendError("there is no call to answer")
 		return
 	}
 	if err := peer.HandleAnswer(sdp); err != nil {
+		s.count.err(ErrMedia)
 		c.sendError("could not apply your answer: " + err.Error())
 		return
 	}
@@ -213,7 +225,7 @@ func (s *Server) answer(c *session, sdp string) {
 	}
 	s.mu.Unlock()
 	if first {
-		s.log.Info("call accepted", "id", cl.id, "callee", c.name)
+		cl.log.Info("call accepted", "callee", c.name)
 		cl.caller.sendMsg(&Message{Type: typeAccepted, Name: c.name, Recording: s.cfg.Recording})
 		s.startRecording(cl)
 	}
@@ -245,6 +257,7 @@ func (s *Server) candidate(c *session, m *Message) {
 			first := cl.capped[c] == 1
 			s.mu.Unlock()
 			if first { // once per call: more errors would only fill the queue
+				s.count.err(ErrCandidates)
 				c.sendError(fmt.Sprintf("too many ICE candidates in this call (at most %d); further candidates are ignored", s.cfg.MaxCandidates))
 			}
 			return
@@ -262,12 +275,14 @@ func (s *Server) candidate(c *session, m *Message) {
 		tell := full && c.earlyDropped == 1
 		s.mu.Unlock()
 		if tell {
+			s.count.err(ErrCandidates)
 			c.sendError("too many candidates before an offer")
 		}
 		return
 	}
 	s.mu.Unlock()
 	if err := peer.AddCandidate(cand); err != nil {
+		s.count.err(ErrMedia)
 		c.sendError("could not add your candidate: " + err.Error())
 	}
 }
@@ -309,7 +324,8 @@ func (s *Server) endCall(cl *call, reason string, tell ...*session) {
 	}
 	s.mu.Unlock()
 	s.forgetRelayed(cl)
-	s.log.Info("call ended", "id", cl.id, "reason", reason)
+	s.count.end(reason)
+	cl.log.Info("call ended", "reason", reason)
 	for _, c := range tell {
 		c.sendMsg(&Message{Type: typeLeave, Name: cl.other(c).name, Reason: reason})
 	}
@@ -426,7 +442,7 @@ func (s *Server) showCallstateLocked(ss *session) {
 }
 
 func (p *peerSignal) Failed(err error) {
-	p.srv.log.Warn("peer connection failed", "call", p.call.id, "name", p.c.name, "err", err)
+	p.call.log.Warn("peer connection failed", "participant", p.c.name, "err", err)
 	p.srv.async(func() { p.srv.endCall(p.call, ReasonFailed, p.call.caller, p.call.callee) })
 }
 

@@ -81,7 +81,7 @@ func (c *client) push(f outFrame) {
 	select {
 	case c.send <- f:
 	default:
-		c.killOnce.Do(func() { close(c.kill) })
+		c.killOnce.Do(func() { c.srv.count.err(ErrSlowClient); close(c.kill) })
 	}
 }
 
@@ -101,6 +101,7 @@ func (c *client) sendMsg(m *Message) {
 		c.srv.log.Error("encode message", "type", m.Type, "err", err)
 		return
 	}
+	c.srv.count.msgOut(m.Type)
 	c.enqueue(frame)
 }
 
@@ -125,6 +126,7 @@ var errPolicy = errors.New("policy violation")
 func (c *client) readPump() (err error) {
 	defer func() {
 		if recovered(c.srv.log, recover(), "reader") {
+			c.srv.count.err(ErrInternal)
 			c.closeWith(websocket.CloseInternalServerErr, "internal error")
 			err = errPolicy
 		}
@@ -150,22 +152,26 @@ func (c *client) readPump() (err error) {
 	for {
 		kind, data, err := c.conn.ReadMessage()
 		if errors.Is(err, websocket.ErrReadLimit) {
+			c.srv.count.err(ErrTooBig)
 			c.discardRest() // gorilla has sent close 1009
 		}
 		if err != nil {
 			if !c.authed.Load() && !now().Before(loginBy) {
+				c.srv.count.err(ErrLoginTimeout)
 				c.closeWith(websocket.ClosePolicyViolation, "log in or resume within "+cfg.LoginTimeout.String())
 				return errPolicy
 			}
 			return err
 		}
 		if !bucket.allow(cfg.now()) {
+			c.srv.count.err(ErrFlood)
 			c.srv.log.Warn("client floods messages, closing", "remote", c.remote)
 			c.closeWith(websocket.ClosePolicyViolation, "too many messages")
 			c.discardRest() // until the client has read the close frame
 			return errPolicy
 		}
 		if kind != websocket.TextMessage {
+			c.srv.count.err(ErrBadMessage)
 			c.sendError("only text frames carrying JSON are understood")
 		} else {
 			c.srv.handle(c, data)

@@ -110,6 +110,7 @@ func (s *Server) sendPresence(frame []byte) {
 	}
 	s.mu.Unlock()
 	for _, ss := range sessions {
+		s.count.msgOut(typeUsers)
 		ss.enqueueUsers(frame)
 	}
 }

@@ -37,6 +37,11 @@ type Message struct {
 	State string `json:"state,omitempty"`
 	// Token (additive) is a login's JWT when the server requires one.
 	Token string `json:"token,omitempty"`
+	// Muted and CameraOff (additive) are a participant's microphone and
+	// camera state, on `mute` (sent by a client during a call, relayed to
+	// the other participant with the sender's name).
+	Muted     bool `json:"muted,omitempty"`
+	CameraOff bool `json:"cameraOff,omitempty"`
 }
 
 // ICEServer is one entry of the login reply's iceServers (RTCIceServer).
@@ -61,6 +66,7 @@ const (
 	typePing      = "ping"
 	typePong      = "pong"
 	typeCallstate = "callstate"
+	typeMute      = "mute"
 )
 
 // States carried by callstate.
@@ -95,7 +101,7 @@ func parseMessage(data []byte) (*Message, error) {
 		return nil, errors.New(`every message needs a string field "type"`)
 	}
 	switch typ {
-	case typeLogin, typeOffer, typeAnswer, typeCandidate, typeLeave, typeResume, typePing:
+	case typeLogin, typeOffer, typeAnswer, typeCandidate, typeLeave, typeResume, typePing, typeMute:
 	default:
 		return nil, fmt.Errorf("Command not found: %s", typ)
 	}

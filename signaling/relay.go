@@ -18,7 +18,7 @@ import (
 //
 //	host                               home
 //	proxy.sendMsg ──"to"─────────────► session.enqueue (the user's WebSocket)
-//	offer/answer/candidate/leave ◄─"from"── handle (the user's frames)
+//	offer/answer/candidate/leave/mute ◄─"from"── handle (the user's frames)
 //	showCallstate(proxy) ◄─"state"──── the user's WebSocket lost / back
 //	endCall ◄──────────"end"────────── the user's session ended, or busy
 //
@@ -140,7 +140,7 @@ func (s *Server) busyElsewhere(ss *session) bool {
 // the host, and reports whether it did.
 func (s *Server) relayClient(ss *session, m *Message, data []byte) bool {
 	switch m.Type {
-	case typeOffer, typeAnswer, typeCandidate, typeLeave:
+	case typeOffer, typeAnswer, typeCandidate, typeLeave, typeMute:
 	default:
 		return false
 	}
@@ -330,6 +330,8 @@ func (s *Server) applyRemote(p *session, frame []byte) {
 		s.candidate(p, msg)
 	case typeLeave:
 		s.leave(p)
+	case typeMute:
+		s.relayMute(p, msg)
 	}
 }
 

@@ -51,6 +51,10 @@ type Config struct {
 	// HS256 JWT signed with this secret whose sub is the name (auth.go).
 	// Empty: anyone may log in with any free name.
 	AuthSecret []byte
+	// OnMediaConnected, if set, hears when a participant's media first
+	// connects: leg is "caller" or "callee", setup the time from its
+	// offer (caller) or answer (callee) to connected. It must not block.
+	OnMediaConnected func(leg string, setup time.Duration)
 
 	// Limits (issue 10). Each is refused or closed with a message a person
 	// can act on; nothing a client does affects other clients.
@@ -183,6 +187,7 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	auth     *authenticator // nil: access control off
+	count    *counters      // for Stats
 
 	clock sessionClock
 
@@ -218,7 +223,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	s := &Server{
-		cfg: cfg, log: cfg.Logger,
+		cfg: cfg, log: cfg.Logger, count: &counters{},
 		clients: map[*client]struct{}{}, names: map[string]*session{}, tokens: map[string]*session{},
 		calls: map[*call]struct{}{}, auth: newAuthenticator(cfg.AuthSecret, cfg.authNow), perIP: map[netip.Addr]int{},
 		callsBy:      newAttemptLimiter(cfg.CallAttempts, cfg.CallWindow),
@@ -226,7 +231,7 @@ func New(cfg Config) (*Server, error) {
 		declined:     recentSet{ttl: cfg.DeclineMemory},
 		presenceKick: make(chan struct{}, 1), presenceStop: make(chan struct{}), presenceDone: make(chan struct{}),
 	}
-	s.clock = sessionClock{grace: cfg.ResumeGrace, maxQueue: cfg.ResumeQueue, after: cfg.afterFunc,
+	s.clock = sessionClock{count: s.count, grace: cfg.ResumeGrace, maxQueue: cfg.ResumeQueue, after: cfg.afterFunc,
 		expire: func(ss *session, epoch uint64) {
 			s.async(func() {
 				if ss.expired(epoch) {
@@ -268,6 +273,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ip := s.clientIP(r)
 	if why := s.admit(ip); why != "" {
+		s.count.err(ErrConnRefused)
 		w.Header().Set("Retry-After", "10")
 		http.Error(w, why, http.StatusServiceUnavailable)
 		return
@@ -280,6 +286,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if closed {
+		s.count.err(ErrConnRefused)
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
@@ -305,9 +312,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handle(c *client, data []byte) {
 	m, err := parseMessage(data)
 	if err != nil {
+		s.count.msgIn("other")
+		s.count.err(ErrBadMessage)
 		c.sendError(err.Error())
 		return
 	}
+	s.count.msgIn(m.Type)
 	switch m.Type {
 	case typePing:
 		c.sendMsg(&Message{Type: typePong})
@@ -323,6 +333,7 @@ func (s *Server) handle(c *client, data []byte) {
 	ss := c.sess
 	s.mu.Unlock()
 	if ss == nil {
+		s.count.err(ErrNotLoggedIn)
 		c.sendError("log in first: send {\"type\":\"login\",\"name\":...}")
 		return
 	}
@@ -332,12 +343,14 @@ func (s *Server) handle(c *client, data []byte) {
 	switch m.Type {
 	case typeOffer:
 		if msg := s.checkSDP(m.Type, m.Offer.SDP); msg != "" {
+			s.count.err(ErrBadSDP)
 			c.sendError(msg)
 			return
 		}
 		s.offer(ss, c.ip, m.Name, m.Offer.SDP)
 	case typeAnswer:
 		if msg := s.checkSDP(m.Type, m.Answer.SDP); msg != "" {
+			s.count.err(ErrBadSDP)
 			c.sendError(msg)
 			return
 		}
@@ -346,6 +359,8 @@ func (s *Server) handle(c *client, data []byte) {
 		s.candidate(ss, m)
 	case typeLeave:
 		s.leave(ss)
+	case typeMute:
+		s.relayMute(ss, m)
 	}
 }
 
@@ -353,6 +368,7 @@ func (s *Server) login(c *client, raw, authToken string) {
 	name, err := cleanName(raw)
 	fail := func(msg string) { c.sendMsg(&Message{Type: typeLogin, Success: new(false), Message: msg}) }
 	if err != nil {
+		s.count.err(ErrLoginRefused)
 		fail(err.Error())
 		return
 	}
@@ -364,10 +380,12 @@ func (s *Server) login(c *client, raw, authToken string) {
 		ss := c.sess
 		s.mu.Unlock()
 		if ss != nil {
+			s.count.err(ErrProtocol)
 			c.sendError("already logged in as " + ss.name)
 			return
 		}
 		if err := s.auth.verify(authToken, name); err != nil {
+			s.count.err(ErrAuthFailed)
 			s.log.Info("login refused", "name", name, "reason", err, "detail", errors.Unwrap(err))
 			fail(err.Error())
 			return
@@ -384,11 +402,13 @@ func (s *Server) login(c *client, raw, authToken string) {
 	case c.sess != nil:
 		s.mu.Unlock()
 		s.cfg.Cluster.Release(claim)
+		s.count.err(ErrProtocol)
 		c.sendError("already logged in as " + c.sess.name)
 		return
 	case s.nameInUse(name):
 		s.mu.Unlock()
 		s.cfg.Cluster.Release(claim)
+		s.count.err(ErrLoginRefused)
 		fail("the name " + name + " is taken (or one that looks the same), choose another")
 		return
 	}
@@ -419,7 +439,10 @@ func (s *Server) iceServers(name, host string) []ICEServer {
 
 // resume attaches c to the session named by token, which it spends.
 func (s *Server) resume(c *client, token string) {
-	fail := func(msg string) { c.sendMsg(&Message{Type: typeResume, Success: new(false), Message: msg}) }
+	fail := func(msg string) {
+		s.count.err(ErrResumeFailed)
+		c.sendMsg(&Message{Type: typeResume, Success: new(false), Message: msg})
+	}
 	const gone = "this session is unknown, already resumed or expired; log in again"
 	s.mu.Lock()
 	if c.sess != nil {
@@ -449,6 +472,7 @@ func (s *Server) resume(c *client, token string) {
 	if err != nil {
 		return
 	}
+	s.count.msgOut(typeResume)
 	// Attach under s.mu so that c.sess and the session's connection change
 	// together (unregister of the old connection then finds no session).
 	s.mu.Lock()

@@ -82,6 +82,8 @@ type sessionClock struct {
 	// expire is run by the grace timer of the detachment numbered epoch;
 	// it must not block (it hands the work to a goroutine).
 	expire func(ss *session, epoch uint64)
+	// count is the server's counters (sessions count the frames they send).
+	count *counters
 }
 
 func realAfter(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
@@ -171,6 +173,7 @@ func (ss *session) sendMsg(m *Message) {
 	if err != nil {
 		return
 	}
+	ss.clock.count.msgOut(m.Type)
 	ss.enqueue(frame)
 }
 

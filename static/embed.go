@@ -7,7 +7,7 @@ import (
 	"net/http"
 )
 
-//go:embed index.html style.css app.js protocol.js
+//go:embed index.html style.css diag.html *.js
 var assets embed.FS
 
 // Handler serves the browser app; "/" serves index.html. Mount it at the

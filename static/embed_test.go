@@ -16,6 +16,12 @@ func TestHandler(t *testing.T) {
 		{"/", "text/html", `<script type="module" src="app.js">`},
 		{"/app.js", "text/javascript", "VideoChatClient"},
 		{"/protocol.js", "text/javascript", "export class VideoChatClient"},
+		{"/session.js", "text/javascript", "export const sessionMethods"},
+		{"/peer.js", "text/javascript", "export const peerMethods"},
+		{"/stats.js", "text/javascript", "export class StatsSampler"},
+		{"/media.js", "text/javascript", "export async function openMedia"},
+		{"/ringer.js", "text/javascript", "export class Ringer"},
+		{"/devices.js", "text/javascript", "export class DevicePicker"},
 		{"/style.css", "text/css", "#local-video"},
 	} {
 		resp, err := http.Get(srv.URL + tc.path)

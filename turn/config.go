@@ -44,6 +44,11 @@ type Config struct {
 	// requires TLSConfig with at least one certificate (or GetCertificate).
 	TLSAddr   string
 	TLSConfig *tls.Config
+	// Listeners are further listeners of TURN over TCP whose connections
+	// arrive ready to carry STUN (TLS already terminated), e.g. from a
+	// one-port demultiplexer. Each gets the same connection limits as the
+	// TCP listener (counted separately); Close closes them.
+	Listeners []net.Listener
 
 	// Realm is the STUN realm (default "videochat").
 	Realm string

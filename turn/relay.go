@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pturn "github.com/pion/turn/v4"
@@ -32,6 +33,18 @@ type relayGenerator struct {
 
 	mu   sync.Mutex
 	open int
+
+	// relayed counts the payload bytes and packets relayed, both ways.
+	relayed relayCounters
+}
+
+// relayCounters are shared by every relay socket; one atomic add per
+// packet, no allocation.
+type relayCounters struct {
+	toPeerBytes, toPeerPackets     atomic.Uint64
+	fromPeerBytes, fromPeerPackets atomic.Uint64
+	denied                         atomic.Uint64 // packets to or from peers not allowed
+	allocations                    atomic.Uint64 // relay sockets ever allocated
 }
 
 func newRelayGenerator(cfg Config, filter *peerFilter) (*relayGenerator, error) {
@@ -92,7 +105,8 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 		return nil, nil, fmt.Errorf("turn: allocating relay socket: %w", err)
 	}
 
-	return &relayConn{PacketConn: conn, filter: g.filter, log: g.log, release: g.release}, addr, nil
+	g.relayed.allocations.Add(1)
+	return &relayConn{PacketConn: conn, filter: g.filter, log: g.log, release: g.release, n: &g.relayed}, addr, nil
 }
 
 // AllocateConn implements pturn.RelayAddressGenerator (RFC 6062 TCP relays,
@@ -148,18 +162,25 @@ type relayConn struct {
 	log     *slog.Logger
 	release func()
 	once    sync.Once
+	n       *relayCounters
 }
 
 // WriteTo sends p to addr if addr is an allowed peer.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ap, ok := addrPortOf(addr)
 	if !ok || !c.filter.allow(ap) {
+		c.n.denied.Add(1)
 		c.log.Debug("turn: dropped relay packet to disallowed peer", "peer", fmt.Sprint(addr))
 
 		return 0, fmt.Errorf("%w: %v", errPeerNotAllowed, addr)
 	}
+	n, err := c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(ap))
+	if n > 0 {
+		c.n.toPeerBytes.Add(uint64(n))
+		c.n.toPeerPackets.Add(1)
+	}
 
-	return c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(ap))
+	return n, err
 }
 
 // ReadFrom returns the next packet from an allowed peer.
@@ -170,8 +191,12 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, addr, err
 		}
 		if ap, ok := addrPortOf(addr); ok && c.filter.allow(ap) {
+			c.n.fromPeerBytes.Add(uint64(n))
+			c.n.fromPeerPackets.Add(1)
+
 			return n, addr, nil
 		}
+		c.n.denied.Add(1)
 		c.log.Debug("turn: dropped relay packet from disallowed peer", "peer", fmt.Sprint(addr))
 	}
 }

@@ -94,7 +94,8 @@ func TestRelayConnFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	released := 0
-	rc := &relayConn{PacketConn: raw, filter: filter, log: testLogger(), release: func() { released++ }}
+	counts := &relayCounters{}
+	rc := &relayConn{PacketConn: raw, filter: filter, log: testLogger(), release: func() { released++ }, n: counts}
 	defer rc.Close()
 
 	if _, err := rc.WriteTo([]byte("x"), blocked.udpAddr()); !errors.Is(err, errPeerNotAllowed) {
@@ -120,6 +121,13 @@ func TestRelayConnFilters(t *testing.T) {
 	}
 	if blocked.got.Load() != 0 {
 		t.Fatal("blocked peer received a packet")
+	}
+	// Counted for the metrics: one packet each way with the allowed peer;
+	// two writes refused and one packet from the blocked peer dropped.
+	got := [5]uint64{counts.toPeerPackets.Load(), counts.toPeerBytes.Load(), counts.fromPeerPackets.Load(),
+		counts.fromPeerBytes.Load(), counts.denied.Load()}
+	if want := [5]uint64{1, 12, 1, 12, 3}; got != want {
+		t.Errorf("counters (to peer packets, bytes, from peer packets, bytes, denied) = %v, want %v", got, want)
 	}
 	_ = rc.Close()
 	_ = rc.Close()

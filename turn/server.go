@@ -31,7 +31,8 @@ type Server struct {
 
 	udp net.PacketConn
 	tcp *connListener
-	tls *connListener // nil if TLS is disabled
+	tls *connListener   // nil if TLS is disabled
+	ext []*connListener // Config.Listeners
 
 	closeOnce sync.Once
 	closeErr  error
@@ -81,6 +82,9 @@ func (s *Server) listen() error {
 		return err
 	}
 	s.tcp = newConnListener(tcp, s.cfg)
+	for _, l := range s.cfg.Listeners {
+		s.ext = append(s.ext, newConnListener(l, s.cfg))
+	}
 	if s.cfg.TLSAddr == "" {
 		return nil
 	}
@@ -121,6 +125,9 @@ func (s *Server) startPion(filter *peerFilter) error {
 		lc.Listener = tls.NewListener(s.tls, s.cfg.TLSConfig)
 		listeners = append(listeners, lc)
 	}
+	for _, l := range s.ext {
+		listeners = append(listeners, s.listenerConfig(l, filter))
+	}
 	srv, err := pturn.NewServer(pturn.ServerConfig{
 		Realm:         s.cfg.Realm,
 		AuthHandler:   restAuthHandler(s.cfg.Secret, s.cfg.Realm, s.log),
@@ -160,6 +167,9 @@ func (s *Server) eventHandler() pturn.EventHandler {
 		if s.tls != nil {
 			s.tls.allocated(src)
 		}
+		for _, l := range s.ext {
+			l.allocated(src)
+		}
 		s.log.Debug("turn: allocation created", "remote", addrString(src), "user", user, "relay", addrString(relay))
 	}
 	h.OnAllocationDeleted = func(src, dst net.Addr, proto, user, realm string) {
@@ -180,6 +190,9 @@ func (s *Server) closeSockets() {
 	}
 	if s.tls != nil {
 		_ = s.tls.Close()
+	}
+	for _, l := range s.ext {
+		_ = l.Close()
 	}
 }
 
@@ -226,6 +239,30 @@ func (s *Server) TLSAddr() net.Addr {
 	}
 
 	return s.tls.Addr()
+}
+
+// Stats are the server's counters since it started.
+type Stats struct {
+	Allocations      int    // active allocations now
+	AllocationsTotal uint64 // relay sockets allocated since the start
+	// Relayed payload between clients and peers: ToPeer is what clients
+	// sent through their relays, FromPeer what peers sent back.
+	ToPeerBytes, ToPeerPackets     uint64
+	FromPeerBytes, FromPeerPackets uint64
+	// Denied counts packets dropped because the peer is not allowed.
+	Denied uint64
+}
+
+// Stats returns the current counters; it costs a few atomic loads.
+func (s *Server) Stats() Stats {
+	r := &s.relays.relayed
+	return Stats{
+		Allocations:      s.pion.AllocationCount(),
+		AllocationsTotal: r.allocations.Load(),
+		ToPeerBytes:      r.toPeerBytes.Load(), ToPeerPackets: r.toPeerPackets.Load(),
+		FromPeerBytes: r.fromPeerBytes.Load(), FromPeerPackets: r.fromPeerPackets.Load(),
+		Denied: r.denied.Load(),
+	}
 }
 
 // AllocationCount returns the number of active allocations.

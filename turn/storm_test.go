@@ -200,7 +200,10 @@ func closedWithin(conns []stalledConn, d time.Duration) int {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			_ = c.SetReadDeadline(c.opened.Add(d))
+			// A deadline already past makes Read time out at once, even on
+			// a closed connection: on a loaded machine this goroutine may
+			// start late, so give it a moment to see the close.
+			_ = c.SetReadDeadline(later(c.opened.Add(d), time.Now().Add(100*time.Millisecond)))
 			if _, err := c.Read(make([]byte, 64)); err != nil && !isTimeout(err) {
 				closed.Add(1)
 			}
@@ -209,6 +212,13 @@ func closedWithin(conns []stalledConn, d time.Duration) int {
 	wg.Wait()
 
 	return int(closed.Load())
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func closedAt(c net.Conn, deadline time.Time) bool {

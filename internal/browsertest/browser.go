@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
@@ -116,8 +118,22 @@ func (b *Browser) Open(t testing.TB, url string) *Tab {
 		t.Fatalf("browser: new tab: %v", err)
 	}
 	tab := &Tab{t: t, ctx: ctx}
-	tab.Run(chromedp.Navigate(url))
-	return tab
+	// Chromium started in a fresh network namespace may still see its
+	// interfaces change (addresses settling) and abort the first load
+	// with net::ERR_NETWORK_CHANGED; loading again is clean.
+	for attempt := 1; ; attempt++ {
+		nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := chromedp.Run(nctx, chromedp.Navigate(url))
+		cancel()
+		if err == nil {
+			return tab
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
+			t.Fatalf("browser: %v", err)
+		}
+		t.Logf("browser: %v; loading again", err)
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // Run runs chromedp actions with a 30 s limit, failing the test on error.
@@ -161,5 +177,29 @@ func (tab *Tab) WaitFor(expr string, timeout time.Duration) {
 			tab.t.Fatalf("browser: %s not true within %v (last error: %v)", expr, timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Viewport sets the tab's layout size in CSS pixels; mobile emulates a
+// phone (touch, mobile viewport rules).
+func (tab *Tab) Viewport(width, height int64, mobile bool) {
+	tab.t.Helper()
+	tab.Run(emulation.SetDeviceMetricsOverride(width, height, 1, mobile))
+}
+
+// Key types one key into the focused element (e.g. "\r" for Enter,
+// kb.Escape).
+func (tab *Tab) Key(key string) {
+	tab.t.Helper()
+	tab.Run(chromedp.KeyEvent(key))
+}
+
+// Screenshot saves a PNG of the viewport to path.
+func (tab *Tab) Screenshot(path string) {
+	tab.t.Helper()
+	var buf []byte
+	tab.Run(chromedp.CaptureScreenshot(&buf))
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		tab.t.Fatalf("screenshot: %v", err)
 	}
 }

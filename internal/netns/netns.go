@@ -165,3 +165,19 @@ func (ns *NS) must(args ...string) {
 		ns.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
+
+// OnlyTCPPort makes the namespace's firewall drop all UDP and all TCP but
+// to and from port (the namespace's loopback stays open): a network that
+// lets out nothing but, say, TCP 443.
+func (ns *NS) OnlyTCPPort(port int) {
+	ns.t.Helper()
+	ns.Exec("nft", fmt.Sprintf("add table inet oneport; "+
+		"add chain inet oneport out { type filter hook output priority 0; }; "+
+		"add chain inet oneport in { type filter hook input priority 0; }; "+
+		"add rule inet oneport out oifname lo accept; "+
+		"add rule inet oneport in iifname lo accept; "+
+		"add rule inet oneport out meta l4proto udp drop; "+
+		"add rule inet oneport in meta l4proto udp drop; "+
+		"add rule inet oneport out tcp dport != %d drop; "+
+		"add rule inet oneport in tcp sport != %d drop", port, port))
+}

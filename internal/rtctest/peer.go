@@ -32,6 +32,7 @@ type Peer struct {
 	Video *webrtc.TrackLocalStaticRTP
 
 	plis    atomic.Int64 // PLI/FIR received on the video sender
+	sent    atomic.Int64 // video packets handed to the video track
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	stopped sync.Once
@@ -129,11 +130,15 @@ func (p *Peer) StartSending() (stop func()) {
 			}
 			p.send(p.Audio, webrtc.RTPCodecTypeAudio, n, n*960)
 			p.send(p.Video, webrtc.RTPCodecTypeVideo, n, n*1800)
+			p.sent.Add(1)
 		}
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { close(done) }) }
 }
+
+// SentVideo is how many video packets StartSending has written so far.
+func (p *Peer) SentVideo() int64 { return p.sent.Load() }
 
 func (p *Peer) send(tr *webrtc.TrackLocalStaticRTP, kind webrtc.RTPCodecType, n, ts uint32) {
 	pkt := &rtp.Packet{
