@@ -105,10 +105,10 @@ func (a *App) build() error {
 	if err != nil {
 		return err
 	}
-	if err := a.startTURN(tlsCfg); err != nil {
+	if err := a.joinCluster(); err != nil { // before TURN: its relays may reach other nodes
 		return err
 	}
-	if err := a.joinCluster(); err != nil {
+	if err := a.startTURN(tlsCfg); err != nil {
 		return err
 	}
 	a.sig, err = signaling.New(signaling.Config{

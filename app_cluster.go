@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 
 	"videochat/cluster"
@@ -36,4 +37,26 @@ func (a *App) mediaAddr() string {
 		host = a.cfg.PublicIP
 	}
 	return net.JoinHostPort(host, strconv.Itoa(addrs[0].Port))
+}
+
+// clusterPeer admits a TURN relay destination that is the media endpoint
+// of another live node of the cluster (a user's call may be hosted on any
+// node). Called with port 0 when a client asks for a permission for an
+// IP. The turn package never admits loopback or private addresses this
+// way, so this works for nodes with public media addresses (-public-ip).
+func (a *App) clusterPeer(ap netip.AddrPort) bool {
+	return peerIn(a.dir.Peers(), ap)
+}
+
+func peerIn(media []string, ap netip.AddrPort) bool {
+	for _, m := range media {
+		p, err := netip.ParseAddrPort(m)
+		if err != nil || p.Addr().Unmap() != ap.Addr().Unmap() {
+			continue
+		}
+		if ap.Port() == 0 || ap.Port() == p.Port() {
+			return true
+		}
+	}
+	return false
 }

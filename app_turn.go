@@ -33,6 +33,7 @@ func (a *App) startTURN(tlsCfg *tls.Config) error {
 		ListenAddr:   cfg.TURNAddr,
 		Secret:       []byte(cfg.TURNSecret),
 		AllowedPeers: a.mediaEndpoints(),
+		AllowPeer:    a.clusterPeer, // the media endpoints of the cluster's other live nodes
 		RelayPortMin: cfg.relayPorts[0], RelayPortMax: cfg.relayPorts[1],
 		CredentialTTL: cfg.TURNCredTTL, SourceQuota: cfg.TURNPerIP, SetupTimeout: cfg.TURNSetup,
 		Listeners: a.turnListeners(),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -84,4 +85,34 @@ func TestClusterCallSetupCost(t *testing.T) {
 func startBoth(a, b *wsPeer) func() {
 	s1, s2 := a.StartSending(), b.StartSending()
 	return func() { s1(); s2() }
+}
+
+// TestClusterTURNPeers: a node's TURN relay may reach the media endpoint
+// of every other live node (a user's call may be hosted there), and
+// nothing else; the registry carries the addresses.
+func TestClusterTURNPeers(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := make([]*App, 2)
+	for i := range nodes {
+		id := fmt.Sprintf("n%d", i+1)
+		ip := fmt.Sprintf("203.0.113.%d", i+1) // the advertised public address
+		nodes[i] = startApp(t, func(c *Config) { c.RedisURL, c.NodeID, c.PublicIP = rs.URL(), id, ip })
+	}
+	waitUntil(t, 5*time.Second, func() bool { return len(nodes[0].dir.Peers()) == 1 }, "node 2 not in node 1's registry")
+	other := netip.MustParseAddrPort(nodes[1].mediaAddr())
+	for _, c := range []struct {
+		ap   netip.AddrPort
+		want bool
+	}{
+		{other, true},
+		{netip.AddrPortFrom(other.Addr(), 0), true}, // a permission for the IP
+		{netip.AddrPortFrom(other.Addr(), other.Port()+1), false},
+		{netip.MustParseAddrPort("198.51.100.7:9090"), false},
+	} {
+		if got := nodes[0].clusterPeer(c.ap); got != c.want {
+			t.Errorf("node 1 relays to %v: %v, want %v", c.ap, got, c.want)
+		}
+	}
+	closeApp(t, nodes[1])
+	waitUntil(t, 5*time.Second, func() bool { return !nodes[0].clusterPeer(other) }, "a stopped node's endpoint still admitted")
 }

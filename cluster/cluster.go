@@ -59,6 +59,9 @@ type Directory interface {
 	// RemoteUsers returns the names online on the other live nodes, from a
 	// cache (never blocks).
 	RemoteUsers() []string
+	// Peers returns the public media addresses (host:port) of the other
+	// live nodes, from a cache (never blocks).
+	Peers() []string
 	// Locate returns the live node holding the exact name key, "" if none.
 	Locate(ctx context.Context, key string) (string, error)
 	// Send relays payload to node, in order with earlier sends to it;
@@ -79,6 +82,7 @@ func (Alone) Claim(context.Context, []string) (Claim, error) { return Claim{}, n
 func (Alone) Release(Claim)                                  {}
 func (Alone) LocalChanged()                                  {}
 func (Alone) RemoteUsers() []string                          { return nil }
+func (Alone) Peers() []string                                { return nil }
 func (Alone) Locate(context.Context, string) (string, error) { return "", nil }
 func (Alone) Send(string, []byte) error                      { return ErrUnavailable }
 func (Alone) Close(context.Context) error                    { return nil }

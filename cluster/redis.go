@@ -62,6 +62,7 @@ type Redis struct {
 	remote  map[string][]string  // live node -> its users
 	vers    map[string]string    // live node -> info version its users were fetched at
 	absent  map[string]time.Time // known node missing from the registry (Redis restart?) -> since
+	media   map[string]string    // live node -> its public media address
 	lastOK  time.Time            // last successful heartbeat
 	pushed  string               // this node's users as last written
 	pushOK  bool                 // pushed is in Redis (false after a restart or error)
@@ -227,6 +228,19 @@ func (r *Redis) RemoteUsers() []string {
 	var out []string
 	for _, users := range r.remote {
 		out = append(out, users...)
+	}
+	return out
+}
+
+// Peers returns the media addresses of the other live nodes.
+func (r *Redis) Peers() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.media))
+	for node, m := range r.media {
+		if _, live := r.remote[node]; live && m != "" {
+			out = append(out, m)
+		}
 	}
 	return out
 }

@@ -219,18 +219,22 @@ func (r *Redis) refresh() {
 // beating are gone; nodes whose user list changed are read again.
 func (r *Redis) apply(now int64, beats, infos map[string]string) {
 	live := map[string]string{} // node -> info version
+	media := map[string]string{}
 	for node, b := range beats {
 		ms, err := strconv.ParseInt(b, 10, 64)
 		if node == r.cfg.ID || err != nil || now-ms > r.cfg.TTL.Milliseconds() {
 			continue
 		}
 		var info struct {
-			Ver int64 `json:"ver"`
+			Ver   int64  `json:"ver"`
+			Media string `json:"media"`
 		}
 		_ = json.Unmarshal([]byte(infos[node]), &info)
 		live[node] = strconv.FormatInt(info.Ver, 10)
+		media[node] = info.Media
 	}
 	r.mu.Lock()
+	r.media = media
 	var gone, stale []string
 	for node := range r.remote {
 		if _, ok := live[node]; ok {
