@@ -10,6 +10,9 @@ import (
 	"time"
 )
 
+// fullSync: every this many heartbeats, all user lists are read again.
+const fullSync = 5
+
 // forgetAfter: a node silent this long is removed from the registry.
 const forgetAfter = time.Minute
 
@@ -19,11 +22,19 @@ func (r *Redis) runBeat() {
 	defer r.wg.Done()
 	beat := time.NewTicker(r.cfg.Beat)
 	defer beat.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-r.stop:
 			return
 		case <-beat.C:
+			if n%fullSync == 0 {
+				// Read every node's users again, whatever their versions
+				// say: whatever a missed notice or a race left stale
+				// converges within fullSync heartbeats.
+				r.mu.Lock()
+				clear(r.vers)
+				r.mu.Unlock()
+			}
 			r.beat()
 		}
 	}
@@ -194,8 +205,10 @@ func (r *Redis) pushLocal() {
 		r.mu.Lock()
 		r.pushOK = false
 		r.mu.Unlock()
+		r.log.Debug("cluster: publishing users failed", "node", r.cfg.ID, "err", err)
 		return
 	}
+	r.log.Debug("cluster: users published", "node", r.cfg.ID, "users", len(users))
 	r.mu.Lock()
 	r.pushed, r.pushOK = list, true
 	r.mu.Unlock()
@@ -310,7 +323,7 @@ func (r *Redis) fetchUsers(nodes []string, vers map[string]string) {
 		r.remote[n], r.vers[n] = users, vers[n]
 	}
 	r.mu.Unlock()
-	r.log.Debug("cluster: users fetched", "node", r.cfg.ID, "of", nodes)
+	r.log.Debug("cluster: users fetched", "node", r.cfg.ID, "of", nodes, "vers", vers)
 	r.ev.PresenceChanged()
 }
 
