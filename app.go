@@ -33,6 +33,7 @@ type App struct {
 	http     *http.Server
 	ln       net.Listener
 	tls      bool
+	https    httpsState
 	selftest selfTest
 	cancel   context.CancelFunc // stops background work (the self-test)
 	wg       sync.WaitGroup
@@ -57,7 +58,7 @@ func NewApp(cfg Config, log *slog.Logger) (*App, error) {
 
 func (a *App) build() error {
 	cfg, log := a.cfg, a.log
-	tlsCfg, err := loadTLS(cfg)
+	tlsCfg, turnTLS, err := a.certificates()
 	if err != nil {
 		return err
 	}
@@ -84,7 +85,7 @@ func (a *App) build() error {
 	if err != nil {
 		return err
 	}
-	if err := a.startTURN(tlsCfg); err != nil {
+	if err := a.startTURN(turnTLS); err != nil {
 		return err
 	}
 	a.sig, err = signaling.New(signaling.Config{
@@ -117,6 +118,9 @@ func (a *App) build() error {
 	if tlsCfg != nil {
 		a.ln, a.tls = tls.NewListener(a.ln, tlsCfg), true
 	}
+	if err := a.listenHTTPS(); err != nil {
+		return err
+	}
 	// Slowloris and slow bodies: headers within 10 s, a whole request
 	// within 30 s, idle keep-alive connections closed after 2 min. A
 	// WebSocket is not cut by these: hijacking the connection (gorilla's
@@ -131,6 +135,7 @@ func (a *App) release() {
 	if a.ln != nil {
 		_ = a.ln.Close()
 	}
+	a.releaseHTTPS()
 	if a.turn != nil {
 		_ = a.turn.Close()
 	}
@@ -184,10 +189,11 @@ func (a *App) URL() string {
 
 // Serve serves HTTP until Close.
 func (a *App) Serve() error {
+	wait := a.serveHTTPS()
 	if err := a.http.Serve(a.ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
+		return err // the other servers end at Close
 	}
-	return nil
+	return wait()
 }
 
 // hookShutdownGrace is how long a stopping server waits for running
@@ -207,6 +213,7 @@ func (a *App) close(ctx context.Context) error {
 	a.wg.Wait()
 	errSig := a.sig.Close(ctx)
 	errHTTP := a.http.Shutdown(ctx)
+	errHTTPS := a.closeHTTPS(ctx)
 	var errTURN error
 	if a.turn != nil {
 		errTURN = a.turn.Close()
@@ -221,7 +228,7 @@ func (a *App) close(ctx context.Context) error {
 		errRec = a.rec.Shutdown(hookCtx)
 		cancel()
 	}
-	return errors.Join(errSig, errHTTP, errTURN, errSFU, errRec)
+	return errors.Join(errSig, errHTTP, errHTTPS, errTURN, errSFU, errRec)
 }
 
 // onlyLoopback reports whether the host has no usable non-loopback address

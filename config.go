@@ -40,6 +40,7 @@ type Config struct {
 	TURNPerIP      int           // TURN allocations (and TCP/TLS connections) per client address
 	TURNSetup      time.Duration // a TURN TCP/TLS connection without an allocation by then is closed
 	AuthSecret     string        // HS256 secret of login tokens (JWT); empty: no access control
+	HTTPS          // LAN HTTPS and ACME (app_https.go)
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
@@ -85,6 +86,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.DurationVar(&cfg.TURNCredTTL, "turn-credential-ttl", 4*time.Hour, "lifetime of the TURN credentials handed out at login (a relayed call cannot outlast them by much)")
 	fs.IntVar(&cfg.TURNPerIP, "turn-per-ip", 100, "TURN allocations, and TURN TCP/TLS connections, per client IP address (IPv6: per /64)")
 	fs.DurationVar(&cfg.TURNSetup, "turn-setup-timeout", 10*time.Second, "a TURN TCP/TLS connection that has not allocated a relay by then is closed")
+	httpsFlags(fs, &cfg.HTTPS)
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")
@@ -146,6 +148,9 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 		return cfg, errors.New("-record-on-finish-timeout must be positive")
 	}
 	if cfg.AuthSecret, err = authSecret(cfg.AuthSecret, authFile); err != nil {
+		return cfg, err
+	}
+	if err := cfg.HTTPS.check(cfg.TLSCert != ""); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
