@@ -40,7 +40,7 @@ type Config struct {
 	TURNPerIP      int           // TURN allocations (and TCP/TLS connections) per client address
 	TURNSetup      time.Duration // a TURN TCP/TLS connection without an allocation by then is closed
 	AuthSecret     string        // HS256 secret of login tokens (JWT); empty: no access control
-	HTTPS          // LAN HTTPS and ACME (app_https.go)
+	HTTPS                        // LAN HTTPS and ACME (app_https.go)
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
