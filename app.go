@@ -126,7 +126,7 @@ func (a *App) build() error {
 	// WebSocket is not cut by these: hijacking the connection (gorilla's
 	// Upgrade) clears its deadlines, and the signaling reader sets its own.
 	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: httpErrorLog(log)}
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -32,6 +34,25 @@ type httpsState struct {
 	acmeHTTP *http.Server
 
 	wg sync.WaitGroup // the extra servers and the ACME warm-up
+}
+
+// httpErrorLog routes net/http's own messages to the log: failed TLS
+// handshakes at debug level (every browser that has not yet accepted the
+// LAN certificate makes some), the rest as warnings.
+func httpErrorLog(log *slog.Logger) *stdlog.Logger {
+	return stdlog.New(httpLogWriter{log}, "", 0)
+}
+
+type httpLogWriter struct{ log *slog.Logger }
+
+func (w httpLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	level := slog.LevelWarn
+	if strings.Contains(msg, "TLS handshake error") {
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, msg, "component", "http")
+	return len(p), nil
 }
 
 // defaultStateDir is where certificates are kept unless -state-dir says.
@@ -106,10 +127,24 @@ func (a *App) listenHTTPS() error {
 			return fmt.Errorf("listen %s (-acme-http-addr): %w", a.cfg.ACMEHTTPAddr, err)
 		}
 		h.acmeLn = ln
-		h.acmeHTTP = &http.Server{Handler: h.acme.HTTPHandler(http.HandlerFunc(a.redirectToHTTPS)),
+		h.acmeHTTP = &http.Server{ErrorLog: httpErrorLog(a.log), Handler: withoutPort(h.acme.HTTPHandler(http.HandlerFunc(a.redirectToHTTPS))),
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	}
 	return nil
+}
+
+// withoutPort strips a port from the Host header: autocert checks the
+// host against -acme-domain as it is, and a CA validating on a port other
+// than 80 (a test CA, or a port-forwarding setup) sends "name:port".
+func withoutPort(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r2 := r.Clone(r.Context())
+			r2.Host = host
+			r = r2
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // redirectToHTTPS sends plain-HTTP visitors of the ACME port to the
