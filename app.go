@@ -136,6 +136,11 @@ func (a *App) release() {
 		_ = a.ln.Close()
 	}
 	a.releaseHTTPS()
+	if a.sig != nil { // a port could not be opened after it started
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = a.sig.Close(ctx)
+		cancel()
+	}
 	if a.turn != nil {
 		_ = a.turn.Close()
 	}
