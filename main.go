@@ -40,8 +40,8 @@ func run() error {
 	served := make(chan error, 1)
 	go func() { served <- app.Serve() }()
 	app.logListeners()
-	app.printHTTPS(os.Stderr)
 	log.Info("videochat is running; open this in two browser tabs", "url", app.URL())
+	app.printHTTPS(os.Stderr)
 
 	select {
 	case err = <-served:

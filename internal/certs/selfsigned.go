@@ -50,7 +50,7 @@ type Names struct {
 // it has no dot) and every non-loopback, non-link-local interface address.
 func LocalNames() (Names, error) {
 	n := Names{DNS: []string{"localhost"}, IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()}}
-	if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+	if h, err := os.Hostname(); err == nil && validHostname(h) && h != "localhost" {
 		n.DNS = append(n.DNS, h)
 		if !strings.Contains(h, ".") {
 			n.DNS = append(n.DNS, h+".local")
@@ -62,6 +62,20 @@ func LocalNames() (Names, error) {
 	}
 	n.IPs = append(n.IPs, addrs...)
 	return n.normal(), nil
+}
+
+// validHostname reports whether h can be a DNS name in a certificate
+// (letters, digits, hyphens and dots; a host name may be anything).
+func validHostname(h string) bool {
+	if h == "" || len(h) > 253 || strings.HasPrefix(h, ".") || strings.HasSuffix(h, ".") || strings.Contains(h, "..") {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // LANAddrs returns this host's non-loopback, non-link-local unicast

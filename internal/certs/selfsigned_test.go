@@ -276,3 +276,12 @@ func TestNoStateDir(t *testing.T) {
 		t.Fatal("no error when the state directory cannot be made")
 	}
 }
+
+func TestValidHostname(t *testing.T) {
+	for h, want := range map[string]bool{"laptop": true, "my-pc.lan": true, "Desk01": true, "": false,
+		"bad_name": false, "café": false, "a..b": false, ".x": false, "x.": false, "a b": false} {
+		if got := validHostname(h); got != want {
+			t.Errorf("validHostname(%q) = %v, want %v", h, got, want)
+		}
+	}
+}
