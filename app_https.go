@@ -33,7 +33,9 @@ type httpsState struct {
 	acmeLn   net.Listener      // -acme-http-addr: HTTP-01 and a redirect to HTTPS
 	acmeHTTP *http.Server
 
-	wg sync.WaitGroup // the extra servers and the ACME warm-up
+	wg       sync.WaitGroup // the extra servers, the ACME warm-up and the address watch
+	stop     chan struct{}  // closed by closeHTTPS: ends the address watch
+	stopOnce sync.Once
 }
 
 // httpErrorLog routes net/http's own messages to the log: failed TLS
@@ -120,6 +122,7 @@ func (a *App) listenHTTPS() error {
 			return fmt.Errorf("listen %s (-https-addr): %w", a.cfg.HTTPSAddr, err)
 		}
 		h.lanLn = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{h.lan.Cert}, MinVersion: tls.VersionTLS12})
+		h.stop = make(chan struct{})
 	}
 	if h.acme != nil && a.cfg.ACMEHTTPAddr != "" {
 		ln, err := net.Listen("tcp", a.cfg.ACMEHTTPAddr)
@@ -188,6 +191,10 @@ func (a *App) serveHTTPS() (wait func() error) {
 		h.wg.Add(1)
 		go serve(h.acmeHTTP, h.acmeLn)
 	}
+	if h.lanLn != nil {
+		h.wg.Add(1)
+		go func() { defer h.wg.Done(); a.watchLAN() }()
+	}
 	if h.acme != nil {
 		h.wg.Add(1)
 		go func() { defer h.wg.Done(); a.warmACME() }()
@@ -221,6 +228,37 @@ func (a *App) warmACME() {
 	}
 }
 
+// watchLAN warns when the host gains a name or address the LAN
+// certificate does not cover (another network joined while running). It
+// does not replace the certificate under running clients: devices that
+// accepted it would be warned again at their next connection; the next
+// start makes a new one.
+func (a *App) watchLAN() {
+	every := a.cfg.lanCheckEvery
+	if every <= 0 {
+		every = time.Minute
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	warned := map[string]bool{}
+	for {
+		select {
+		case <-a.https.stop:
+			return
+		case <-t.C:
+		}
+		names, err := certs.LocalNames()
+		if err != nil {
+			continue
+		}
+		if m := certs.Missing(a.https.lan.Cert.Leaf, names); m != "" && !warned[m] {
+			warned[m] = true
+			a.log.Warn("the LAN certificate does not cover a new name or address of this host: devices opening it get a name warning; restart to make a certificate that does",
+				"missing", m, "urls", strings.Join(a.LANURLs(), " "))
+		}
+	}
+}
+
 // closeHTTPS shuts the ACME HTTP server down (a.http's Shutdown closes the
 // LAN listener) and waits for the extra goroutines, within ctx.
 func (a *App) closeHTTPS(ctx context.Context) error {
@@ -228,6 +266,9 @@ func (a *App) closeHTTPS(ctx context.Context) error {
 	var err error
 	if h.acmeHTTP != nil {
 		err = h.acmeHTTP.Shutdown(ctx)
+	}
+	if h.stop != nil {
+		h.stopOnce.Do(func() { close(h.stop) })
 	}
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // HTTPS configures HTTPS besides -addr: a LAN listener with a self-signed
@@ -17,6 +18,8 @@ type HTTPS struct {
 	ACMEDir      string   // the CA's directory URL; empty: Let's Encrypt
 	ACMEHTTPAddr string   // HTTP-01 challenges (and a redirect to HTTPS); empty: TLS-ALPN-01 only
 	ACMECABundle string   // PEM roots trusted for the CA's own HTTPS (a private CA)
+
+	lanCheckEvery time.Duration // not a flag: how often new local addresses are looked for (default 1 min)
 }
 
 func httpsFlags(fs *flag.FlagSet, h *HTTPS) {

@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"videochat/internal/certs"
+	"videochat/internal/netns"
 )
 
 func TestConfigHTTPS(t *testing.T) {
@@ -142,5 +144,60 @@ func TestLANServesCallPage(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: %s", app.LANURLs()[0], resp.Status)
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLANWarnsOnNewAddress: an address added while the server runs (a
+// veth here, another Wi-Fi on a laptop) is reported once, with the hint
+// to restart; the certificate in use is not swapped under its clients.
+func TestLANWarnsOnNewAddress(t *testing.T) {
+	var logs syncBuffer
+	cfg := Config{Addr: "127.0.0.1:0", IncludeLoopback: true,
+		HTTPS: HTTPS{HTTPSAddr: "127.0.0.1:0", StateDir: t.TempDir(), lanCheckEvery: 20 * time.Millisecond}}
+	app, err := NewApp(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- app.Serve() }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := app.Close(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	}()
+	fp := app.https.lan.Fingerprint
+	ns := netns.New(t) // adds ns.HostIP to this host
+	waitUntil(t, 5*time.Second, func() bool {
+		return strings.Contains(logs.String(), "missing="+ns.HostIP)
+	}, "no warning about the new address "+ns.HostIP)
+	time.Sleep(100 * time.Millisecond) // a few more checks: still one warning
+	if n := strings.Count(logs.String(), "missing="+ns.HostIP); n != 1 {
+		t.Errorf("%d warnings for %s, want 1", n, ns.HostIP)
+	}
+	if app.https.lan.Fingerprint != fp {
+		t.Error("certificate replaced while running")
 	}
 }
