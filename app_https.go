@@ -33,6 +33,9 @@ type httpsState struct {
 	acmeLn   net.Listener      // -acme-http-addr: HTTP-01 and a redirect to HTTPS
 	acmeHTTP *http.Server
 
+	mu       sync.Mutex     // orders serveHTTPS's wg.Add before closeHTTPS's wg.Wait
+	closed   bool           // closeHTTPS began: serveHTTPS starts nothing
+	started  bool           // serveHTTPS ran: the servers own the listeners
 	wg       sync.WaitGroup // the extra servers, the ACME warm-up and the address watch
 	stop     chan struct{}  // closed by closeHTTPS: ends the address watch
 	stopOnce sync.Once
@@ -174,6 +177,18 @@ func (a *App) serveHTTPS() (wait func() error) {
 	h := &a.https
 	var mu sync.Mutex
 	var errs []error
+	wait = func() error {
+		h.wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return errors.Join(errs...)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed { // Close came first (and closed the listeners)
+		return wait
+	}
+	h.started = true
 	serve := func(srv *http.Server, ln net.Listener) {
 		defer h.wg.Done()
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -199,12 +214,7 @@ func (a *App) serveHTTPS() (wait func() error) {
 		h.wg.Add(1)
 		go func() { defer h.wg.Done(); a.warmACME() }()
 	}
-	return func() error {
-		h.wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		return errors.Join(errs...)
-	}
+	return wait
 }
 
 // warmACME obtains (or loads from the cache) each domain's certificate at
@@ -263,6 +273,12 @@ func (a *App) watchLAN() {
 // LAN listener) and waits for the extra goroutines, within ctx.
 func (a *App) closeHTTPS(ctx context.Context) error {
 	h := &a.https
+	h.mu.Lock()
+	h.closed = true
+	if !h.started {
+		a.releaseHTTPS()
+	}
+	h.mu.Unlock()
 	var err error
 	if h.acmeHTTP != nil {
 		err = h.acmeHTTP.Shutdown(ctx)

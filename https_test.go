@@ -201,3 +201,27 @@ func TestLANWarnsOnNewAddress(t *testing.T) {
 		t.Error("certificate replaced while running")
 	}
 }
+
+// TestLANCloseWithoutServe: an App closed without ever serving releases
+// the LAN port.
+func TestLANCloseWithoutServe(t *testing.T) {
+	app, err := NewApp(Config{Addr: "127.0.0.1:0", IncludeLoopback: true,
+		HTTPS: HTTPS{HTTPSAddr: "127.0.0.1:0", StateDir: t.TempDir()}}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := app.https.lanLn.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := app.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Serve(); err != nil { // too late: returns at once
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("LAN port still held: %v", err)
+	}
+	ln.Close()
+}
