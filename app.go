@@ -39,6 +39,7 @@ type App struct {
 	redirect *http.Server // plain HTTP on a TLS port: redirected to https
 	web      http.Handler // the static browser app
 	tls      bool
+	https    httpsState
 	selftest selfTest
 	cancel   context.CancelFunc // stops background work (the self-test, the metrics sampler)
 	wg       sync.WaitGroup
@@ -72,7 +73,7 @@ func NewApp(cfg Config, log *slog.Logger) (*App, error) {
 
 func (a *App) build() error {
 	cfg, log := a.cfg, a.log
-	tlsCfg, err := loadTLS(cfg)
+	tlsCfg, turnTLS, err := a.certificates()
 	if err != nil {
 		return err
 	}
@@ -103,7 +104,7 @@ func (a *App) build() error {
 	if err != nil {
 		return err
 	}
-	if err := a.startTURN(tlsCfg); err != nil {
+	if err := a.startTURN(turnTLS); err != nil {
 		return err
 	}
 	a.sig, err = signaling.New(signaling.Config{
@@ -134,12 +135,15 @@ func (a *App) build() error {
 	if cfg.AuthSecret != "" {
 		log.Info("access control on: login needs a token signed with -auth-secret")
 	}
+	if err := a.listenHTTPS(); err != nil {
+		return err
+	}
 	// Slowloris and slow bodies: headers within 10 s, a whole request
 	// within 30 s, idle keep-alive connections closed after 2 min. A
 	// WebSocket is not cut by these: hijacking the connection (gorilla's
 	// Upgrade) clears its deadlines, and the signaling reader sets its own.
 	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: httpErrorLog(log)}
 	return nil
 }
 
@@ -150,6 +154,12 @@ func (a *App) release() {
 	}
 	if a.metricsLn != nil {
 		_ = a.metricsLn.Close()
+	}
+	a.releaseHTTPS()
+	if a.sig != nil { // a port could not be opened after it started
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = a.sig.Close(ctx)
+		cancel()
 	}
 	if a.turn != nil {
 		_ = a.turn.Close()
@@ -226,6 +236,7 @@ func (a *App) close(ctx context.Context) error {
 	a.wg.Wait()
 	errSig := a.sig.Close(ctx)
 	errHTTP := errors.Join(a.http.Shutdown(ctx), a.redirect.Shutdown(ctx), a.port.Close())
+	errHTTPS := a.closeHTTPS(ctx)
 	var errTURN error
 	if a.turn != nil {
 		errTURN = a.turn.Close()
@@ -241,7 +252,7 @@ func (a *App) close(ctx context.Context) error {
 		cancel()
 	}
 	errMetrics := a.closeMetrics(ctx)
-	return errors.Join(errSig, errHTTP, errTURN, errSFU, errRec, errMetrics)
+	return errors.Join(errSig, errHTTP, errHTTPS, errTURN, errSFU, errRec, errMetrics)
 }
 
 // onlyLoopback reports whether the host has no usable non-loopback address
