@@ -44,6 +44,10 @@ func (cl *call) other(c *session) *session {
 // ip is the caller's connection's address (call attempts are limited per
 // caller and per address).
 func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
+	s.offerOnce(c, ip, name, sdp, true)
+}
+
+func (s *Server) offerOnce(c *session, ip netip.Addr, name, sdp string, mayPreempt bool) {
 	s.mu.Lock()
 	if cl := c.call; cl != nil {
 		peer, other := cl.peers[c], cl.other(c)
@@ -61,6 +65,15 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 		return
 	}
 	callee, problem, busy := s.checkCallee(c, name)
+	if old := s.preemptable(s.names[name], busy, c, ip.String()); old != nil && mayPreempt {
+		// The callee's phone rings for a caller they declined or missed
+		// recently: that ring does not make them busy for anyone else.
+		s.mu.Unlock()
+		s.log.Info("ring of a declined caller ended for another call", "id", old.id, "caller", old.caller.name, "callee", name)
+		s.endCall(old, ReasonNoAnswer, old.caller, old.callee)
+		s.offerOnce(c, ip, name, sdp, false)
+		return
+	}
 	if problem != "" {
 		s.mu.Unlock()
 		c.sendError(problem)
@@ -97,6 +110,28 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 	s.mu.Unlock()
 	s.log.Info("call", "id", cl.id, "caller", c.name, "callee", callee.name)
 	s.setUp(cl, sdp, early)
+}
+
+// preemptable returns the call that makes callee busy when it is only
+// ringing them on behalf of a caller (name or address) they declined or
+// did not answer within DeclineMemory, and the new caller (c from address
+// ip) is someone else whom they have not declined. Called with s.mu held.
+func (s *Server) preemptable(callee *session, busy bool, c *session, ip string) *call {
+	if !busy || callee == nil {
+		return nil
+	}
+	cl := callee.call
+	if cl == nil || cl.accepted || cl.ended || cl.callee != callee || cl.caller == c {
+		return nil
+	}
+	now := s.cfg.now()
+	declined := func(name, ip string) bool {
+		return s.declined.has(declineKey(callee.name, name), now) || s.declined.has(declineKey(callee.name, ip), now)
+	}
+	if declined(cl.caller.name, cl.callerIP) && !declined(c.name, ip) {
+		return cl
+	}
+	return nil
 }
 
 // checkCallee is called with s.mu held.
