@@ -267,39 +267,45 @@ func (s *Server) candidate(c *session, m *Message) {
 	if m.Candidate != nil {
 		cand = *m.Candidate
 	}
-	s.mu.Lock()
-	var peer Peer
-	if cl := c.call; cl != nil {
-		if cl.cands[c] >= s.cfg.MaxCandidates {
-			cl.capped[c]++
-			first := cl.capped[c] == 1
-			s.mu.Unlock()
-			if first { // once per call: more errors would only fill the queue
-				c.sendError(fmt.Sprintf("too many ICE candidates in this call (at most %d); further candidates are ignored", s.cfg.MaxCandidates))
-			}
-			return
-		}
-		cl.cands[c]++
-		peer = cl.peers[c]
+	peer, tell := s.takeCandidate(c, cand)
+	if tell != "" {
+		c.sendError(tell)
 	}
 	if peer == nil {
-		full := len(c.early) >= maxEarlyCandidates
-		if !full {
-			c.early = append(c.early, cand)
-		} else {
-			c.earlyDropped++
-		}
-		tell := full && c.earlyDropped == 1
-		s.mu.Unlock()
-		if tell {
-			c.sendError("too many candidates before an offer")
-		}
 		return
 	}
-	s.mu.Unlock()
 	if err := peer.AddCandidate(cand); err != nil {
 		c.sendError("could not add your candidate: " + err.Error())
 	}
+}
+
+// takeCandidate counts cand against c's cap for its call and returns the
+// peer to give it to, or keeps it until the call's PeerConnection exists.
+// tell is an error for the client (once per call or set-up). The lock is
+// released by defer: this runs for every candidate a client sends.
+func (s *Server) takeCandidate(c *session, cand webrtc.ICECandidateInit) (peer Peer, tell string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl := c.call; cl != nil {
+		if cl.cands[c] >= s.cfg.MaxCandidates {
+			if cl.capped[c]++; cl.capped[c] == 1 { // once per call: more errors would only fill the queue
+				return nil, fmt.Sprintf("too many ICE candidates in this call (at most %d); further candidates are ignored", s.cfg.MaxCandidates)
+			}
+			return nil, ""
+		}
+		cl.cands[c]++
+		if peer = cl.peers[c]; peer != nil {
+			return peer, ""
+		}
+	}
+	if len(c.early) < maxEarlyCandidates {
+		c.early = append(c.early, cand)
+		return nil, ""
+	}
+	if c.earlyDropped++; c.earlyDropped == 1 {
+		return nil, "too many candidates before an offer"
+	}
+	return nil, ""
 }
 
 // leave hangs up or declines; outside a call it is harmless.
