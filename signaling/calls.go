@@ -48,39 +48,62 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 }
 
 func (s *Server) offerOnce(c *session, ip netip.Addr, name, sdp string, mayPreempt bool) {
-	s.mu.Lock()
-	if cl := c.call; cl != nil {
-		peer, other := cl.peers[c], cl.other(c)
-		s.mu.Unlock()
+	d := s.decideOffer(c, ip, name, mayPreempt)
+	switch {
+	case d.inCall != nil:
 		switch {
-		case other.name != name:
-			c.sendError("you are already in a call with " + other.name + "; hang up first")
-		case peer == nil:
+		case d.inCall.name != name:
+			c.sendError("you are already in a call with " + d.inCall.name + "; hang up first")
+		case d.peer == nil:
 			c.sendError("the call with " + name + " is still being set up; try again")
 		default:
-			if err := peer.HandleOffer(sdp); err != nil {
+			if err := d.peer.HandleOffer(sdp); err != nil {
 				c.sendError("could not apply your offer: " + err.Error())
 			}
 		}
-		return
-	}
-	callee, problem, busy := s.checkCallee(c, name)
-	if old := s.preemptable(s.names[name], busy, c, ip.String()); old != nil && mayPreempt {
+	case d.preempt != nil:
 		// The callee's phone rings for a caller they declined or missed
 		// recently: that ring does not make them busy for anyone else.
-		s.mu.Unlock()
+		old := d.preempt
 		s.log.Info("ring of a declined caller ended for another call", "id", old.id, "caller", old.caller.name, "callee", name)
 		s.endCall(old, ReasonNoAnswer, old.caller, old.callee)
 		s.offerOnce(c, ip, name, sdp, false)
-		return
-	}
-	if problem != "" {
-		s.mu.Unlock()
-		c.sendError(problem)
-		if busy {
+	case d.problem != "":
+		c.sendError(d.problem)
+		if d.busy {
 			c.sendMsg(&Message{Type: typeLeave, Name: name, Reason: ReasonBusy})
 		}
-		return
+	default:
+		s.log.Info("call", "id", d.call.id, "caller", c.name, "callee", name)
+		s.setUp(d.call, sdp, d.early)
+	}
+}
+
+// offerDecision is what an offer leads to; exactly one case is set.
+type offerDecision struct {
+	inCall  *session // c is in a call with inCall: renegotiate through peer
+	peer    Peer
+	preempt *call // end this ring first, then try again
+	problem string
+	busy    bool
+	call    *call // a new call, with the caller's early candidates
+	early   []webrtc.ICECandidateInit
+}
+
+// decideOffer does an offer's bookkeeping under s.mu (released by defer:
+// it handles client input).
+func (s *Server) decideOffer(c *session, ip netip.Addr, name string, mayPreempt bool) offerDecision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl := c.call; cl != nil {
+		return offerDecision{inCall: cl.other(c), peer: cl.peers[c]}
+	}
+	callee, problem, busy := s.checkCallee(c, name)
+	if old := s.preemptable(s.names[name], busy, c, ip.String()); old != nil && mayPreempt {
+		return offerDecision{preempt: old}
+	}
+	if problem != "" {
+		return offerDecision{problem: problem, busy: busy}
 	}
 	now := s.cfg.now()
 	okName, waitName := s.callsBy.allow(c.name, now)
@@ -89,10 +112,8 @@ func (s *Server) offerOnce(c *session, ip netip.Addr, name, sdp string, mayPreem
 		okIP, waitIP = s.callsIP.allow(ip.String(), now)
 	}
 	if !okName || !okIP {
-		s.mu.Unlock()
 		wait := max(waitName, waitIP)
-		c.sendError(fmt.Sprintf("too many calls, wait %d s", int(math.Ceil(wait.Seconds()))))
-		return
+		return offerDecision{problem: fmt.Sprintf("too many calls, wait %d s", int(math.Ceil(wait.Seconds())))}
 	}
 	ring := s.cfg.RingTimeout
 	if s.declined.has(declineKey(name, c.name), now) || s.declined.has(declineKey(name, ip.String()), now) {
@@ -107,9 +128,7 @@ func (s *Server) offerOnce(c *session, ip netip.Addr, name, sdp string, mayPreem
 	early := c.early
 	c.early, c.earlyDropped = nil, 0
 	cl.cands[c] = len(early)
-	s.mu.Unlock()
-	s.log.Info("call", "id", cl.id, "caller", c.name, "callee", callee.name)
-	s.setUp(cl, sdp, early)
+	return offerDecision{call: cl, early: early}
 }
 
 // preemptable returns the call that makes callee busy when it is only
