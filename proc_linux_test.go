@@ -46,7 +46,8 @@ func startServerProc(t *testing.T, args ...string) *serverProc {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	args = append([]string{"-addr", "127.0.0.1:0", "-udp-port", "0", "-turn-addr", "127.0.0.1:0"}, args...)
+	args = append([]string{"-addr", "127.0.0.1:0", "-udp-port", "0", "-turn-addr", "127.0.0.1:0",
+		"-https-addr=", "-state-dir", t.TempDir()}, args...)
 	p := &serverProc{t: t, cmd: exec.Command(bin, args...), exited: make(chan struct{})}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.cmd.StderrPipe()
@@ -70,7 +71,7 @@ func startServerProc(t *testing.T, args ...string) *serverProc {
 }
 
 var (
-	procURLRe  = regexp.MustCompile(`url=(http://\S+)`)
+	procURLRe  = regexp.MustCompile(`msg="videochat is running[^"]*" url=(http://\S+)`)
 	procTURNRe = regexp.MustCompile(`msg="embedded TURN" udp=(\S+)`)
 )
 
