@@ -1,7 +1,8 @@
 # make run   - start the server (same as `go run .`)
-# make test  - install what the tests need (as root), then run every test
+# make test  - install what the tests need (as root), run every test, then fuzz
+# make fuzz  - run each fuzz target for FUZZTIME (seed corpora: */testdata/fuzz)
 # make jscheck - type-check the browser app (// @ts-check JSDoc) with tsc from npm
-.PHONY: run test deps jscheck
+.PHONY: run test deps fuzz jscheck
 
 # Debian packages the tests use, as "command:package".
 TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm redis-server:redis-server
@@ -18,6 +19,18 @@ run:
 
 test: deps
 	go test -race -count=1 -p 1 -timeout 30m ./...
+	$(MAKE) fuzz
+
+# Fuzz targets as "package:Target"; each runs for FUZZTIME, and minimising
+# a failing input is bounded too, so the whole target stays under ~3 min.
+FUZZ_TARGETS := ./signaling:FuzzParseMessage ./signaling:FuzzHandle ./sfu:FuzzSDPAndCandidates
+FUZZTIME ?= 25s
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+	  go test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s "$${t%%:*}" || exit 1; \
+	done
 
 deps:
 	@missing=""; \

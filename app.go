@@ -41,6 +41,7 @@ type App struct {
 	redirect *http.Server // plain HTTP on a TLS port: redirected to https
 	web      http.Handler // the static browser app
 	tls      bool
+	https    httpsState
 	selftest selfTest
 	cancel   context.CancelFunc // stops background work (the self-test, the metrics sampler)
 	wg       sync.WaitGroup
@@ -74,7 +75,7 @@ func NewApp(cfg Config, log *slog.Logger) (*App, error) {
 
 func (a *App) build() error {
 	cfg, log := a.cfg, a.log
-	tlsCfg, err := loadTLS(cfg)
+	tlsCfg, turnTLS, err := a.certificates()
 	if err != nil {
 		return err
 	}
@@ -108,7 +109,7 @@ func (a *App) build() error {
 	if err := a.joinCluster(); err != nil { // before TURN: its relays may reach other nodes
 		return err
 	}
-	if err := a.startTURN(tlsCfg); err != nil {
+	if err := a.startTURN(turnTLS); err != nil {
 		return err
 	}
 	a.sig, err = signaling.New(signaling.Config{
@@ -140,12 +141,15 @@ func (a *App) build() error {
 	if cfg.AuthSecret != "" {
 		log.Info("access control on: login needs a token signed with -auth-secret")
 	}
+	if err := a.listenHTTPS(); err != nil {
+		return err
+	}
 	// Slowloris and slow bodies: headers within 10 s, a whole request
 	// within 30 s, idle keep-alive connections closed after 2 min. A
 	// WebSocket is not cut by these: hijacking the connection (gorilla's
 	// Upgrade) clears its deadlines, and the signaling reader sets its own.
 	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: httpErrorLog(log)}
 	return nil
 }
 
@@ -156,6 +160,12 @@ func (a *App) release() {
 	}
 	if a.metricsLn != nil {
 		_ = a.metricsLn.Close()
+	}
+	a.releaseHTTPS()
+	if a.sig != nil { // a port could not be opened after it started
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = a.sig.Close(ctx)
+		cancel()
 	}
 	if a.turn != nil {
 		_ = a.turn.Close()
@@ -236,6 +246,7 @@ func (a *App) close(ctx context.Context) error {
 	errSig := a.sig.Close(ctx)
 	errCluster := a.dir.Close(ctx) // after signaling: its last leave messages are relayed first
 	errHTTP := errors.Join(a.http.Shutdown(ctx), a.redirect.Shutdown(ctx), a.port.Close())
+	errHTTPS := a.closeHTTPS(ctx)
 	var errTURN error
 	if a.turn != nil {
 		errTURN = a.turn.Close()
@@ -251,7 +262,7 @@ func (a *App) close(ctx context.Context) error {
 		cancel()
 	}
 	errMetrics := a.closeMetrics(ctx)
-	return errors.Join(errSig, errCluster, errHTTP, errTURN, errSFU, errRec, errMetrics)
+	return errors.Join(errSig, errCluster, errHTTP, errHTTPS, errTURN, errSFU, errRec, errMetrics)
 }
 
 // onlyLoopback reports whether the host has no usable non-loopback address

@@ -84,6 +84,7 @@ func (a *App) turnListeners() []net.Listener {
 
 // Serve serves everything on the port until Close.
 func (a *App) Serve() error {
+	wait := a.serveHTTPS() // the LAN HTTPS and ACME HTTP-01 ports, when on
 	a.serveMetrics()
 	a.serving.Store(true)
 	errs := make(chan error, 3)
@@ -103,7 +104,10 @@ func (a *App) Serve() error {
 			_ = a.port.Close() // one part failed: stop the others
 		}
 	}
-	return err
+	if err != nil {
+		return err // the HTTPS ports end at Close
+	}
+	return wait()
 }
 
 // redirectToHTTPS answers plain HTTP on a TLS port.

@@ -46,6 +46,7 @@ type Config struct {
 	MetricsAddr    string        // a separate listener for /metrics; empty: the main port, this host only
 	ShutdownDelay  time.Duration // /readyz answers 503 this long before the shutdown proper
 	ICETCP         bool          // passive ICE-TCP candidates on the -addr port (see app_oneport.go)
+	HTTPS                        // LAN HTTPS and ACME (app_https.go)
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
@@ -100,6 +101,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.StringVar(&cfg.RedisURL, "redis-url", "", "join a cluster: nodes sharing this Redis (redis://host:6379/0) share names, presence and calls; empty: run alone")
 	fs.StringVar(&cfg.NodeID, "node-id", "", "this node's id in the cluster (random per start if empty)")
 	fs.BoolVar(&cfg.ICETCP, "ice-tcp", true, "offer ICE over TCP to the SFU on the -addr port (for clients whose network blocks UDP)")
+	httpsFlags(fs, &cfg.HTTPS)
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text (key=value) or json (one JSON object per line)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9091; if empty, /metrics is served on -addr to this host only")
@@ -170,6 +172,9 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 		return cfg, errors.New("-record-on-finish-timeout must be positive")
 	}
 	if cfg.AuthSecret, err = authSecret(cfg.AuthSecret, authFile); err != nil {
+		return cfg, err
+	}
+	if err := cfg.HTTPS.check(cfg.TLSCert != ""); err != nil {
 		return cfg, err
 	}
 	return cfg, nil

@@ -260,7 +260,7 @@ func TestFaultSlowHTTPClients(t *testing.T) {
 	addr := app.ln.Addr().String()
 	start := time.Now()
 	var wg sync.WaitGroup
-	cut := make([]time.Duration, 21)
+	cut := make([]time.Duration, 201) // a slow body and 200 slowloris clients
 	for i := range cut {
 		wg.Add(1)
 		go func() {

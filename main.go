@@ -45,6 +45,7 @@ func run() error {
 		log.Info("Prometheus metrics", "url", app.MetricsURL())
 	}
 	log.Info("videochat is running; open this in two browser tabs", "url", app.URL())
+	app.printHTTPS(os.Stderr)
 
 	select {
 	case err = <-served:

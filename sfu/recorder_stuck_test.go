@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"videochat/internal/rtctest"
 )
 
 // stuckRecorder's writers block forever (a hung disk) in WriteRTP until
@@ -98,11 +100,30 @@ func TestRecordQueueStuckWriterStopsWithinBound(t *testing.T) {
 	}
 }
 
-// A recording whose disk hangs for good must not hold up hang-up or the
-// end of the call: each finishes within the queue's stop bound.
+// A recording whose disk hangs for good must not hold up hang-up, the end
+// of the call or the SFU's shutdown: each finishes within the queue's stop
+// bound, and another call on the same SFU keeps its media flowing at the
+// normal rate throughout.
 func TestStuckRecorderDoesNotStallHangupOrShutdown(t *testing.T) {
+	verifyNoLeaks(t)
 	rec := newStuckRecorder(t)
-	a, b, call := callWithRecorder(t, rec, "stuck")
+	s, err := New(Config{IncludeLoopback: true, Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = s.Close()
+		}
+	})
+	call := s.NewCall("stuck")
+	t.Cleanup(call.Close)
+	a, b := join(t, s, call, "alice", true), join(t, s, call, "bob", false)
+	beside := s.NewCall("beside")
+	t.Cleanup(beside.Close)
+	c, d := join(t, s, beside, "carol", true), join(t, s, beside, "dave", false)
+	defer c.StartSending()()
 	call.StartRecording()
 	defer a.StartSending()()
 	defer b.StartSending()()
@@ -118,6 +139,10 @@ func TestStuckRecorderDoesNotStallHangupOrShutdown(t *testing.T) {
 	if err := a.WaitPackets(webrtc.RTPCodecTypeVideo, 50, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	if err := d.WaitPackets(webrtc.RTPCodecTypeVideo, 50, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	watch := watchRate(d.Peer, 500*time.Millisecond)
 
 	start := time.Now()
 	a.part.Close() // alice hangs up
@@ -126,11 +151,49 @@ func TestStuckRecorderDoesNotStallHangupOrShutdown(t *testing.T) {
 		t.Fatalf("hang-up took %v with a stuck recorder, bound %v", hangup, stuckTeardownBound)
 	}
 	start = time.Now()
-	call.Close() // shutdown ends the call
-	shutdown := time.Since(start)
-	if shutdown > stuckTeardownBound {
-		t.Fatalf("closing the call took %v with a stuck recorder, bound %v", shutdown, stuckTeardownBound)
+	call.Close() // the call ends
+	callEnd := time.Since(start)
+	if callEnd > stuckTeardownBound {
+		t.Fatalf("closing the call took %v with a stuck recorder, bound %v", callEnd, stuckTeardownBound)
 	}
-	t.Logf("with a writer blocked forever: hang-up %v, call close %v (bound %v)",
-		hangup.Round(time.Millisecond), shutdown.Round(time.Millisecond), stuckTeardownBound)
+	time.Sleep(time.Second) // the call beside goes on after the teardown
+	slowest := watch()
+	t.Logf("with a writer blocked forever: hang-up %v, call close %v (bound %v); the call beside: slowest 0.5 s %d video packets (25 sent)",
+		hangup.Round(time.Millisecond), callEnd.Round(time.Millisecond), stuckTeardownBound, slowest)
+	// Unloaded: 24-25 per half second; the sender shares this process.
+	if slowest < 3 {
+		t.Fatalf("the call beside stalled: %d packets in its slowest half second", slowest)
+	}
+	start = time.Now()
+	closed = true
+	_ = s.Close() // shutdown, with the call beside still running
+	if sd := time.Since(start); sd > stuckTeardownBound {
+		t.Fatalf("SFU shutdown took %v with a stuck recorder, bound %v", sd, stuckTeardownBound)
+	}
+}
+
+// watchRate samples p's received video every window until the returned
+// function is called; it returns the fewest packets in one window.
+func watchRate(p interface {
+	Received(webrtc.RTPCodecType) rtctest.Received
+}, window time.Duration) func() int {
+	stop, done := make(chan struct{}), make(chan struct{})
+	slowest := 1 << 30
+	go func() {
+		defer close(done)
+		last := p.Received(webrtc.RTPCodecTypeVideo).Packets
+		tick := time.NewTicker(window)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			n := p.Received(webrtc.RTPCodecTypeVideo).Packets
+			slowest = min(slowest, n-last)
+			last = n
+		}
+	}()
+	return func() int { close(stop); <-done; return slowest }
 }

@@ -63,6 +63,7 @@ func recordedCall(t *testing.T, rec *fakeRecorder) (*testClient, *testClient, *C
 // is recorded until StartRecording.
 func callWithRecorder(t *testing.T, rec Recorder, id string) (*testClient, *testClient, *Call) {
 	t.Helper()
+	verifyNoLeaks(t)
 	s, err := New(Config{IncludeLoopback: true, Recorder: rec})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,16 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// verifyNoLeaks checks, when the test ends, that it left no goroutine of
+// its own running (TestMain catches leaks only at the end of the package).
+// Call it before anything else registers a cleanup: cleanups run last in,
+// first out, so this one runs after the test's SFU and peers closed.
+func verifyNoLeaks(t *testing.T) {
+	t.Helper()
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+}
+
 // loopSignaler delivers the SFU's messages to a test client, in order, on
 // a goroutine of its own (the Signaler contract forbids blocking).
 type loopSignaler struct {
@@ -105,6 +115,7 @@ func aliceSendsToBob(t *testing.T, id string) (a, b *testClient, call *Call) {
 
 func newTestSFU(t *testing.T) *SFU {
 	t.Helper()
+	verifyNoLeaks(t)
 	s, err := New(Config{IncludeLoopback: true})
 	if err != nil {
 		t.Fatal(err)

@@ -46,38 +46,76 @@ func (cl *call) other(c *session) *session {
 // ip is the caller's connection's address (call attempts are limited per
 // caller and per address).
 func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
+	s.offerOnce(c, ip, name, sdp, true)
+}
+
+func (s *Server) offerOnce(c *session, ip netip.Addr, name, sdp string, mayPreempt bool) {
 	remote, remoteProblem := s.locateRemote(c, name) // a user of another node (relay.go)
-	s.mu.Lock()
-	if cl := c.call; cl != nil {
-		peer, other := cl.peers[c], cl.other(c)
-		s.mu.Unlock()
+	d := s.decideOffer(c, ip, name, mayPreempt, remote, remoteProblem)
+	switch {
+	case d.inCall != nil:
 		switch {
-		case other.name != name:
+		case d.inCall.name != name:
 			s.count.err(ErrCallRefused)
-			c.sendError("you are already in a call with " + other.name + "; hang up first")
-		case peer == nil:
+			c.sendError("you are already in a call with " + d.inCall.name + "; hang up first")
+		case d.peer == nil:
 			s.count.err(ErrProtocol)
 			c.sendError("the call with " + name + " is still being set up; try again")
 		default:
-			if err := peer.HandleOffer(sdp); err != nil {
+			if err := d.peer.HandleOffer(sdp); err != nil {
 				s.count.err(ErrMedia)
 				c.sendError("could not apply your offer: " + err.Error())
 			}
 		}
-		return
+	case d.preempt != nil:
+		// The callee's phone rings for a caller they declined or missed
+		// recently: that ring does not make them busy for anyone else.
+		old := d.preempt
+		old.log.Info("ring of a declined caller ended for another call", "caller", old.caller.name, "callee", name)
+		s.endCall(old, ReasonNoAnswer, old.caller, old.callee)
+		s.offerOnce(c, ip, name, sdp, false)
+	case d.problem != "":
+		s.count.err(d.kind)
+		c.sendError(d.problem)
+		if d.busy {
+			c.sendMsg(&Message{Type: typeLeave, Name: name, Reason: ReasonBusy})
+		}
+	default:
+		s.count.calls.Add(1)
+		d.call.log.Info("call", "caller", c.name, "callee", name)
+		s.setUp(d.call, sdp, d.early)
+	}
+}
+
+// offerDecision is what an offer leads to; exactly one case is set.
+type offerDecision struct {
+	inCall  *session // c is in a call with inCall: renegotiate through peer
+	peer    Peer
+	preempt *call // end this ring first, then try again
+	problem string
+	kind    string // the error kind counted for problem
+	busy    bool
+	call    *call // a new call, with the caller's early candidates
+	early   []webrtc.ICECandidateInit
+}
+
+// decideOffer does an offer's bookkeeping under s.mu (released by defer:
+// it handles client input).
+func (s *Server) decideOffer(c *session, ip netip.Addr, name string, mayPreempt bool, remote *session, remoteProblem string) offerDecision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl := c.call; cl != nil {
+		return offerDecision{inCall: cl.other(c), peer: cl.peers[c]}
 	}
 	callee, problem, busy := s.checkCallee(c, name)
 	if callee == nil && (remote != nil || remoteProblem != "") {
 		callee, problem, busy = remote, remoteProblem, false
 	}
+	if old := s.preemptable(s.names[name], busy, c, ip.String()); old != nil && mayPreempt {
+		return offerDecision{preempt: old}
+	}
 	if problem != "" {
-		s.mu.Unlock()
-		s.count.err(ErrCallRefused)
-		c.sendError(problem)
-		if busy {
-			c.sendMsg(&Message{Type: typeLeave, Name: name, Reason: ReasonBusy})
-		}
-		return
+		return offerDecision{problem: problem, kind: ErrCallRefused, busy: busy}
 	}
 	now := s.cfg.now()
 	okName, waitName := s.callsBy.allow(c.name, now)
@@ -86,11 +124,8 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 		okIP, waitIP = s.callsIP.allow(ip.String(), now)
 	}
 	if !okName || !okIP {
-		s.mu.Unlock()
 		wait := max(waitName, waitIP)
-		s.count.err(ErrCallRateLimited)
-		c.sendError(fmt.Sprintf("too many calls, wait %d s", int(math.Ceil(wait.Seconds()))))
-		return
+		return offerDecision{problem: fmt.Sprintf("too many calls, wait %d s", int(math.Ceil(wait.Seconds()))), kind: ErrCallRateLimited}
 	}
 	ring := s.cfg.RingTimeout
 	if s.declined.has(declineKey(name, c.name), now) || s.declined.has(declineKey(name, ip.String()), now) {
@@ -106,10 +141,29 @@ func (s *Server) offer(c *session, ip netip.Addr, name, sdp string) {
 	early := c.early
 	c.early, c.earlyDropped = nil, 0
 	cl.cands[c] = len(early)
-	s.mu.Unlock()
-	s.count.calls.Add(1)
-	cl.log.Info("call", "caller", c.name, "callee", callee.name)
-	s.setUp(cl, sdp, early)
+	return offerDecision{call: cl, early: early}
+}
+
+// preemptable returns the call that makes callee busy when it is only
+// ringing them on behalf of a caller (name or address) they declined or
+// did not answer within DeclineMemory, and the new caller (c from address
+// ip) is someone else whom they have not declined. Called with s.mu held.
+func (s *Server) preemptable(callee *session, busy bool, c *session, ip string) *call {
+	if !busy || callee == nil {
+		return nil
+	}
+	cl := callee.call
+	if cl == nil || cl.accepted || cl.ended || cl.callee != callee || cl.caller == c {
+		return nil
+	}
+	now := s.cfg.now()
+	declined := func(name, ip string) bool {
+		return s.declined.has(declineKey(callee.name, name), now) || s.declined.has(declineKey(callee.name, ip), now)
+	}
+	if declined(cl.caller.name, cl.callerIP) && !declined(c.name, ip) {
+		return cl
+	}
+	return nil
 }
 
 // checkCallee is called with s.mu held.
@@ -249,42 +303,47 @@ func (s *Server) candidate(c *session, m *Message) {
 	if m.Candidate != nil {
 		cand = *m.Candidate
 	}
-	s.mu.Lock()
-	var peer Peer
-	if cl := c.call; cl != nil {
-		if cl.cands[c] >= s.cfg.MaxCandidates {
-			cl.capped[c]++
-			first := cl.capped[c] == 1
-			s.mu.Unlock()
-			if first { // once per call: more errors would only fill the queue
-				s.count.err(ErrCandidates)
-				c.sendError(fmt.Sprintf("too many ICE candidates in this call (at most %d); further candidates are ignored", s.cfg.MaxCandidates))
-			}
-			return
-		}
-		cl.cands[c]++
-		peer = cl.peers[c]
+	peer, tell := s.takeCandidate(c, cand)
+	if tell != "" {
+		s.count.err(ErrCandidates)
+		c.sendError(tell)
 	}
 	if peer == nil {
-		full := len(c.early) >= maxEarlyCandidates
-		if !full {
-			c.early = append(c.early, cand)
-		} else {
-			c.earlyDropped++
-		}
-		tell := full && c.earlyDropped == 1
-		s.mu.Unlock()
-		if tell {
-			s.count.err(ErrCandidates)
-			c.sendError("too many candidates before an offer")
-		}
 		return
 	}
-	s.mu.Unlock()
 	if err := peer.AddCandidate(cand); err != nil {
 		s.count.err(ErrMedia)
 		c.sendError("could not add your candidate: " + err.Error())
 	}
+}
+
+// takeCandidate counts cand against c's cap for its call and returns the
+// peer to give it to, or keeps it until the call's PeerConnection exists.
+// tell is an error for the client (once per call or set-up). The lock is
+// released by defer: this runs for every candidate a client sends.
+func (s *Server) takeCandidate(c *session, cand webrtc.ICECandidateInit) (peer Peer, tell string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl := c.call; cl != nil {
+		if cl.cands[c] >= s.cfg.MaxCandidates {
+			if cl.capped[c]++; cl.capped[c] == 1 { // once per call: more errors would only fill the queue
+				return nil, fmt.Sprintf("too many ICE candidates in this call (at most %d); further candidates are ignored", s.cfg.MaxCandidates)
+			}
+			return nil, ""
+		}
+		cl.cands[c]++
+		if peer = cl.peers[c]; peer != nil {
+			return peer, ""
+		}
+	}
+	if len(c.early) < maxEarlyCandidates {
+		c.early = append(c.early, cand)
+		return nil, ""
+	}
+	if c.earlyDropped++; c.earlyDropped == 1 {
+		return nil, "too many candidates before an offer"
+	}
+	return nil, ""
 }
 
 // leave hangs up or declines; outside a call it is harmless.

@@ -435,3 +435,61 @@ func (c *conn) expectSkip(typ string) Message {
 		return m
 	}
 }
+
+// TestDeclinedCallerDoesNotKeepCalleeBusy: while alice's phone rings for a
+// caller she declined a moment ago, she is not busy for anyone else: a
+// friend's call ends that ring ("no answer" to both) and rings her instead.
+// A second declined caller cannot do the same to the first.
+func TestDeclinedCallerDoesNotKeepCalleeBusy(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		c.RingTimeout, c.DeclinedRingTimeout = 10*time.Second, 10*time.Second
+	})
+	loginFrom := func(name, ip string) *conn {
+		c := e.dial(http.Header{"X-Forwarded-For": {ip}})
+		c.send(map[string]any{"type": "login", "name": name})
+		if m := c.expect(typeLogin); m.Success == nil || !*m.Success {
+			t.Fatalf("login %s: %+v", name, m)
+		}
+		return c
+	}
+	m, a := loginFrom("mallory", "203.0.113.9"), loginFrom("alice", "198.51.100.1")
+	m2, b := loginFrom("mallory2", "203.0.113.9"), loginFrom("bob", "198.51.100.2")
+	m.send(offerMsg("alice", "v=0"))
+	m.expectSkip(typeAnswer)
+	a.expectSkip(typeOffer)
+	a.send(`{"type":"leave","name":"mallory"}`)
+	if l := m.expectSkip(typeLeave); l.Reason != ReasonDeclined {
+		t.Fatalf("%+v", l)
+	}
+	// Mallory calls again: alice's phone rings.
+	m.send(offerMsg("alice", "v=0"))
+	m.expectSkip(typeAnswer)
+	a.expectSkip(typeOffer)
+	// Another name from mallory's address is declined too: alice is busy.
+	m2.send(offerMsg("alice", "v=0"))
+	m2.expectSkip(typeError) // "alice is in another call"
+	if l := m2.expectSkip(typeLeave); l.Reason != ReasonBusy {
+		t.Fatalf("mallory2: %+v, want busy", l)
+	}
+	// Bob, a friend, gets through: mallory's ring ends.
+	b.send(offerMsg("alice", "v=0"))
+	b.expectSkip(typeAnswer)
+	if l := m.expectSkip(typeLeave); l.Reason != ReasonNoAnswer {
+		t.Fatalf("mallory: %+v, want no answer", l)
+	}
+	if l := a.expectSkip(typeLeave); l.Name != "mallory" || l.Reason != ReasonNoAnswer {
+		t.Fatalf("alice: %+v", l)
+	}
+	if o := a.expectSkip(typeOffer); o.Name != "bob" {
+		t.Fatalf("alice: offer from %q", o.Name)
+	}
+	a.send(answerMsg("bob", "v=0"))
+	b.expectSkip(typeAccepted)
+	// Now alice is in a call: busy for mallory.
+	m.send(offerMsg("alice", "v=0"))
+	m.expectSkip(typeError)
+	if l := m.expectSkip(typeLeave); l.Reason != ReasonBusy {
+		t.Fatalf("mallory during the call: %+v, want busy", l)
+	}
+}

@@ -15,6 +15,16 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// verifyNoLeaks checks, when the test ends, that it left no goroutine of
+// its own running (TestMain catches leaks only at the end of the package).
+// Call it before anything else registers a cleanup: cleanups run last in,
+// first out, so this one runs after the test's servers and clients closed.
+func verifyNoLeaks(t *testing.T) {
+	t.Helper()
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+}
+
 type env struct {
 	t     *testing.T
 	srv   *Server
@@ -24,6 +34,7 @@ type env struct {
 
 func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
+	verifyNoLeaks(t)
 	media := &fakeMedia{}
 	cfg := Config{Media: media, RingTimeout: 5 * time.Second,
 		ICEServers: func(user, host string) []ICEServer {

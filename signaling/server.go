@@ -397,20 +397,37 @@ func (s *Server) login(c *client, raw, authToken string) {
 		return
 	}
 	servers := s.iceServers(name, c.host) // not under the lock: it calls out
-	s.mu.Lock()
+	already, taken := s.register(c, name, servers, claim)
+	if already != "" || taken {
+		s.cfg.Cluster.Release(claim)
+	}
 	switch {
-	case c.sess != nil:
-		s.mu.Unlock()
-		s.cfg.Cluster.Release(claim)
+	case already != "":
 		s.count.err(ErrProtocol)
-		c.sendError("already logged in as " + c.sess.name)
+		c.sendError("already logged in as " + already)
 		return
-	case s.nameInUse(name):
-		s.mu.Unlock()
-		s.cfg.Cluster.Release(claim)
+	case taken:
 		s.count.err(ErrLoginRefused)
 		fail("the name " + name + " is taken (or one that looks the same), choose another")
 		return
+	}
+	s.log.Info("login", "name", name)
+	s.presenceChanged()
+}
+
+// register gives c a session under name and queues the login reply, or
+// reports the name c is already logged in as, or that name is taken. The
+// name's confusable keys are computed under the lock (Unicode processing
+// of client input), so the lock is released by defer: a panic there ends
+// this connection only, never leaves the server locked.
+func (s *Server) register(c *client, name string, servers []ICEServer, claim cluster.Claim) (already string, taken bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case c.sess != nil:
+		return c.sess.name, false
+	case s.nameInUse(name):
+		return "", true
 	}
 	ss := newSession(name, c, &s.clock)
 	ss.token = newToken()
@@ -423,10 +440,7 @@ func (s *Server) login(c *client, raw, authToken string) {
 	// The reply is queued under the lock, before the presence goroutine
 	// can see the session: a users list never precedes it.
 	c.sendMsg(&Message{Type: typeLogin, Success: new(true), ICEServers: servers, Session: ss.token})
-	s.mu.Unlock()
-
-	s.log.Info("login", "name", name)
-	s.presenceChanged()
+	return "", false
 }
 
 func (s *Server) iceServers(name, host string) []ICEServer {
@@ -541,16 +555,7 @@ func lostWithoutClose(err error) bool {
 // finishSession releases an ended session: its name, its token, its call
 // (the other participant gets leave "disconnected").
 func (s *Server) finishSession(ss *session) {
-	s.mu.Lock()
-	if s.names[ss.name] == ss {
-		delete(s.names, ss.name)
-		s.releaseName(ss.name, ss)
-	}
-	if s.tokens[ss.token] == ss {
-		delete(s.tokens, ss.token)
-	}
-	cl := ss.call
-	s.mu.Unlock()
+	cl := s.forget(ss)
 	s.releaseClaim(ss)
 	if cl != nil {
 		s.endCall(cl, ReasonGone, cl.other(ss))
@@ -558,6 +563,21 @@ func (s *Server) finishSession(ss *session) {
 	s.endRelayed(ss, ReasonGone)
 	s.log.Info("logout", "name", ss.name)
 	s.presenceChanged()
+}
+
+// forget removes ss's name (and its confusable keys: Unicode processing,
+// hence the deferred unlock) and token, and returns its call.
+func (s *Server) forget(ss *session) *call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.names[ss.name] == ss {
+		delete(s.names, ss.name)
+		s.releaseName(ss.name, ss)
+	}
+	if s.tokens[ss.token] == ss {
+		delete(s.tokens, ss.token)
+	}
+	return ss.call
 }
 
 // Close tells every client the server is going away, ends every call and

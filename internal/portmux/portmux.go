@@ -20,6 +20,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -59,7 +60,10 @@ const ALPNTURN = "stun.turn"
 // Defaults for zero Config fields.
 const (
 	DefaultTimeout    = 10 * time.Second
-	DefaultMaxPending = 1000
+	DefaultMaxPending = 10000
+	// DefaultMaxPendingPerSource matches the signaling's default cap of
+	// WebSockets per address, so one address cannot fill MaxPending.
+	DefaultMaxPendingPerSource = 50
 )
 
 // Config configures a Mux.
@@ -72,8 +76,12 @@ type Config struct {
 	// hand-over, TLS handshake included (default 10 s).
 	Timeout time.Duration
 	// MaxPending caps connections being classified at once; more are
-	// closed at once (default 1000).
+	// closed at once (default 10,000: a login storm of thousands of
+	// clients connecting together must get through).
 	MaxPending int
+	// MaxPendingPerSource caps them per client address (default 50), so
+	// that silent connections from one address cannot take every slot.
+	MaxPendingPerSource int
 	// Logger (default: discard).
 	Logger *slog.Logger
 }
@@ -89,9 +97,10 @@ type Mux struct {
 	done    chan struct{}
 	subs    [numKinds]*subListener
 
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup // classification goroutines
+	mu      sync.Mutex
+	closed  bool
+	wg      sync.WaitGroup     // classification goroutines
+	sources map[netip.Addr]int // classifications in progress per source
 
 	closeOnce sync.Once
 }
@@ -104,10 +113,14 @@ func New(ln net.Listener, cfg Config) *Mux {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
 	}
+	if cfg.MaxPendingPerSource <= 0 {
+		cfg.MaxPendingPerSource = DefaultMaxPendingPerSource
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Mux{ln: ln, cfg: cfg, pending: make(chan struct{}, cfg.MaxPending), done: make(chan struct{})}
+	m := &Mux{ln: ln, cfg: cfg, pending: make(chan struct{}, cfg.MaxPending), done: make(chan struct{}),
+		sources: make(map[netip.Addr]int)}
 	if cfg.TLS != nil {
 		t := cfg.TLS.Clone()
 		if len(t.NextProtos) == 0 {
@@ -171,6 +184,7 @@ func (m *Mux) Serve() error {
 			_ = c.Close()
 			continue
 		}
+		src := sourceOf(c.RemoteAddr())
 		m.mu.Lock()
 		if m.closed { // Close is waiting for the classifications: add none
 			m.mu.Unlock()
@@ -178,14 +192,32 @@ func (m *Mux) Serve() error {
 			_ = c.Close()
 			return nil
 		}
+		if m.sources[src] >= m.cfg.MaxPendingPerSource {
+			m.mu.Unlock()
+			<-m.pending
+			m.cfg.Logger.Debug("portmux: too many connections being classified from one address, closing", "remote", c.RemoteAddr().String())
+			_ = c.Close()
+			continue
+		}
+		m.sources[src]++
 		m.wg.Add(1)
 		m.mu.Unlock()
 		go func() {
 			defer m.wg.Done()
-			defer func() { <-m.pending }()
+			defer m.release(src)
 			m.handle(c)
 		}()
 	}
+}
+
+// release frees src's classification slot.
+func (m *Mux) release(src netip.Addr) {
+	m.mu.Lock()
+	if m.sources[src]--; m.sources[src] <= 0 {
+		delete(m.sources, src)
+	}
+	m.mu.Unlock()
+	<-m.pending
 }
 
 // Close closes the shared listener and every Listener, and waits for the

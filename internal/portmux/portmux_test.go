@@ -501,3 +501,32 @@ func TestCloseCutsClassificationsShort(t *testing.T) {
 		t.Fatalf("Accept after Close: %v", err)
 	}
 }
+
+// TestMaxPendingPerSource: silent connections from one address take at
+// most MaxPendingPerSource slots; another address still gets through.
+func TestMaxPendingPerSource(t *testing.T) {
+	r := newRig(t, Config{Timeout: 5 * time.Second, MaxPendingPerSource: 2})
+	a, b := dial(t, r.addr(), false), dial(t, r.addr(), false)
+	_, _ = a, b
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.mux.pending) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("pending never reached 2")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	closedWithin(t, dial(t, r.addr(), false), 3*time.Second)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	other, err := d.Dial("tcp", r.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for len(r.mux.pending) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("a connection from another address was not taken for classification")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
