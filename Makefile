@@ -1,6 +1,8 @@
 # make run   - start the server (same as `go run .`)
 # make test  - install what the tests need (as root), then run every test
-.PHONY: run test deps
+# make bench - load test: 10, 25, 50 calls through a fresh server and the
+#              floor relays on this machine, printed as a table (not in test)
+.PHONY: run test deps bench
 
 # Debian packages the tests use, as "command:package".
 TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg
@@ -10,6 +12,17 @@ run:
 
 test: deps
 	go test -race -count=1 -p 1 -timeout 30m ./...
+
+BENCH_DIR ?= $(shell mktemp -d /tmp/videochat-bench.XXXXXX)
+# Server (and floor relays) on CPU 0, clients on CPU 1 where there are two.
+BENCH_FLAGS ?= -calls 10,25,50 -warmup 3s -measure 10s -server-cpus 0
+BENCH_CLIENT_CPUS ?= 1
+
+bench:
+	go build -o $(BENCH_DIR)/videochat .
+	go build -o $(BENCH_DIR)/loadtest ./cmd/loadtest
+	taskset -c $(BENCH_CLIENT_CPUS) $(BENCH_DIR)/loadtest -server-bin $(BENCH_DIR)/videochat $(BENCH_FLAGS)
+	rm -rf $(BENCH_DIR)
 
 deps:
 	@missing=""; \
