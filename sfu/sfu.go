@@ -50,12 +50,21 @@ type Config struct {
 	// KeyframeInterval is the minimum interval between two keyframe
 	// requests sent to one publisher track (default 500 ms).
 	KeyframeInterval time.Duration
+	// SocketBuffer is the receive and send buffer of the media socket(s)
+	// in bytes (default 4 MiB). All calls share one socket, so the
+	// kernel's default (about 200 KiB: 5 ms of 50 calls) overflows on
+	// bursts; the kernel caps the request at net.core.rmem_max/wmem_max.
+	SocketBuffer int
 	// Recorder, if set, is offered every published track.
 	Recorder Recorder
 	Logger   *slog.Logger
 
 	afterFunc afterFunc // timers of the connection lifecycle; nil = time.AfterFunc (tests fake it)
 }
+
+// defaultSocketBuffer holds about 100 ms of 50 calls' packets (17,000/s
+// in, as many out, ~2.3 KiB of kernel memory each).
+const defaultSocketBuffer = 4 << 20
 
 // SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
 type SFU struct {
@@ -88,8 +97,13 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.KeyframeInterval <= 0 {
 		cfg.KeyframeInterval = 500 * time.Millisecond
 	}
+	if cfg.SocketBuffer <= 0 {
+		cfg.SocketBuffer = defaultSocketBuffer
+	}
 	opts := []ice.UDPMuxFromPortOption{
 		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4, ice.NetworkTypeUDP6),
+		ice.UDPMuxFromPortWithReadBufferSize(cfg.SocketBuffer),
+		ice.UDPMuxFromPortWithWriteBufferSize(cfg.SocketBuffer),
 		// Link-local addresses reach no one beyond the link (and a fresh
 		// IPv6 one cannot even be bound until duplicate detection ends).
 		ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return !ip.IsLinkLocalUnicast() }),

@@ -25,7 +25,7 @@ type loopSignaler struct {
 	wg     sync.WaitGroup
 }
 
-func newLoopSignaler(t *testing.T) *loopSignaler {
+func newLoopSignaler(t testing.TB) *loopSignaler {
 	s := &loopSignaler{msgs: make(chan func(), 256), failed: make(chan error, 1), done: make(chan struct{}),
 		onDesc: func(webrtc.SessionDescription) {}, onCand: func(webrtc.ICECandidateInit) {}}
 	s.wg.Add(1)
@@ -93,7 +93,7 @@ func aliceSendsToBob(t *testing.T, id string) (a, b *testClient, call *Call) {
 	return a, b, call
 }
 
-func newTestSFU(t *testing.T) *SFU {
+func newTestSFU(t testing.TB) *SFU {
 	t.Helper()
 	s, err := New(Config{IncludeLoopback: true})
 	if err != nil {

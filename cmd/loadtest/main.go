@@ -38,6 +38,7 @@ type options struct {
 	ServerBin  string
 	ServerCPUs string
 	ServerArgs string
+	ServerLog  string
 	PID        int
 	Steps      []int
 	Ramp       int
@@ -98,6 +99,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.StringVar(&o.URL, "url", "", "WebSocket URL of a running server (e.g. ws://127.0.0.1:9090/ws)")
 	fs.StringVar(&o.ServerBin, "server-bin", "", "start this videochat binary on loopback instead of -url, and measure its CPU and RSS")
 	fs.StringVar(&o.ServerArgs, "server-args", "", "extra flags for -server-bin (space-separated)")
+	fs.StringVar(&o.ServerLog, "server-log", "", "write the started server's output to this file (default: discard)")
 	fs.StringVar(&o.ServerCPUs, "server-cpus", "", "pin the started server and floor relays to these CPUs (taskset -c), e.g. 0; run loadtest itself under taskset for the clients")
 	fs.IntVar(&o.PID, "pid", 0, "with -url: the server's process id, to read its CPU and RSS from /proc")
 	fs.StringVar(&steps, "calls", "10,25,50", "comma-separated numbers of concurrent calls to measure, in increasing order")

@@ -100,7 +100,7 @@ func freePort(network string) (int, error) {
 
 // startServer runs bin on loopback with limits raised for load, and waits
 // until it answers HTTP.
-func startServer(ctx context.Context, bin, cpus, extra string, withTURN bool) (*serverProcess, error) {
+func startServer(ctx context.Context, bin, cpus, extra, logPath string, withTURN bool) (*serverProcess, error) {
 	port, err := freePort("tcp")
 	if err != nil {
 		return nil, err
@@ -121,7 +121,14 @@ func startServer(ctx context.Context, bin, cpus, extra string, withTURN bool) (*
 	if cpus != "" {
 		cmd = exec.Command("taskset", append([]string{"-c", cpus, bin}, args...)...)
 	}
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if logPath != "" {
+		f, err := os.Create(logPath)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close() // the child has its own descriptor
+		cmd.Stdout, cmd.Stderr = f, f
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

@@ -31,6 +31,7 @@ type Row struct {
 	RSSMiB      float64 `json:"rss_mib,omitempty"`
 	SetupP50MS  float64 `json:"setup_p50_ms,omitempty"` // login to first media both ways, calls added in this step
 	Load1       float64 `json:"loadavg_1m"`
+	Failed      int     `json:"failed_setups,omitempty"` // calls of this step that did not come up (not measured)
 	Broken      bool    `json:"broken,omitempty"`
 }
 
@@ -149,7 +150,7 @@ func serverTarget(ctx context.Context, o options) (*target, func(), error) {
 	wsURL, pid := o.URL, o.PID
 	stop := func() {}
 	if o.ServerBin != "" {
-		s, err := startServer(ctx, o.ServerBin, o.ServerCPUs, o.ServerArgs, o.RelayOnly)
+		s, err := startServer(ctx, o.ServerBin, o.ServerCPUs, o.ServerArgs, o.ServerLog, o.RelayOnly)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -209,9 +210,12 @@ func measure(ctx context.Context, o options, t *target, steps []int) ([]Row, err
 	}
 	var rows []Row
 	for _, n := range steps {
-		added, err := addCalls(ctx, o, t, &calls, n)
+		added, failed, err := addCalls(ctx, o, t, &calls, n)
 		if err != nil {
-			return rows, fmt.Errorf("%s: setting up %d calls: %w", t.name, n, err)
+			progress(o.Progress, "%s: %d of %d new calls failed to come up: %v\n", t.name, failed, n, err)
+			if len(calls) == 0 || ctx.Err() != nil {
+				return rows, fmt.Errorf("%s: setting up %d calls: %w", t.name, n, err)
+			}
 		}
 		progress(o.Progress, "%s: %d calls up, settling\n", t.name, len(calls))
 		if err := sleep(ctx, o.Warmup); err != nil {
@@ -221,6 +225,7 @@ func measure(ctx context.Context, o options, t *target, steps []int) ([]Row, err
 		if err != nil {
 			return rows, err
 		}
+		row.Failed = failed
 		if t.pid > 0 && row.RSSMiB > 0 {
 			row.RSSPerCall = (row.RSSMiB - float64(base.RSS)/(1<<20)) / float64(n)
 		}
@@ -242,7 +247,7 @@ func measure(ctx context.Context, o options, t *target, steps []int) ([]Row, err
 	return rows, nil
 }
 
-func addCalls(ctx context.Context, o options, t *target, calls *[]call, n int) ([]call, error) {
+func addCalls(ctx context.Context, o options, t *target, calls *[]call, n int) (added []call, failed int, err error) {
 	first := len(*calls)
 	want := n - first
 	out := make([]call, want)
@@ -259,12 +264,16 @@ func addCalls(ctx context.Context, o options, t *target, calls *[]call, n int) (
 		}()
 	}
 	wg.Wait()
-	for _, c := range out {
+	for i, c := range out {
+		if errs[i] != nil {
+			failed++
+		}
 		if c != nil {
 			*calls = append(*calls, c)
+			added = append(added, c)
 		}
 	}
-	return out, errors.Join(errs...)
+	return added, failed, errors.Join(errs...)
 }
 
 // measureWindow measures one window over all calls.
@@ -365,18 +374,22 @@ func ratios(rows []Row) []Ratio {
 }
 
 func (r Row) line() string {
-	return fmt.Sprintf("%-10s %5d calls %8.0f pkt/s  cpu %5.1f%%  %6.2f µs/pkt  p50 %6.2f ms  p99 %6.2f ms  loss %.3f%% (worst call %.3f%%)  rss/call %5.2f MiB  setup p50 %4.0f ms  load %.1f",
-		r.Target, r.Calls, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss, r.RSSPerCall, r.SetupP50MS, r.Load1)
+	failed := ""
+	if r.Failed > 0 {
+		failed = fmt.Sprintf(" (%d failed to set up)", r.Failed)
+	}
+	return fmt.Sprintf("%-10s %5d calls%s %8.0f pkt/s  cpu %5.1f%%  %6.2f µs/pkt  p50 %6.2f ms  p99 %6.2f ms  loss %.3f%% (worst call %.3f%%)  rss/call %5.2f MiB  setup p50 %4.0f ms  load %.1f",
+		r.Target, r.Calls, failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss, r.RSSPerCall, r.SetupP50MS, r.Load1)
 }
 
 func (rep *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "%d CPUs; per participant: audio %d B x 50/s, video %.2f Mbit/s at %d fps in <=%d B packets, keyframe every %v (x%d)\n\n",
 		rep.CPUs, rep.Profile.AudioBytes, float64(rep.Profile.VideoBitrate)/1e6, rep.Profile.FPS, rep.Profile.MTU, rep.Profile.KeyInterval, rep.Profile.KeyFactor)
-	fmt.Fprintf(w, "| target | calls | fwd pkt/s | CPU %% | µs/pkt | p50 ms | p99 ms | loss %% | worst call loss %% | reord | dup | corrupt | RSS/call MiB | setup p50 ms | load1 |\n")
+	fmt.Fprintf(w, "| target | calls (failed) | fwd pkt/s | CPU %% | µs/pkt | p50 ms | p99 ms | loss %% | worst call loss %% | reord | dup | corrupt | RSS/call MiB | setup p50 ms | load1 |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Rows {
-		fmt.Fprintf(w, "| %s | %d | %.0f | %.1f | %.2f | %.2f | %.2f | %.3f | %.3f | %d | %d | %d | %.2f | %.0f | %.1f |\n",
-			r.Target, r.Calls, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss,
+		fmt.Fprintf(w, "| %s | %d (%d) | %.0f | %.1f | %.2f | %.2f | %.2f | %.3f | %.3f | %d | %d | %d | %.2f | %.0f | %.1f |\n",
+			r.Target, r.Calls, r.Failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss,
 			r.Reordered, r.Duplicates, r.Corrupt, r.RSSPerCall, r.SetupP50MS, r.Load1)
 	}
 	if len(rep.Ratios) > 0 {
