@@ -162,3 +162,35 @@ func (s *serverProcess) close() {
 		<-done
 	}
 }
+
+// udpDrops sums the kernel's receive drops (full socket buffer) over the
+// UDP sockets process pid holds, from /proc/net/udp{,6}.
+func udpDrops(pid int) (uint64, bool) {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, false
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	var total uint64
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			fl := strings.Fields(line)
+			if i == 0 || len(fl) < 13 || !inodes[fl[9]] {
+				continue
+			}
+			d, _ := strconv.ParseUint(fl[len(fl)-1], 10, 64)
+			total += d
+		}
+	}
+	return total, true
+}
