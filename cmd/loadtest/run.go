@@ -31,8 +31,8 @@ type Row struct {
 	RSSMiB      float64 `json:"rss_mib,omitempty"`
 	SetupP50MS  float64 `json:"setup_p50_ms,omitempty"` // login to first media both ways, calls added in this step
 	Load1       float64 `json:"loadavg_1m"`
-	ServerDrops uint64  `json:"server_socket_drops"` // kernel drops on the server's UDP sockets in the window (full receive buffer)
-	ClientDrops uint64  `json:"client_socket_drops"` // the same on this tool's sockets: the clients could not keep up
+	ServerDrops uint64  `json:"server_socket_drops"`     // kernel drops on the server's UDP sockets in the window (full receive buffer)
+	ClientDrops uint64  `json:"client_socket_drops"`     // the same on this tool's sockets: the clients could not keep up
 	Failed      int     `json:"failed_setups,omitempty"` // calls of this step that did not come up (not measured)
 	Broken      bool    `json:"broken,omitempty"`
 }
