@@ -12,6 +12,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v4"
+	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/webrtc/v4"
 
 	"videochat/internal/sigclient"
@@ -59,7 +61,28 @@ func newAPI() (*webrtc.API, error) {
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetSRTPReplayProtectionWindow(1024)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	sn, err := stdnet.NewNet()
+	if err != nil {
+		return nil, err
+	}
+	se.SetNet(bufferedNet{sn})
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
+}
+
+// bufferedNet gives the clients' UDP sockets 1 MiB buffers, so that a
+// client briefly descheduled on a busy machine does not lose what the
+// server forwarded (the kernel's default is about 200 KiB).
+type bufferedNet struct{ *stdnet.Net }
+
+const clientSocketBuffer = 1 << 20
+
+func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err == nil {
+		_ = c.SetReadBuffer(clientSocketBuffer)
+		_ = c.SetWriteBuffer(clientSocketBuffer)
+	}
+	return c, err
 }
 
 // dialPeer logs in and prepares the PeerConnection; media starts flowing

@@ -31,6 +31,7 @@ type Row struct {
 	RSSMiB      float64 `json:"rss_mib,omitempty"`
 	SetupP50MS  float64 `json:"setup_p50_ms,omitempty"` // login to first media both ways, calls added in this step
 	Load1       float64 `json:"loadavg_1m"`
+	ClientCPU   float64 `json:"client_cpu_percent"`      // this tool's own CPU, of one core: when it nears the cores it may use, the clients limit the measurement
 	ServerDrops uint64  `json:"server_socket_drops"`     // kernel drops on the server's UDP sockets in the window (full receive buffer)
 	ClientDrops uint64  `json:"client_socket_drops"`     // the same on this tool's sockets: the clients could not keep up
 	Failed      int     `json:"failed_setups,omitempty"` // calls of this step that did not come up (not measured)
@@ -293,6 +294,7 @@ func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row
 		sd0, _ = udpDrops(t.pid)
 	}
 	cd0, _ := udpDrops(os.Getpid())
+	self0, _ := readProc(os.Getpid())
 	start := time.Now()
 	tk := time.NewTicker(time.Second)
 	defer tk.Stop()
@@ -322,6 +324,9 @@ func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row
 	row.Reordered, row.Duplicates, row.Corrupt = total.Reordered, total.Dup, total.Corrupt
 	row.P50MS, row.P99MS = ms(total.Lat.quantile(0.5)), ms(total.Lat.quantile(0.99))
 	row.Load1 = loadAvg()
+	if self1, err := readProc(os.Getpid()); err == nil && t.pid != os.Getpid() {
+		row.ClientCPU = 100 * (self1.CPU - self0.CPU).Seconds() / el.Seconds()
+	}
 	if cd1, ok := udpDrops(os.Getpid()); ok {
 		row.ClientDrops = cd1 - cd0
 	}
@@ -391,19 +396,19 @@ func (r Row) line() string {
 	if r.Failed > 0 {
 		failed = fmt.Sprintf(" (%d failed to set up)", r.Failed)
 	}
-	return fmt.Sprintf("%-10s %5d calls%s %8.0f pkt/s  cpu %5.1f%%  %6.2f µs/pkt  p50 %6.2f ms  p99 %6.2f ms  loss %.3f%% (worst call %.3f%%)  rss/call %5.2f MiB  setup p50 %4.0f ms  drops server/client %d/%d  load %.1f",
-		r.Target, r.Calls, failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.Load1)
+	return fmt.Sprintf("%-10s %5d calls%s %8.0f pkt/s  cpu %5.1f%%  %6.2f µs/pkt  p50 %6.2f ms  p99 %6.2f ms  loss %.3f%% (worst call %.3f%%)  rss/call %5.2f MiB  setup p50 %4.0f ms  drops server/client %d/%d  client cpu %.0f%%  load %.1f",
+		r.Target, r.Calls, failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.ClientCPU, r.Load1)
 }
 
 func (rep *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "%d CPUs; per participant: audio %d B x 50/s, video %.2f Mbit/s at %d fps in <=%d B packets, keyframe every %v (x%d)\n\n",
 		rep.CPUs, rep.Profile.AudioBytes, float64(rep.Profile.VideoBitrate)/1e6, rep.Profile.FPS, rep.Profile.MTU, rep.Profile.KeyInterval, rep.Profile.KeyFactor)
-	fmt.Fprintf(w, "| target | calls (failed) | fwd pkt/s | CPU %% | µs/pkt | p50 ms | p99 ms | loss %% | worst call loss %% | reord | dup | corrupt | RSS/call MiB | setup p50 ms | socket drops server/client | load1 |\n")
-	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| target | calls (failed) | fwd pkt/s | CPU %% | µs/pkt | p50 ms | p99 ms | loss %% | worst call loss %% | reord | dup | corrupt | RSS/call MiB | setup p50 ms | socket drops server/client | client CPU %% | load1 |\n")
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Rows {
-		fmt.Fprintf(w, "| %s | %d (%d) | %.0f | %.1f | %.2f | %.2f | %.2f | %.3f | %.3f | %d | %d | %d | %.2f | %.0f | %d/%d | %.1f |\n",
+		fmt.Fprintf(w, "| %s | %d (%d) | %.0f | %.1f | %.2f | %.2f | %.2f | %.3f | %.3f | %d | %d | %d | %.2f | %.0f | %d/%d | %.0f | %.1f |\n",
 			r.Target, r.Calls, r.Failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss,
-			r.Reordered, r.Duplicates, r.Corrupt, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.Load1)
+			r.Reordered, r.Duplicates, r.Corrupt, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.ClientCPU, r.Load1)
 	}
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintf(w, "\n| calls | server µs/pkt ÷ floor | ÷ floor with SRTP |\n|---|---|---|\n")
