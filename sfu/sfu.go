@@ -250,10 +250,16 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 // NACK tuning measured on this project (see ../shared/NOTES.md): a short
 // interval and a per-packet limit keep loss repair fast without NACK storms
 // for packets already recovered over RTX.
+//
+// The responder keeps a copy of every video packet sent to a subscriber
+// (~1.8 KiB each in pion's buffers): 1024 of them were ~3.6 MiB per 1:1
+// call, a third of its memory. 512 packets are 2 s of video at the
+// prober's 2.5 Mbit/s ceiling (4 s at 1.2 Mbit/s): five NACK retries at a
+// 300 ms round trip.
 const (
 	nackInterval      = 20 * time.Millisecond
 	nackMaxPerPacket  = 5
-	nackResponderSize = 1024
+	nackResponderSize = 512
 	srtpReplayWindow  = 1024
 )
 
