@@ -59,7 +59,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", ":9090", "HTTP listen address (web app and WebSocket)")
 	fs.IntVar(&cfg.UDPPort, "udp-port", 9090, "UDP port for all media (0 = ephemeral)")
-	fs.IntVar(&cfg.UDPBuffer, "udp-buffer", 4<<20, "receive and send buffer of the media socket in bytes (capped by net.core.rmem_max/wmem_max)")
+	fs.IntVar(&cfg.UDPBuffer, "udp-buffer", 2<<20, "receive and send buffer of the media socket in bytes (capped by net.core.rmem_max/wmem_max)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")
 	fs.StringVar(&cfg.TURNTLSAddr, "turn-tls-addr", ":5349", "embedded TURN over TLS address, used when -tls-cert is set")

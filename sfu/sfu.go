@@ -51,9 +51,10 @@ type Config struct {
 	// requests sent to one publisher track (default 500 ms).
 	KeyframeInterval time.Duration
 	// SocketBuffer is the receive and send buffer of the media socket(s)
-	// in bytes (default 4 MiB). All calls share one socket, so the
+	// in bytes (default 2 MiB). All calls share one socket, so the
 	// kernel's default (about 200 KiB: 5 ms of 50 calls) overflows on
-	// bursts; the kernel caps the request at net.core.rmem_max/wmem_max.
+	// bursts; the kernel caps the request at net.core.rmem_max/wmem_max
+	// (and doubles it for its bookkeeping).
 	SocketBuffer int
 	// Recorder, if set, is offered every published track.
 	Recorder Recorder
@@ -62,9 +63,11 @@ type Config struct {
 	afterFunc afterFunc // timers of the connection lifecycle; nil = time.AfterFunc (tests fake it)
 }
 
-// defaultSocketBuffer holds about 100 ms of 50 calls' packets (17,000/s
-// in, as many out, ~2.3 KiB of kernel memory each).
-const defaultSocketBuffer = 4 << 20
+// defaultSocketBuffer holds about 100 ms of 50 calls' packets (17,500/s,
+// ~2.3 KiB of kernel memory each; the kernel doubles the request). More
+// only turns an overloaded server's loss into seconds of latency: with
+// 4 MiB, 25 calls on a busy machine had a standing queue of 200 ms.
+const defaultSocketBuffer = 2 << 20
 
 // SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
 type SFU struct {
