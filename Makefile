@@ -2,7 +2,9 @@
 # make test  - install what the tests need (as root), run every test, then fuzz
 # make fuzz  - run each fuzz target for FUZZTIME (seed corpora: */testdata/fuzz)
 # make jscheck - type-check the browser app (// @ts-check JSDoc) with tsc from npm
-.PHONY: run test deps fuzz jscheck
+# make bench - load test: 10, 25, 50 calls through a fresh server and the
+#              floor relays on this machine, printed as a table (not in test)
+.PHONY: run test deps fuzz jscheck bench
 
 # Debian packages the tests use, as "command:package".
 TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm redis-server:redis-server
@@ -31,6 +33,16 @@ fuzz:
 	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
 	  go test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s "$${t%%:*}" || exit 1; \
 	done
+
+# On a quiet machine, pin: BENCH_FLAGS="... -server-cpus 0" BENCH_PIN="taskset -c 1"
+# (on a busy one pinning starves the clients and measures the neighbours).
+BENCH_FLAGS ?= -calls 10,25,50 -warmup 3s -measure 10s
+BENCH_PIN ?=
+
+bench:
+	@d=$$(mktemp -d /tmp/videochat-bench.XXXXXX); trap 'rm -rf "$$d"' EXIT; \
+	go build -o "$$d/videochat" . && go build -o "$$d/loadtest" ./cmd/loadtest && \
+	$(BENCH_PIN) "$$d/loadtest" -server-bin "$$d/videochat" $(BENCH_FLAGS)
 
 deps:
 	@missing=""; \

@@ -19,6 +19,7 @@ import (
 type Config struct {
 	Addr           string // HTTP(S) listen address
 	UDPPort        int    // the media port
+	UDPBuffer      int    // receive/send buffer of the media socket(s), bytes
 	PublicIP       string // the address clients reach us at (1:1 NAT)
 	TURNAddr       string // embedded TURN (UDP+TCP); empty disables
 	TURNTLSAddr    string // embedded TURN over TLS (turns:), when a certificate is given
@@ -71,6 +72,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", ":9090", "TCP listen address of everything: web app and WebSocket (HTTPS with a certificate), TURN over TCP and TLS, ICE over TCP; e.g. :443")
 	fs.IntVar(&cfg.UDPPort, "udp-port", 9090, "UDP port for all media (0 = ephemeral)")
+	fs.IntVar(&cfg.UDPBuffer, "udp-buffer", 2<<20, "receive and send buffer of the media socket in bytes (capped by net.core.rmem_max/wmem_max)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")
 	fs.StringVar(&cfg.TURNTLSAddr, "turn-tls-addr", ":5349", "embedded TURN over TLS address, used when -tls-cert is set")
@@ -136,6 +138,9 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	}
 	if cfg.ShutdownDelay < 0 {
 		return cfg, errors.New("-shutdown-delay must not be negative")
+	}
+	if cfg.UDPBuffer < 0 {
+		return cfg, errors.New("-udp-buffer must not be negative")
 	}
 	if cfg.UDPPort < 0 || cfg.UDPPort > 65535 {
 		return cfg, errors.New("-udp-port must be 0..65535")

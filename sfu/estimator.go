@@ -52,7 +52,7 @@ func newGCC(initial int) (*gcc.SendSideBWE, error) {
 		gcc.SendSideBWEInitialBitrate(initial),
 		gcc.SendSideBWEMinBitrate(bweMin),
 		gcc.SendSideBWEMaxBitrate(bweMax),
-		gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
+		gcc.SendSideBWEPacer(newDirectPacer()),
 	)
 }
 

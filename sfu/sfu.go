@@ -56,12 +56,24 @@ type Config struct {
 	// UDP reaches directly, without a TURN relay. The SFU owns them (Close
 	// closes them).
 	ICETCP []net.Listener
+	// SocketBuffer is the receive and send buffer of the media socket(s)
+	// in bytes (default 2 MiB). All calls share one socket, so the
+	// kernel's default (about 200 KiB: 5 ms of 50 calls) overflows on
+	// bursts; the kernel caps the request at net.core.rmem_max/wmem_max
+	// (and doubles it for its bookkeeping).
+	SocketBuffer int
 	// Recorder, if set, is offered every published track.
 	Recorder Recorder
 	Logger   *slog.Logger
 
 	afterFunc afterFunc // timers of the connection lifecycle; nil = time.AfterFunc (tests fake it)
 }
+
+// defaultSocketBuffer holds about 100 ms of 50 calls' packets (17,500/s,
+// ~2.3 KiB of kernel memory each; the kernel doubles the request). More
+// only turns an overloaded server's loss into seconds of latency: with
+// 4 MiB, 25 calls on a busy machine had a standing queue of 200 ms.
+const defaultSocketBuffer = 2 << 20
 
 // SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
 type SFU struct {
@@ -102,8 +114,13 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.KeyframeInterval <= 0 {
 		cfg.KeyframeInterval = 500 * time.Millisecond
 	}
+	if cfg.SocketBuffer <= 0 {
+		cfg.SocketBuffer = defaultSocketBuffer
+	}
 	opts := []ice.UDPMuxFromPortOption{
 		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4, ice.NetworkTypeUDP6),
+		ice.UDPMuxFromPortWithReadBufferSize(cfg.SocketBuffer),
+		ice.UDPMuxFromPortWithWriteBufferSize(cfg.SocketBuffer),
 		// Link-local addresses reach no one beyond the link (and a fresh
 		// IPv6 one cannot even be bound until duplicate detection ends).
 		ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return !ip.IsLinkLocalUnicast() }),
@@ -256,10 +273,16 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 // NACK tuning measured on this project (see ../shared/NOTES.md): a short
 // interval and a per-packet limit keep loss repair fast without NACK storms
 // for packets already recovered over RTX.
+//
+// The responder keeps a copy of every video packet sent to a subscriber
+// (~1.8 KiB each in pion's buffers): 1024 of them were ~3.6 MiB per 1:1
+// call, a third of its memory. 512 packets are 2 s of video at the
+// prober's 2.5 Mbit/s ceiling (4 s at 1.2 Mbit/s): five NACK retries at a
+// 300 ms round trip.
 const (
 	nackInterval      = 20 * time.Millisecond
 	nackMaxPerPacket  = 5
-	nackResponderSize = 1024
+	nackResponderSize = 512
 	srtpReplayWindow  = 1024
 )
 

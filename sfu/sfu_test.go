@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // its own running (TestMain catches leaks only at the end of the package).
 // Call it before anything else registers a cleanup: cleanups run last in,
 // first out, so this one runs after the test's SFU and peers closed.
-func verifyNoLeaks(t *testing.T) {
+func verifyNoLeaks(t testing.TB) {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, before) })
@@ -36,7 +36,7 @@ type loopSignaler struct {
 	wg     sync.WaitGroup
 }
 
-func newLoopSignaler(t *testing.T) *loopSignaler {
+func newLoopSignaler(t testing.TB) *loopSignaler {
 	s := &loopSignaler{msgs: make(chan func(), 256), failed: make(chan error, 1), done: make(chan struct{}),
 		setup:  make(chan time.Duration, 4),
 		onDesc: func(webrtc.SessionDescription) {}, onCand: func(webrtc.ICECandidateInit) {}}
@@ -113,7 +113,7 @@ func aliceSendsToBob(t *testing.T, id string) (a, b *testClient, call *Call) {
 	return a, b, call
 }
 
-func newTestSFU(t *testing.T) *SFU {
+func newTestSFU(t testing.TB) *SFU {
 	t.Helper()
 	verifyNoLeaks(t)
 	s, err := New(Config{IncludeLoopback: true})

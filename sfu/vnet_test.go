@@ -140,14 +140,14 @@ func vnetClientOptions(n *vnet.Net) rtctest.Options {
 }
 
 // joinWith is join with rtctest options for the client.
-func joinWith(t *testing.T, call *Call, name string, caller bool, o rtctest.Options) *testClient {
+func joinWith(t testing.TB, call *Call, name string, caller bool, o rtctest.Options) *testClient {
 	t.Helper()
 	return joinPeer(t, call, name, caller, rtctest.NewPeer(t, o))
 }
 
 // joinPeer joins call with a client built by the caller: it answers the
 // server's offers, trickles candidates both ways and, as caller, offers first.
-func joinPeer(t *testing.T, call *Call, name string, caller bool, peer *rtctest.Peer) *testClient {
+func joinPeer(t testing.TB, call *Call, name string, caller bool, peer *rtctest.Peer) *testClient {
 	t.Helper()
 	c := &testClient{Peer: peer, sig: newLoopSignaler(t), errs: make(chan error, 4)}
 	var ready sync.WaitGroup
