@@ -103,7 +103,7 @@ func (n *nackTracker) onPacket(seq uint16, rtx bool) {
 		n.reset(seq)
 		return
 	}
-	if n.pending == 0 {
+	if n.pending == 0 && diff > 1 { // the first gap: wake the NACK loop
 		select {
 		case n.wake <- struct{}{}:
 		default:

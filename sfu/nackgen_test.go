@@ -158,3 +158,26 @@ func TestNackTrackerBackwardJumpResets(t *testing.T) {
 		t.Fatalf("NACK %v after a backward jump, want [101]", got)
 	}
 }
+
+// TestNackLoopWokenOnlyByGaps: in-order packets leave the NACK loop
+// asleep; the first gap wakes it.
+func TestNackLoopWokenOnlyByGaps(t *testing.T) {
+	n := newNackTracker(20*time.Millisecond, 5)
+	for seq := uint16(100); seq < 200; seq++ {
+		n.onPacket(seq, false)
+	}
+	select {
+	case <-n.wake:
+		t.Fatal("in-order packets woke the NACK loop")
+	default:
+	}
+	n.onPacket(202, false)
+	select {
+	case <-n.wake:
+	default:
+		t.Fatal("a gap did not wake the NACK loop")
+	}
+	if n.idle() {
+		t.Fatal("two missing packets, yet idle")
+	}
+}
