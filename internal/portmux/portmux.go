@@ -61,9 +61,12 @@ const ALPNTURN = "stun.turn"
 const (
 	DefaultTimeout    = 10 * time.Second
 	DefaultMaxPending = 10000
-	// DefaultMaxPendingPerSource matches the signaling's default cap of
-	// WebSockets per address, so one address cannot fill MaxPending.
-	DefaultMaxPendingPerSource = 50
+	// DefaultMaxPendingPerSource keeps one address from filling
+	// MaxPending with silent connections (it would need 40 addresses),
+	// while an office behind one NAT address, whose browsers open several
+	// connections each at once, still gets through (50 was too few: 200
+	// slow HTTP clients plus a WebSocket from one address were refused).
+	DefaultMaxPendingPerSource = 256
 )
 
 // Config configures a Mux.
@@ -79,7 +82,7 @@ type Config struct {
 	// closed at once (default 10,000: a login storm of thousands of
 	// clients connecting together must get through).
 	MaxPending int
-	// MaxPendingPerSource caps them per client address (default 50), so
+	// MaxPendingPerSource caps them per client address (default 256), so
 	// that silent connections from one address cannot take every slot.
 	MaxPendingPerSource int
 	// Logger (default: discard).
