@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"videochat/sfu"
 )
 
 // maxEarlyCandidates bounds the candidates a client may send before its offer.
@@ -500,9 +503,23 @@ func (s *Server) showCallstateLocked(ss *session) {
 	cl.other(ss).sendMsg(&Message{Type: typeCallstate, Name: ss.name, State: state})
 }
 
+// closedLeaveWait: a client that hangs up sends leave, then closes its
+// PeerConnection, and the DTLS close can reach the SFU before the leave
+// does (across nodes the leave is relayed through Redis, so it often
+// does). A PeerConnection the client closed ends the call as failed only
+// if no leave came within this time; otherwise the other side hears
+// "hangup", as it should.
+const closedLeaveWait = time.Second
+
 func (p *peerSignal) Failed(err error) {
 	p.call.log.Warn("peer connection failed", "participant", p.c.name, "err", err)
-	p.srv.async(func() { p.srv.endCall(p.call, ReasonFailed, p.call.caller, p.call.callee) })
+	p.srv.async(func() {
+		if errors.Is(err, sfu.ErrPCClosed) {
+			t := time.NewTimer(closedLeaveWait)
+			<-t.C // bounded; endCall below is a no-op if the leave came
+		}
+		p.srv.endCall(p.call, ReasonFailed, p.call.caller, p.call.callee)
+	})
 }
 
 func jsonFrame(m *Message) ([]byte, error) { return json.Marshal(m) }

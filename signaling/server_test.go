@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"videochat/sfu"
 )
 
 func TestLoginRepliesWithICEServersAndUsers(t *testing.T) {
@@ -412,5 +415,27 @@ func TestDeclinedCallIsNeverRecorded(t *testing.T) {
 	}
 	if e.media.recordingStarted() {
 		t.Fatal("a declined call was recorded")
+	}
+}
+
+// TestClosedPeerConnectionWaitsForLeave: a client that hangs up closes its
+// PeerConnection right after sending leave, and the close can reach the
+// SFU first (always possible across nodes). The other side must hear
+// "hangup", not "connection failed".
+func TestClosedPeerConnectionWaitsForLeave(t *testing.T) {
+	e := newEnv(t, nil)
+	a, b := e.login("alice"), e.login("bob")
+	e.connect(a, b, "alice", "bob")
+	e.media.peer("bob").sig.Failed(fmt.Errorf("%w: DTLS close_notify", sfu.ErrPCClosed))
+	b.send(`{"type":"leave","name":"alice"}`)
+	if m := a.expect(typeLeave); m.Reason != ReasonHangup || m.Name != "bob" {
+		t.Fatalf("alice heard %+v, want bob's hangup", m)
+	}
+	// Without a leave, the closed PeerConnection still ends the call.
+	c := e.login("carol")
+	e.connect(a, c, "alice", "carol")
+	e.media.peer("carol").sig.Failed(fmt.Errorf("%w: DTLS close_notify", sfu.ErrPCClosed))
+	if m := a.expect(typeLeave); m.Reason != ReasonFailed || m.Name != "carol" {
+		t.Fatalf("alice heard %+v, want carol's connection failed", m)
 	}
 }
