@@ -132,8 +132,14 @@ func TestStormPionCall(t *testing.T) {
 	alice, bob, stop := healthyCall(t, app)
 	defer stop()
 	watchA, watchB := watchMedia(alice, bob), watchMedia(bob, alice)
-	jumps0 := alice.Received(webrtc.RTPCodecTypeVideo).SeqJumps + bob.Received(webrtc.RTPCodecTypeVideo).SeqJumps
-	pkts0 := alice.Received(webrtc.RTPCodecTypeVideo).Packets + bob.Received(webrtc.RTPCodecTypeVideo).Packets
+	videoOf := func() (lost, late, pkts int) {
+		for _, p := range []*wsPeer{alice, bob} {
+			r := p.Received(webrtc.RTPCodecTypeVideo)
+			lost, late, pkts = lost+r.Lost(), late+r.Late, pkts+r.Packets
+		}
+		return lost, late, pkts
+	}
+	lost0, late0, pkts0 := videoOf()
 	url := wsURLOf(app.URL(), "/ws")
 	conns := make([]*websocket.Conn, n)
 	usersBytes := make([]atomic.Int64, n)
@@ -189,14 +195,14 @@ func TestStormPionCall(t *testing.T) {
 	time.Sleep(2 * time.Second) // the logouts go on beside the call
 	minA, stuckA := watchA.finish()
 	minB, stuckB := watchB.finish()
-	jumps := alice.Received(webrtc.RTPCodecTypeVideo).SeqJumps + bob.Received(webrtc.RTPCodecTypeVideo).SeqJumps - jumps0
-	pkts := alice.Received(webrtc.RTPCodecTypeVideo).Packets + bob.Received(webrtc.RTPCodecTypeVideo).Packets - pkts0
+	lost, late, pkts := videoOf()
+	lost, late, pkts = lost-lost0, late-late0, pkts-pkts0
 	var maxBytes int64
 	for i := range usersBytes {
 		maxBytes = max(maxBytes, usersBytes[i].Load())
 	}
-	t.Logf("%d logins in %v; users traffic at most %d B per storm client; slowest second of video: alice %d, bob %d packets (50/s sent); at most %d / %d packets held over 1 s; %d sequence gaps in %d packets",
-		n, loginTime.Round(time.Millisecond), maxBytes, minA, minB, stuckA, stuckB, jumps, pkts)
+	t.Logf("%d logins in %v; users traffic at most %d B per storm client; slowest second of video: alice %d, bob %d packets (50/s sent); at most %d / %d packets held over 1 s; %d lost and %d late of %d packets",
+		n, loginTime.Round(time.Millisecond), maxBytes, minA, minB, stuckA, stuckB, lost, late, pkts)
 	stillSignals(t, alice)
 	stillSignals(t, bob)
 	if maxBytes > 100<<10 {
@@ -208,11 +214,15 @@ func TestStormPionCall(t *testing.T) {
 	// or drop the call's packets: none may be held back for over a second
 	// (unloaded: 0-1; 25 is half a second of video), and (almost) nothing
 	// is lost on the way: under 2 % (a starved in-process receiver can
-	// miss a few).
+	// miss a few). Late packets are not lost: the prober's padding burst
+	// and the next frame are numbered in order but written by two
+	// goroutines, so on a starved machine a frame may overtake the end of
+	// a burst (CI saw 4 such swaps in 274 packets); a receiver's jitter
+	// buffer takes them in any order.
 	assertNotHeld(t, stuckA)
 	assertNotHeld(t, stuckB)
-	if jumps*50 > pkts {
-		t.Fatalf("media lost during the storm: %d sequence gaps in %d packets", jumps, pkts)
+	if lost*50 > pkts {
+		t.Fatalf("media lost during the storm: %d of %d packets", lost, pkts)
 	}
 }
 

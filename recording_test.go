@@ -270,7 +270,11 @@ func TestRecordedCallUnderLoss(t *testing.T) {
 	}
 	finished(2)
 	for _, f := range recordedFiles(t, dir, 2) {
-		d, frames := checkRecording(t, f, want{lo: 4500 * time.Millisecond, hi: 5500 * time.Millisecond})
+		// vfr: under loss the first sender report can move the clock a
+		// retransmission's delay (CI: ~17 ms) from where the first frame's
+		// arrival put it; the recorder slews to it at 1/10 of media time,
+		// so frames 33-36 ms apart for a while are right, not a fault.
+		d, frames := checkRecording(t, f, want{lo: 4500 * time.Millisecond, hi: 5500 * time.Millisecond, vfr: true})
 		if frames < len(s.Video)*60/100 {
 			t.Errorf("%s: %d of %d video frames", filepath.Base(f), frames, len(s.Video))
 		}

@@ -51,6 +51,50 @@ type Received struct {
 	LastSeq  uint16
 	SeqJumps int // sequence numbers that did not follow the previous one
 	Padding  int // padding-only packets (the server's bandwidth probes), not counted in Packets
+
+	// Loss as a receiver sees it: a packet that comes late (reordered)
+	// is not lost, and one that comes twice counts once.
+	Late       int   // arrived after a higher sequence number
+	Duplicates int   // arrived again (within the last 32,768 numbers)
+	first      int64 // extended sequence number of the first packet
+	highest    int64 // highest extended sequence number seen
+	seen       *[1 << 16 / 64]uint64
+}
+
+// Lost is how many sequence numbers between the first and the highest
+// one seen never arrived (padding included, as it takes numbers too).
+func (r Received) Lost() int {
+	if r.seen == nil {
+		return 0
+	}
+	return int(r.highest-r.first+1) - (r.Packets + r.Padding - r.Duplicates)
+}
+
+// track notes seq in the loss accounting.
+func (r *Received) track(seq uint16) {
+	if r.seen == nil {
+		r.seen = new([1 << 16 / 64]uint64)
+		r.first, r.highest = int64(seq), int64(seq)
+		r.seen[seq/64] |= 1 << (seq % 64)
+		return
+	}
+	ext := r.highest + int64(int16(seq-uint16(r.highest)))
+	w, b := &r.seen[seq/64], uint64(1)<<(seq%64)
+	switch {
+	case ext > r.highest:
+		// Forget what the numbers up to ext meant 65,536 packets ago.
+		for s := r.highest + 1; s <= ext; s++ {
+			r.seen[uint16(s)/64] &^= 1 << (uint16(s) % 64)
+		}
+		r.highest = ext
+	case *w&b != 0:
+		r.Duplicates++
+		return
+	default:
+		r.Late++
+		r.first = min(r.first, ext)
+	}
+	*w |= b
 }
 
 // NewPeer creates a client PeerConnection with a sendrecv audio and video
@@ -206,6 +250,7 @@ func (p *Peer) record(kind webrtc.RTPCodecType, pkt *rtp.Packet, valid bool) {
 		r.SeqJumps++
 	}
 	r.LastSeq = pkt.SequenceNumber
+	r.track(pkt.SequenceNumber)
 	if isPadding(pkt) {
 		// As a browser does: padding takes a sequence number and is
 		// dropped before the decoder.
