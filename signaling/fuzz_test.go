@@ -122,8 +122,9 @@ func fuzzHandleOnce(t *testing.T, data []byte) {
 	}
 	h := httptest.NewServer(s)
 	defer h.Close()
-	alice, bob := fuzzDial(t, h, "alice"), fuzzDial(t, h, "bob")
+	alice := fuzzDial(t, h, "alice")
 	defer alice.close()
+	bob := fuzzDial(t, h, "bob")
 	defer bob.close()
 
 	lines := bytes.Split(data, []byte("\n"))
