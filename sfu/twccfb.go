@@ -136,7 +136,7 @@ func rawExtension(b []byte, id uint8) []byte {
 		return nil
 	}
 	ext := b[off : off+n]
-	twoByte := profile&0xfff0 == 0x1000
+	twoByte := profile == 0x1000 // as pion parses it (RFC 8285 allows app bits)
 	if profile != 0xbede && !twoByte {
 		return nil
 	}
@@ -155,7 +155,7 @@ func rawExtension(b []byte, id uint8) []byte {
 			i += 2
 		} else {
 			eid, l = ext[i]>>4, int(ext[i]&0x0f)+1
-			if eid == 15 { // reserved: stop
+			if eid == 15 || eid == 0 { // reserved, or padding with a length: stop
 				return nil
 			}
 			i++
