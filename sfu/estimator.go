@@ -6,9 +6,10 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+
+	"videochat/internal/gcc"
 )
 
 // transportCCURI names the transport-wide sequence number extension.
