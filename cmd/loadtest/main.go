@@ -34,31 +34,35 @@ import (
 )
 
 type options struct {
-	URL        string
-	ServerBin  string
-	ServerCPUs string
-	ServerArgs string
-	ServerLog  string
-	PID        int
-	Steps      []int
-	Ramp       int
-	MaxCalls   int
-	Warmup     time.Duration
-	Measure    time.Duration
-	Floor      bool
-	RelayOnly  bool
-	JSON       bool
-	Parallel   int
-	MaxLoss    float64
-	MaxP99     time.Duration
-	Prof       mediaProfile
-	Progress   io.Writer // nil: none
+	URL         string
+	ServerBin   string
+	ServerCPUs  string
+	ServerArgs  string
+	ServerLog   string
+	PID         int
+	Steps       []int
+	Ramp        int
+	MaxCalls    int
+	Warmup      time.Duration
+	Measure     time.Duration
+	Floor       bool
+	RelayOnly   bool
+	TURNCompare bool
+	JSON        bool
+	Parallel    int
+	MaxLoss     float64
+	MaxP99      time.Duration
+	Prof        mediaProfile
+	Progress    io.Writer // nil: none
 }
 
 func main() {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	relayMode := fs.String("relay", "", "internal: run as the floor relay (plain or srtp)")
 	relayBuf := fs.Int("relay-rcvbuf", 4<<20, "internal: the floor relay's socket buffers")
+	turnChild := fs.Bool("turn-child", false, "internal: run as our TURN server for -turn-compare")
+	turnSecret := fs.String("turn-secret", "", "internal: with -turn-child, the REST secret")
+	turnMedia := fs.Int("turn-media-port", 0, "internal: with -turn-child, the SFU's media port (the only peer port)")
 	o, err := parseFlags(fs, os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -66,6 +70,13 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(2)
+	}
+	if *turnChild {
+		if err := turnChildMain(*turnSecret, *turnMedia); err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest turn:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if *relayMode != "" {
 		if err := relayMain(*relayMode, *relayBuf); err != nil {
@@ -109,6 +120,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.DurationVar(&o.Measure, "measure", 10*time.Second, "measurement window per step")
 	fs.BoolVar(&o.Floor, "floor", true, "also measure the floor (bare UDP relay, plain and SRTP) at the same steps")
 	fs.BoolVar(&o.RelayOnly, "relay-only", false, "clients use only relayed candidates through the server's TURN (ICE servers from the login reply)")
+	fs.BoolVar(&o.TURNCompare, "turn-compare", false, "also run the load relay-only through this project's TURN and through coturn (turnserver), each in its own process, at the same steps, and compare their CPU per relayed packet")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON")
 	fs.IntVar(&o.Parallel, "parallel", 4, "calls set up at once")
 	fs.Float64Var(&o.MaxLoss, "max-loss", 0.01, "quality breaks above this loss fraction")
@@ -127,8 +139,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if (o.URL == "") == (o.ServerBin == "") && fs.Lookup("relay").Value.String() == "" {
+	if (o.URL == "") == (o.ServerBin == "") && fs.Lookup("relay").Value.String() == "" && fs.Lookup("turn-child").Value.String() != "true" {
 		return o, errors.New("give exactly one of -url and -server-bin")
+	}
+	if o.TURNCompare && o.ServerBin == "" {
+		return o, errors.New("-turn-compare needs -server-bin (it starts the server with each TURN server)")
 	}
 	if o.Ramp > 0 {
 		for n := o.Ramp; n <= o.MaxCalls; n += o.Ramp {

@@ -35,7 +35,13 @@ type Row struct {
 	ServerDrops uint64  `json:"server_socket_drops"`     // kernel drops on the server's UDP sockets in the window (full receive buffer)
 	ClientDrops uint64  `json:"client_socket_drops"`     // the same on this tool's sockets: the clients could not keep up
 	Failed      int     `json:"failed_setups,omitempty"` // calls of this step that did not come up (not measured)
-	Broken      bool    `json:"broken,omitempty"`
+	RelayOnly   bool    `json:"relay_only,omitempty"`    // clients relayed through TURN (embedded unless the target names another)
+	// Rows of -turn-compare: the TURN server's own process (ours or
+	// coturn); CPU per relayed packet counts two relayed packets per
+	// forwarded media packet.
+	TURNCPUPercent float64 `json:"turn_cpu_percent,omitempty"`
+	TURNPerPktUS   float64 `json:"turn_cpu_us_per_relayed_packet,omitempty"`
+	Broken         bool    `json:"broken,omitempty"`
 }
 
 // Report is the whole run.
@@ -43,9 +49,10 @@ type Report struct {
 	Started  time.Time `json:"started"`
 	CPUs     int       `json:"cpus"`
 	Profile  mediaProfile
-	Rows     []Row    `json:"rows"`
-	Ratios   []Ratio  `json:"ratios,omitempty"`
-	Failures []string `json:"failures,omitempty"`
+	Rows     []Row       `json:"rows"`
+	Ratios   []Ratio     `json:"ratios,omitempty"`
+	TURN     []TURNRatio `json:"turn,omitempty"`
+	Failures []string    `json:"failures,omitempty"`
 }
 
 // Ratio compares the server with the floors at one step.
@@ -63,10 +70,11 @@ type call interface {
 
 // target starts calls of one kind and knows its process.
 type target struct {
-	name  string
-	pid   int
-	start func(ctx context.Context, i int) (call, error)
-	setup func(c call) time.Duration
+	name    string
+	pid     int
+	turnPID int // a separate TURN server's process, measured too
+	start   func(ctx context.Context, i int) (call, error)
+	setup   func(c call) time.Duration
 }
 
 func run(ctx context.Context, o options) (*Report, error) {
@@ -81,12 +89,20 @@ func run(ctx context.Context, o options) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	if !o.Floor {
-		return rep, nil
-	}
 	var ran []int
 	for _, r := range rows {
 		ran = append(ran, r.Calls)
+	}
+	if o.TURNCompare {
+		rows, err := turnTargets(ctx, o, ran)
+		rep.Rows = append(rep.Rows, rows...)
+		rep.TURN = turnRatios(rep.Rows)
+		if err != nil {
+			return rep, err
+		}
+	}
+	if !o.Floor {
+		return rep, nil
 	}
 	for _, mode := range []string{"plain", "srtp"} {
 		rp, err := startRelay(mode, 4<<20, o.ServerCPUs)
@@ -281,7 +297,7 @@ func addCalls(ctx context.Context, o options, t *target, calls *[]call, n int) (
 
 // measureWindow measures one window over all calls.
 func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row, error) {
-	row := Row{Target: t.name, Calls: len(calls)}
+	row := Row{Target: t.name, Calls: len(calls), RelayOnly: o.RelayOnly}
 	for _, c := range calls {
 		for _, r := range c.receivers() {
 			r.snapshot()
@@ -292,6 +308,10 @@ func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row
 	if t.pid > 0 {
 		u0, _ = readProc(t.pid)
 		sd0, _ = udpDrops(t.pid)
+	}
+	var turn0 procUsage
+	if t.turnPID > 0 {
+		turn0, _ = readProc(t.turnPID)
 	}
 	cd0, _ := udpDrops(os.Getpid())
 	self0, _ := readProc(os.Getpid())
@@ -345,6 +365,15 @@ func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row
 			row.RSSMiB = float64(u1.RSS) / (1 << 20)
 		}
 	}
+	if t.turnPID > 0 {
+		if u1, err := readProc(t.turnPID); err == nil {
+			cpu := u1.CPU - turn0.CPU
+			row.TURNCPUPercent = 100 * cpu.Seconds() / el.Seconds()
+			if total.Received > 0 {
+				row.TURNPerPktUS = float64(cpu.Microseconds()) / float64(2*total.Received)
+			}
+		}
+	}
 	return row, nil
 }
 
@@ -396,6 +425,9 @@ func (r Row) line() string {
 	if r.Failed > 0 {
 		failed = fmt.Sprintf(" (%d failed to set up)", r.Failed)
 	}
+	if r.TURNCPUPercent > 0 {
+		failed += fmt.Sprintf(" [TURN process cpu %.1f%%, %.2f µs/relayed pkt]", r.TURNCPUPercent, r.TURNPerPktUS)
+	}
 	return fmt.Sprintf("%-10s %5d calls%s %8.0f pkt/s  cpu %5.1f%%  %6.2f µs/pkt  p50 %6.2f ms  p99 %6.2f ms  loss %.3f%% (worst call %.3f%%)  rss/call %5.2f MiB  setup p50 %4.0f ms  drops server/client %d/%d  client cpu %.0f%%  load %.1f",
 		r.Target, r.Calls, failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.ClientCPU, r.Load1)
 }
@@ -410,6 +442,7 @@ func (rep *Report) print(w io.Writer) {
 			r.Target, r.Calls, r.Failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss,
 			r.Reordered, r.Duplicates, r.Corrupt, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.ClientCPU, r.Load1)
 	}
+	printTURNRatios(w, rep.TURN)
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintf(w, "\n| calls | server µs/pkt ÷ floor | ÷ floor with SRTP |\n|---|---|---|\n")
 		for _, q := range rep.Ratios {
