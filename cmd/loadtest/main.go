@@ -48,6 +48,7 @@ type options struct {
 	Floor       bool
 	RelayOnly   bool
 	TURNCompare bool
+	TURNProfile string // our TURN child's CPU profile
 	JSON        bool
 	Parallel    int
 	MaxLoss     float64
@@ -62,6 +63,7 @@ func main() {
 	relayBuf := fs.Int("relay-rcvbuf", 4<<20, "internal: the floor relay's socket buffers")
 	turnChild := fs.Bool("turn-child", false, "internal: run as our TURN server for -turn-compare")
 	turnSecret := fs.String("turn-secret", "", "internal: with -turn-child, the REST secret")
+	turnProf := fs.String("turn-cpuprofile", "", "with -turn-compare: write our TURN process's CPU profile (pprof) here")
 	turnMedia := fs.Int("turn-media-port", 0, "internal: with -turn-child, the SFU's media port (the only peer port)")
 	o, err := parseFlags(fs, os.Args[1:])
 	if err != nil {
@@ -72,7 +74,7 @@ func main() {
 		os.Exit(2)
 	}
 	if *turnChild {
-		if err := turnChildMain(*turnSecret, *turnMedia); err != nil {
+		if err := turnChildMain(*turnSecret, *turnMedia, *turnProf); err != nil {
 			fmt.Fprintln(os.Stderr, "loadtest turn:", err)
 			os.Exit(1)
 		}
@@ -88,6 +90,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o.Progress = os.Stderr
+	o.TURNProfile = *turnProf
 	rep, err := run(ctx, o)
 	if rep != nil {
 		if o.JSON {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -105,10 +106,21 @@ func newOurTURN(secret string, mediaPort int) (*turn.Server, error) {
 
 // turnChildMain is the child process of -turn-child: it runs our TURN
 // server, prints its UDP address and serves until stdin closes.
-func turnChildMain(secret string, mediaPort int) error {
+func turnChildMain(secret string, mediaPort int, profile string) error {
 	s, err := newOurTURN(secret, mediaPort)
 	if err != nil {
 		return err
+	}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Println(s.UDPAddr().String())
 	_, _ = io.Copy(io.Discard, os.Stdin)
@@ -116,12 +128,12 @@ func turnChildMain(secret string, mediaPort int) error {
 }
 
 // startOurTURN starts our TURN server in a child process.
-func startOurTURN(secret string, mediaPort int, cpus string) (*turnProc, error) {
+func startOurTURN(secret string, mediaPort int, cpus, profile string) (*turnProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-turn-child", "-turn-secret", secret, "-turn-media-port", fmt.Sprint(mediaPort)}
+	args := []string{"-turn-child", "-turn-secret", secret, "-turn-media-port", fmt.Sprint(mediaPort), "-turn-cpuprofile", profile}
 	cmd := exec.Command(self, args...)
 	if cpus != "" {
 		cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
@@ -273,7 +285,7 @@ func measureThroughTURN(ctx context.Context, o options, which string, steps []in
 	if which == "coturn" {
 		tp, err = startCoturn(ctx, secret, o.ServerCPUs)
 	} else {
-		tp, err = startOurTURN(secret, mediaPort, o.ServerCPUs)
+		tp, err = startOurTURN(secret, mediaPort, o.ServerCPUs, o.TURNProfile)
 	}
 	if err != nil {
 		return nil, err
