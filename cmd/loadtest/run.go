@@ -15,27 +15,30 @@ import (
 
 // Row is one measured step.
 type Row struct {
-	Target      string  `json:"target"` // server, floor, floor-srtp
-	Calls       int     `json:"calls"`
-	FwdPPS      float64 `json:"forwarded_pps"`
-	CPUPercent  float64 `json:"cpu_percent,omitempty"` // of one core
-	CPUPerPktUS float64 `json:"cpu_us_per_packet,omitempty"`
-	P50MS       float64 `json:"p50_ms"`
-	P99MS       float64 `json:"p99_ms"`
-	Loss        float64 `json:"loss"`       // fraction, all calls
-	WorstLoss   float64 `json:"worst_loss"` // fraction, worst call
-	Reordered   uint64  `json:"reordered"`
-	Duplicates  uint64  `json:"duplicates"`
-	Corrupt     uint64  `json:"corrupt"`
-	RSSPerCall  float64 `json:"rss_per_call_mib,omitempty"`
-	RSSMiB      float64 `json:"rss_mib,omitempty"`
-	SetupP50MS  float64 `json:"setup_p50_ms,omitempty"` // login to first media both ways, calls added in this step
-	Load1       float64 `json:"loadavg_1m"`
-	ClientCPU   float64 `json:"client_cpu_percent"`      // this tool's own CPU, of one core: when it nears the cores it may use, the clients limit the measurement
-	ServerDrops uint64  `json:"server_socket_drops"`     // kernel drops on the server's UDP sockets in the window (full receive buffer)
-	ClientDrops uint64  `json:"client_socket_drops"`     // the same on this tool's sockets: the clients could not keep up
-	Failed      int     `json:"failed_setups,omitempty"` // calls of this step that did not come up (not measured)
-	RelayOnly   bool    `json:"relay_only,omitempty"`    // clients relayed through TURN (embedded unless the target names another)
+	Target      string    `json:"target"` // server, floor, floor-srtp
+	Calls       int       `json:"calls"`
+	FwdPPS      float64   `json:"forwarded_pps"`
+	CPUPercent  float64   `json:"cpu_percent,omitempty"` // of one core
+	CPUPerPktUS float64   `json:"cpu_us_per_packet,omitempty"`
+	P50MS       float64   `json:"p50_ms"`
+	P99MS       float64   `json:"p99_ms"`
+	Loss        float64   `json:"loss"`       // fraction, all calls
+	WorstLoss   float64   `json:"worst_loss"` // fraction, worst call
+	Reordered   uint64    `json:"reordered"`
+	Duplicates  uint64    `json:"duplicates"`
+	Corrupt     uint64    `json:"corrupt"`
+	RSSPerCall  float64   `json:"rss_per_call_mib,omitempty"`
+	RSSMiB      float64   `json:"rss_mib,omitempty"`
+	SetupP50MS  float64   `json:"setup_p50_ms,omitempty"` // the caller's login to first media both ways: of the -setup-probes calls set up one at a time after the window (with Calls running), else of the calls added in this step
+	SetupP99MS  float64   `json:"setup_p99_ms,omitempty"`
+	SetupProbes int       `json:"setup_probes,omitempty"`
+	SetupPhases *phasesMS `json:"setup_phases_p50_ms,omitempty"` // of the probes
+	Load1       float64   `json:"loadavg_1m"`
+	ClientCPU   float64   `json:"client_cpu_percent"`      // this tool's own CPU, of one core: when it nears the cores it may use, the clients limit the measurement
+	ServerDrops uint64    `json:"server_socket_drops"`     // kernel drops on the server's UDP sockets in the window (full receive buffer)
+	ClientDrops uint64    `json:"client_socket_drops"`     // the same on this tool's sockets: the clients could not keep up
+	Failed      int       `json:"failed_setups,omitempty"` // calls of this step that did not come up (not measured)
+	RelayOnly   bool      `json:"relay_only,omitempty"`    // clients relayed through TURN (embedded unless the target names another)
 	// Rows of -turn-compare: the TURN server's own process (ours or
 	// coturn); CPU per relayed packet counts two relayed packets per
 	// forwarded media packet.
@@ -75,6 +78,8 @@ type target struct {
 	turnPID int // a separate TURN server's process, measured too
 	start   func(ctx context.Context, i int) (call, error)
 	setup   func(c call) time.Duration
+	// phases splits a call's setup (nil: the target has none).
+	phases func(c call) setupPhases
 }
 
 func run(ctx context.Context, o options) (*Report, error) {
@@ -189,7 +194,8 @@ func serverTarget(ctx context.Context, o options) (*target, func(), error) {
 			}
 			return c, nil
 		},
-		setup: func(c call) time.Duration { return c.(*rtcCall).setup },
+		setup:  func(c call) time.Duration { return c.(*rtcCall).setup },
+		phases: func(c call) setupPhases { return c.(*rtcCall).phases },
 	}
 	return t, stop, nil
 }
@@ -228,6 +234,12 @@ func measure(ctx context.Context, o options, t *target, steps []int) ([]Row, err
 		base, _ = readProc(t.pid)
 	}
 	var rows []Row
+	if o.SetupProbes > 0 && t.phases != nil {
+		row := Row{Target: t.name, RelayOnly: o.RelayOnly, Load1: loadAvg()}
+		probeSetup(ctx, o, t, 0, &row)
+		rows = append(rows, row)
+		progress(o.Progress, "%s\n", row.line())
+	}
 	for _, n := range steps {
 		added, failed, err := addCalls(ctx, o, t, &calls, n)
 		if err != nil {
@@ -255,6 +267,9 @@ func measure(ctx context.Context, o options, t *target, steps []int) ([]Row, err
 			}
 			slices.Sort(d)
 			row.SetupP50MS = ms(d[len(d)/2])
+		}
+		if o.SetupProbes > 0 && t.phases != nil {
+			probeSetup(ctx, o, t, len(calls), &row)
 		}
 		row.Broken = row.Loss > o.MaxLoss || time.Duration(row.P99MS*float64(time.Millisecond)) > o.MaxP99
 		rows = append(rows, row)
@@ -377,6 +392,63 @@ func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row
 	return row, nil
 }
 
+// probeSetup sets up o.SetupProbes calls one at a time while running
+// calls carry their load, records each one's setup and closes it.
+func probeSetup(ctx context.Context, o options, t *target, running int, row *Row) {
+	var d []time.Duration
+	var ph []setupPhases
+	for k := range o.SetupProbes {
+		if ctx.Err() != nil {
+			return
+		}
+		c, err := t.start(ctx, running+k)
+		if err != nil {
+			row.Failed++
+			progress(o.Progress, "%s: setup probe with %d running failed: %v\n", t.name, running, err)
+			continue
+		}
+		d = append(d, t.setup(c))
+		ph = append(ph, t.phases(c))
+		c.close()
+	}
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	row.SetupProbes = len(d)
+	row.SetupP50MS, row.SetupP99MS = ms(quantile(d, 0.5)), ms(quantile(d, 0.99))
+	row.SetupPhases = medianPhases(ph)
+}
+
+// quantile of sorted d (nearest rank).
+func quantile(d []time.Duration, q float64) time.Duration {
+	i := int(q*float64(len(d)) + 0.5)
+	return d[min(max(i-1, 0), len(d)-1)]
+}
+
+// phasesMS are setup milestones in milliseconds from the caller's login.
+type phasesMS struct {
+	Login, Accepted, ICE, DTLS, Media float64
+}
+
+func medianPhases(ph []setupPhases) *phasesMS {
+	med := func(get func(setupPhases) time.Duration) float64 {
+		var d []time.Duration
+		for _, p := range ph {
+			d = append(d, get(p))
+		}
+		slices.Sort(d)
+		return ms(quantile(d, 0.5))
+	}
+	return &phasesMS{
+		Login:    med(func(p setupPhases) time.Duration { return p.Login }),
+		Accepted: med(func(p setupPhases) time.Duration { return p.Accepted }),
+		ICE:      med(func(p setupPhases) time.Duration { return p.ICE }),
+		DTLS:     med(func(p setupPhases) time.Duration { return p.DTLS }),
+		Media:    med(func(p setupPhases) time.Duration { return p.Media }),
+	}
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -425,6 +497,13 @@ func (r Row) line() string {
 	if r.Failed > 0 {
 		failed = fmt.Sprintf(" (%d failed to set up)", r.Failed)
 	}
+	if r.SetupProbes > 0 {
+		failed += fmt.Sprintf(" [setup of %d probes: p50 %.0f ms, p99 %.0f ms", r.SetupProbes, r.SetupP50MS, r.SetupP99MS)
+		if p := r.SetupPhases; p != nil {
+			failed += fmt.Sprintf("; p50 login %.0f, accepted %.0f, ICE %.0f, DTLS %.0f, media %.0f ms", p.Login, p.Accepted, p.ICE, p.DTLS, p.Media)
+		}
+		failed += "]"
+	}
 	if r.TURNCPUPercent > 0 {
 		failed += fmt.Sprintf(" [TURN process cpu %.1f%%, %.2f µs/relayed pkt]", r.TURNCPUPercent, r.TURNPerPktUS)
 	}
@@ -442,11 +521,30 @@ func (rep *Report) print(w io.Writer) {
 			r.Target, r.Calls, r.Failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss,
 			r.Reordered, r.Duplicates, r.Corrupt, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.ClientCPU, r.Load1)
 	}
+	printSetup(w, rep.Rows)
 	printTURNRatios(w, rep.TURN)
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintf(w, "\n| calls | server µs/pkt ÷ floor | ÷ floor with SRTP |\n|---|---|---|\n")
 		for _, q := range rep.Ratios {
 			fmt.Fprintf(w, "| %d | %.2f× | %.2f× |\n", q.Calls, q.VsFloor, q.VsFloorSRTP)
 		}
+	}
+}
+
+// printSetup tables the setup probes: p50/p99 and the p50 of each phase.
+func printSetup(w io.Writer, rows []Row) {
+	head := false
+	for _, r := range rows {
+		if r.SetupProbes == 0 || r.SetupPhases == nil {
+			continue
+		}
+		if !head {
+			fmt.Fprintf(w, "\nCall setup, the caller's login to the first media packet at both ends, of calls set up one at a time with the others running (phases: p50 ms from the login):\n\n")
+			fmt.Fprintf(w, "| target | calls running | probes | setup p50 ms | p99 ms | login | accepted | ICE connected | DTLS connected | first media |\n|---|---|---|---|---|---|---|---|---|---|\n")
+			head = true
+		}
+		p := r.SetupPhases
+		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |\n", r.Target, r.Calls, r.SetupProbes, r.SetupP50MS, r.SetupP99MS,
+			p.Login, p.Accepted, p.ICE, p.DTLS, p.Media)
 	}
 }
