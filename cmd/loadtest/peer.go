@@ -221,6 +221,11 @@ func (p *rtcPeer) startMedia() {
 	go func() { defer p.wg.Done(); p.snd.run(p.stop) }()
 }
 
+// state describes how far the peer got, for errors.
+func (p *rtcPeer) state() string {
+	return fmt.Sprintf("ICE %s, PC %s, media %v", p.pc.ICEConnectionState(), p.pc.ConnectionState(), !p.rcv.firstPacket().IsZero())
+}
+
 func (p *rtcPeer) close() {
 	p.stopOnce.Do(func() {
 		close(p.stop)
@@ -291,7 +296,7 @@ func (c *rtcCall) connect(ctx context.Context) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for c.a.rcv.firstPacket().IsZero() || c.b.rcv.firstPacket().IsZero() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s/%s: no media within 15 s", c.a.sig.Name, c.b.sig.Name)
+			return fmt.Errorf("%s/%s: no media within 15 s (caller %s, callee %s)", c.a.sig.Name, c.b.sig.Name, c.a.state(), c.b.state())
 		}
 		select {
 		case <-ctx.Done():
