@@ -24,6 +24,13 @@ func TestMain(m *testing.M) {
 // with limits raised as cmd/loadtest's -server-bin does.
 func startInProcess(t *testing.T) string {
 	t.Helper()
+	return startInProcessICE(t, nil)
+}
+
+// startInProcessICE is startInProcess with ICE servers for the login
+// reply, made once the SFU's media port is known (nil: none).
+func startInProcessICE(t *testing.T, ice func(mediaPort int) func(user, host string) []signaling.ICEServer) string {
+	t.Helper()
 	var log *slog.Logger
 	if f := os.Getenv("LOADTEST_SERVER_LOG"); f != "" {
 		w, err := os.Create(f)
@@ -33,12 +40,16 @@ func startInProcess(t *testing.T) string {
 		t.Cleanup(func() { w.Close() })
 		log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s, err := sfu.New(sfu.Config{UDPPort: 0, IncludeLoopback: true, Logger: log, DTLSTimeout: dtlsTimeoutForTest()})
+	s, err := sfu.New(sfu.Config{UDPPort: 0, IncludeLoopback: true, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var iceServers func(user, host string) []signaling.ICEServer
+	if ice != nil {
+		iceServers = ice(s.MediaAddrs()[0].Port)
+	}
 	sig, err := signaling.New(signaling.Config{Media: signaling.SFUMedia(s), MaxConnsPerIP: 1000,
-		CallAttempts: 1000, CallAttemptsPerIP: 1000, MessageRate: 1000, Logger: log})
+		CallAttempts: 1000, CallAttemptsPerIP: 1000, MessageRate: 1000, Logger: log, ICEServers: iceServers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,8 +222,3 @@ var parallelSetups = func() int {
 	}
 	return 12
 }()
-
-func dtlsTimeoutForTest() time.Duration {
-	d, _ := time.ParseDuration(os.Getenv("LOADTEST_DTLS_TIMEOUT"))
-	return d
-}
