@@ -50,6 +50,7 @@ type options struct {
 	TURNCompare bool
 	SetupProbes int    // calls set up one at a time after each window, for setup time with the step's calls running
 	TURNProfile string // our TURN child's CPU profile
+	TURNProcs   int    // our TURN child's GOMAXPROCS (0: Go's default)
 	JSON        bool
 	Parallel    int
 	MaxLoss     float64
@@ -125,6 +126,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.BoolVar(&o.Floor, "floor", true, "also measure the floor (bare UDP relay, plain and SRTP) at the same steps")
 	fs.BoolVar(&o.RelayOnly, "relay-only", false, "clients use only relayed candidates through the server's TURN (ICE servers from the login reply)")
 	fs.BoolVar(&o.TURNCompare, "turn-compare", false, "also run the load relay-only through this project's TURN and through coturn (turnserver), each in its own process, at the same steps, and compare their CPU per relayed packet")
+	fs.IntVar(&o.TURNProcs, "turn-gomaxprocs", 0, "with -turn-compare: GOMAXPROCS of our TURN process (0: Go's default, one per CPU)")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON")
 	fs.IntVar(&o.SetupProbes, "setup-probes", 10, "after each step (and before the first, with 0 running) set up this many calls one at a time, each closed after its first media, and report their setup p50/p99 and phases with the step's calls running (0: off)")
 	fs.IntVar(&o.Parallel, "parallel", 4, "calls set up at once")

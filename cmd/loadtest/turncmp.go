@@ -128,7 +128,7 @@ func turnChildMain(secret string, mediaPort int, profile string) error {
 }
 
 // startOurTURN starts our TURN server in a child process.
-func startOurTURN(secret string, mediaPort int, cpus, profile string) (*turnProc, error) {
+func startOurTURN(secret string, mediaPort int, cpus, profile string, procs int) (*turnProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -139,6 +139,9 @@ func startOurTURN(secret string, mediaPort int, cpus, profile string) (*turnProc
 		cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
 	}
 	cmd.Stderr = os.Stderr
+	if procs > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", procs))
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -285,7 +288,7 @@ func measureThroughTURN(ctx context.Context, o options, which string, steps []in
 	if which == "coturn" {
 		tp, err = startCoturn(ctx, secret, o.ServerCPUs)
 	} else {
-		tp, err = startOurTURN(secret, mediaPort, o.ServerCPUs, o.TURNProfile)
+		tp, err = startOurTURN(secret, mediaPort, o.ServerCPUs, o.TURNProfile, o.TURNProcs)
 	}
 	if err != nil {
 		return nil, err
