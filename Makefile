@@ -48,7 +48,7 @@ bench: bench-deps
 	go build -o "$$d/videochat" . && go build -o "$$d/loadtest" ./cmd/loadtest && \
 	$(BENCH_PIN) "$$d/loadtest" -server-bin "$$d/videochat" $(BENCH_FLAGS)
 
-BENCH_TURN_FLAGS ?= -calls 10,25 -warmup 3s -measure 10s -relay-only -turn-compare -floor=false
+BENCH_TURN_FLAGS ?= -calls 10,25 -warmup 3s -measure 10s -relay-only -turn-compare -floor=false -setup-probes 0
 
 bench-turn:
 	$(MAKE) bench BENCH_FLAGS="$(BENCH_TURN_FLAGS)"
