@@ -64,6 +64,10 @@ func newAPI() (*webrtc.API, error) {
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetSRTPReplayProtectionWindow(1024)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	// pion's controlling agent waits 2 s before nominating a relayed pair
+	// (in case a direct one turns up); relay-only clients have nothing
+	// else to wait for, and browsers do not wait.
+	se.SetRelayAcceptanceMinWait(0)
 	sn, err := stdnet.NewNet()
 	if err != nil {
 		return nil, err

@@ -23,7 +23,7 @@ func iceFrom(src turn.ICEServerSource) func(user, host string) []signaling.ICESe
 // TestTURNCompare runs two relay-only calls through coturn (started as
 // -turn-compare starts it: no configuration file, the REST secret) and
 // through our TURN server, and checks that both relay the load and that
-// coturn's CPU per relayed packet is measured. It takes about 12 s.
+// coturn's CPU per relayed packet is measured. It takes about 8 s.
 func TestTURNCompare(t *testing.T) {
 	secret, err := newSecret()
 	if err != nil {
