@@ -96,7 +96,9 @@ func run(ctx context.Context, o options) (*Report, error) {
 	}
 	var ran []int
 	for _, r := range rows {
-		ran = append(ran, r.Calls)
+		if r.Calls > 0 { // not the set-up probes' row with no calls running
+			ran = append(ran, r.Calls)
+		}
 	}
 	if o.TURNCompare {
 		rows, err := turnTargets(ctx, o, ran)
