@@ -4,10 +4,14 @@
 # make jscheck - type-check the browser app (// @ts-check JSDoc) with tsc from npm
 # make bench - load test: 10, 25, 50 calls through a fresh server and the
 #              floor relays on this machine, printed as a table (not in test)
-.PHONY: run test deps fuzz jscheck bench
+# make bench-turn - the same load relay-only through the embedded TURN, our
+#              TURN in its own process and coturn: CPU per relayed packet
+.PHONY: run test deps deps-install fuzz jscheck bench bench-turn bench-deps
 
 # Debian packages the tests use, as "command:package".
-TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm redis-server:redis-server
+TEST_DEPS := chromium:chromium ip:iproute2 nft:nftables ffmpeg:ffmpeg ffprobe:ffmpeg npm:npm redis-server:redis-server turnserver:coturn
+# ... and those the benchmarks use (coturn for the TURN comparison).
+BENCH_DEPS := turnserver:coturn
 
 # npm packages the browser tests inject into the page (axe-core, MPL-2.0,
 # for the accessibility check), installed into the user's cache directory
@@ -45,14 +49,29 @@ fuzz:
 BENCH_FLAGS ?= -calls 10,25,50 -warmup 3s -measure 10s
 BENCH_PIN ?=
 
-bench:
+bench: bench-deps
 	@d=$$(mktemp -d /tmp/videochat-bench.XXXXXX); trap 'rm -rf "$$d"' EXIT; \
 	go build -o "$$d/videochat" . && go build -o "$$d/loadtest" ./cmd/loadtest && \
 	$(BENCH_PIN) "$$d/loadtest" -server-bin "$$d/videochat" $(BENCH_FLAGS)
 
+BENCH_TURN_FLAGS ?= -calls 10,25 -warmup 3s -measure 10s -relay-only -turn-compare -floor=false -setup-probes 0
+
+bench-turn:
+	$(MAKE) bench BENCH_FLAGS="$(BENCH_TURN_FLAGS)"
+
+bench-deps:
+	@$(MAKE) --no-print-directory deps-install DEPS="$(BENCH_DEPS)"
+
 deps:
+	@$(MAKE) --no-print-directory deps-install DEPS="$(TEST_DEPS)"
+	@test -f "$(NPM_DIR)/node_modules/axe-core/axe.min.js" || \
+	  npm install --prefix "$(NPM_DIR)" --no-audit --no-fund --silent axe-core@$(AXE_VERSION)
+
+# deps-install installs the Debian packages of DEPS ("command:package")
+# whose command is missing.
+deps-install:
 	@missing=""; \
-	for dep in $(TEST_DEPS); do \
+	for dep in $(DEPS); do \
 	  command -v "$${dep%%:*}" >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -60,11 +79,9 @@ deps:
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "the tests need:$$missing -- install with: sudo apt-get install -y$$missing" >&2; exit 1; \
+	    echo "missing:$$missing -- install with: sudo apt-get install -y$$missing" >&2; exit 1; \
 	  fi; \
 	fi
-	@test -f "$(NPM_DIR)/node_modules/axe-core/axe.min.js" || \
-	  npm install --prefix "$(NPM_DIR)" --no-audit --no-fund --silent axe-core@$(AXE_VERSION)
 
 jscheck:
 	@test -x "$(NPM_DIR)/node_modules/.bin/tsc" || \

@@ -22,6 +22,8 @@ const (
 	DefaultSourceQuota    = 100
 	DefaultMaxAllocations = 1000
 	DefaultSetupTimeout   = 10 * time.Second
+	DefaultSocketBuffer   = 2 << 20
+	DefaultRelayBuffer    = 256 << 10
 )
 
 var (
@@ -112,6 +114,16 @@ type Config struct {
 	// idle timeout (11 min, longer than an allocation lifetime) applies.
 	SetupTimeout time.Duration
 
+	// SocketBuffer is SO_RCVBUF and SO_SNDBUF of the UDP listener, which
+	// one goroutine reads for every client (default 2 MiB, as the SFU's
+	// media socket: about 100 ms of 50 relayed calls; the kernel's default
+	// of ~200 KiB overflowed at 5 calls on a busy machine).
+	SocketBuffer int
+	// RelayBuffer is SO_RCVBUF and SO_SNDBUF of each relay socket, which
+	// carries one client's media from the SFU (default 256 KiB: a
+	// keyframe burst with room to spare; memory is used only when queued).
+	RelayBuffer int
+
 	// Logger receives the server's and pion's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -165,7 +177,7 @@ func (c *Config) defaultSecret() error {
 
 func (c *Config) defaultLimits() error {
 	if c.UserQuota < 0 || c.SourceQuota < 0 || c.MaxAllocations < 0 || c.MaxConns < 0 ||
-		c.MaxConnsPerSource < 0 || c.SetupTimeout < 0 {
+		c.MaxConnsPerSource < 0 || c.SetupTimeout < 0 || c.SocketBuffer < 0 || c.RelayBuffer < 0 {
 		return errNegativeLimit
 	}
 	if c.UserQuota == 0 {
@@ -179,6 +191,12 @@ func (c *Config) defaultLimits() error {
 	}
 	if c.SetupTimeout == 0 {
 		c.SetupTimeout = DefaultSetupTimeout
+	}
+	if c.SocketBuffer == 0 {
+		c.SocketBuffer = DefaultSocketBuffer
+	}
+	if c.RelayBuffer == 0 {
+		c.RelayBuffer = DefaultRelayBuffer
 	}
 	if c.MaxAllocations == 0 {
 		c.MaxAllocations = DefaultMaxAllocations

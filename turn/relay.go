@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,8 @@ type relayGenerator struct {
 	min    uint16
 	max    uint16
 	limit  int
+	// socketBuffer is each relay socket's SO_RCVBUF/SO_SNDBUF.
+	socketBuffer int
 
 	mu   sync.Mutex
 	open int
@@ -68,6 +71,8 @@ func newRelayGenerator(cfg Config, filter *peerFilter) (*relayGenerator, error) 
 		min:    cfg.RelayPortMin,
 		max:    cfg.RelayPortMax,
 		limit:  cfg.MaxAllocations,
+
+		socketBuffer: cfg.RelayBuffer,
 	}, nil
 }
 
@@ -106,7 +111,7 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	}
 
 	g.relayed.allocations.Add(1)
-	return &relayConn{PacketConn: conn, filter: g.filter, log: g.log, release: g.release, n: &g.relayed}, addr, nil
+	return newRelayConn(conn, g), addr, nil
 }
 
 // AllocateConn implements pturn.RelayAddressGenerator (RFC 6062 TCP relays,
@@ -156,13 +161,36 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 // peers. Writes to other peers fail with errPeerNotAllowed (pion logs and
 // drops them); packets from other peers are discarded (returning an error
 // from ReadFrom would make pion delete the allocation).
+//
+// On the relay path it allocates nothing per packet: a *net.UDPConn is
+// written and read with netip.AddrPort, and ReadFrom hands pion the same
+// *net.UDPAddr for as long as packets come from the same peer (a relay
+// talks to one SFU endpoint; pion only reads the address it is given).
 type relayConn struct {
 	net.PacketConn
+	udp     *net.UDPConn // PacketConn when it is one, else nil
 	filter  *peerFilter
 	log     *slog.Logger
 	release func()
 	once    sync.Once
 	n       *relayCounters
+	// last is the peer of the last packet read and its net.Addr form.
+	last atomic.Pointer[peerAddr]
+}
+
+type peerAddr struct {
+	ap   netip.AddrPort
+	addr *net.UDPAddr
+}
+
+func newRelayConn(conn net.PacketConn, g *relayGenerator) *relayConn {
+	c := &relayConn{PacketConn: conn, filter: g.filter, log: g.log, release: g.release, n: &g.relayed}
+	c.udp, _ = conn.(*net.UDPConn)
+	if c.udp != nil && g.socketBuffer > 0 {
+		_ = c.udp.SetReadBuffer(g.socketBuffer)
+		_ = c.udp.SetWriteBuffer(g.socketBuffer)
+	}
+	return c
 }
 
 // WriteTo sends p to addr if addr is an allowed peer.
@@ -174,7 +202,13 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 
 		return 0, fmt.Errorf("%w: %v", errPeerNotAllowed, addr)
 	}
-	n, err := c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(ap))
+	var n int
+	var err error
+	if c.udp != nil {
+		n, err = c.udp.WriteToUDPAddrPort(p, ap)
+	} else {
+		n, err = c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(ap))
+	}
 	if n > 0 {
 		c.n.toPeerBytes.Add(uint64(n))
 		c.n.toPeerPackets.Add(1)
@@ -185,6 +219,39 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 
 // ReadFrom returns the next packet from an allowed peer.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.udp == nil {
+		return c.readFromAddr(p)
+	}
+	for {
+		n, ap, err := c.udp.ReadFromUDPAddrPort(p)
+		if err != nil {
+			return n, nil, err
+		}
+		ap = normAddrPort(ap)
+		if c.filter.allow(ap) {
+			c.n.fromPeerBytes.Add(uint64(n))
+			c.n.fromPeerPackets.Add(1)
+
+			return n, c.addrOf(ap), nil
+		}
+		c.n.denied.Add(1)
+		c.log.Debug("turn: dropped relay packet from disallowed peer", "peer", ap.String())
+	}
+}
+
+// addrOf returns ap as a *net.UDPAddr, reusing the last one when the peer
+// is the same (the returned address must not be modified).
+func (c *relayConn) addrOf(ap netip.AddrPort) net.Addr {
+	if l := c.last.Load(); l != nil && l.ap == ap {
+		return l.addr
+	}
+	l := &peerAddr{ap: ap, addr: net.UDPAddrFromAddrPort(ap)}
+	c.last.Store(l)
+
+	return l.addr
+}
+
+func (c *relayConn) readFromAddr(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil {

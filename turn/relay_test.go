@@ -2,6 +2,7 @@ package turn
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -82,7 +83,16 @@ func TestRelayDropsInboundFromOtherPorts(t *testing.T) {
 	_ = relay.SetReadDeadline(time.Time{})
 }
 
+// TestRelayConnFilters runs the relay socket's filter and counters on a
+// *net.UDPConn (the allocation-free path pion's generator gives us) and on
+// any other net.PacketConn.
 func TestRelayConnFilters(t *testing.T) {
+	for _, udp := range []bool{true, false} {
+		t.Run(fmt.Sprintf("udp=%v", udp), func(t *testing.T) { testRelayConnFilters(t, udp) })
+	}
+}
+
+func testRelayConnFilters(t *testing.T, udp bool) {
 	allowed := startEcho(t)
 	blocked := startEcho(t)
 	filter, err := newPeerFilter([]netip.AddrPort{allowed.addrPort()}, nil)
@@ -96,6 +106,9 @@ func TestRelayConnFilters(t *testing.T) {
 	released := 0
 	counts := &relayCounters{}
 	rc := &relayConn{PacketConn: raw, filter: filter, log: testLogger(), release: func() { released++ }, n: counts}
+	if udp {
+		rc.udp = raw.(*net.UDPConn)
+	}
 	defer rc.Close()
 
 	if _, err := rc.WriteTo([]byte("x"), blocked.udpAddr()); !errors.Is(err, errPeerNotAllowed) {
@@ -122,11 +135,28 @@ func TestRelayConnFilters(t *testing.T) {
 	if blocked.got.Load() != 0 {
 		t.Fatal("blocked peer received a packet")
 	}
-	// Counted for the metrics: one packet each way with the allowed peer;
-	// two writes refused and one packet from the blocked peer dropped.
+	if ap, ok := addrPortOf(from); !ok || ap != allowed.addrPort() {
+		t.Fatalf("ReadFrom address %v, want %v", from, allowed.addrPort())
+	}
+	if udp { // the same peer again: the same *net.UDPAddr, not a new one
+		if _, err := rc.WriteTo([]byte("from allowed"), allowed.udpAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_, from2, err := rc.ReadFrom(buf)
+		if err != nil || from2 != from {
+			t.Fatalf("second ReadFrom: %v (%p, first %p)", err, from2, from)
+		}
+	}
+	// Counted for the metrics: one packet each way with the allowed peer
+	// (two with udp); two writes refused and one packet from the blocked
+	// peer dropped.
 	got := [5]uint64{counts.toPeerPackets.Load(), counts.toPeerBytes.Load(), counts.fromPeerPackets.Load(),
 		counts.fromPeerBytes.Load(), counts.denied.Load()}
-	if want := [5]uint64{1, 12, 1, 12, 3}; got != want {
+	want := [5]uint64{1, 12, 1, 12, 3}
+	if udp {
+		want = [5]uint64{2, 24, 2, 24, 3}
+	}
+	if got != want {
 		t.Errorf("counters (to peer packets, bytes, from peer packets, bytes, denied) = %v, want %v", got, want)
 	}
 	_ = rc.Close()

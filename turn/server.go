@@ -77,6 +77,10 @@ func (s *Server) listen() error {
 		return fmt.Errorf("turn: listen udp %s: %w", s.cfg.ListenAddr, err)
 	}
 	s.udp = udp
+	if uc, ok := udp.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(s.cfg.SocketBuffer)
+		_ = uc.SetWriteBuffer(s.cfg.SocketBuffer)
+	}
 	tcp, err := listenTCPNear(s.cfg.ListenAddr, udp.LocalAddr())
 	if err != nil {
 		return err

@@ -34,31 +34,39 @@ import (
 )
 
 type options struct {
-	URL        string
-	ServerBin  string
-	ServerCPUs string
-	ServerArgs string
-	ServerLog  string
-	PID        int
-	Steps      []int
-	Ramp       int
-	MaxCalls   int
-	Warmup     time.Duration
-	Measure    time.Duration
-	Floor      bool
-	RelayOnly  bool
-	JSON       bool
-	Parallel   int
-	MaxLoss    float64
-	MaxP99     time.Duration
-	Prof       mediaProfile
-	Progress   io.Writer // nil: none
+	URL         string
+	ServerBin   string
+	ServerCPUs  string
+	ServerArgs  string
+	ServerLog   string
+	PID         int
+	Steps       []int
+	Ramp        int
+	MaxCalls    int
+	Warmup      time.Duration
+	Measure     time.Duration
+	Floor       bool
+	RelayOnly   bool
+	TURNCompare bool
+	SetupProbes int    // calls set up one at a time after each window, for setup time with the step's calls running
+	TURNProfile string // our TURN child's CPU profile
+	TURNProcs   int    // our TURN child's GOMAXPROCS (0: Go's default)
+	JSON        bool
+	Parallel    int
+	MaxLoss     float64
+	MaxP99      time.Duration
+	Prof        mediaProfile
+	Progress    io.Writer // nil: none
 }
 
 func main() {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	relayMode := fs.String("relay", "", "internal: run as the floor relay (plain or srtp)")
 	relayBuf := fs.Int("relay-rcvbuf", 4<<20, "internal: the floor relay's socket buffers")
+	turnChild := fs.Bool("turn-child", false, "internal: run as our TURN server for -turn-compare")
+	turnSecret := fs.String("turn-secret", "", "internal: with -turn-child, the REST secret")
+	turnProf := fs.String("turn-cpuprofile", "", "with -turn-compare: write our TURN process's CPU profile (pprof) here")
+	turnMedia := fs.Int("turn-media-port", 0, "internal: with -turn-child, the SFU's media port (the only peer port)")
 	o, err := parseFlags(fs, os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -66,6 +74,13 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(2)
+	}
+	if *turnChild {
+		if err := turnChildMain(*turnSecret, *turnMedia, *turnProf); err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest turn:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if *relayMode != "" {
 		if err := relayMain(*relayMode, *relayBuf); err != nil {
@@ -77,6 +92,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o.Progress = os.Stderr
+	o.TURNProfile = *turnProf
 	rep, err := run(ctx, o)
 	if rep != nil {
 		if o.JSON {
@@ -109,7 +125,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.DurationVar(&o.Measure, "measure", 10*time.Second, "measurement window per step")
 	fs.BoolVar(&o.Floor, "floor", true, "also measure the floor (bare UDP relay, plain and SRTP) at the same steps")
 	fs.BoolVar(&o.RelayOnly, "relay-only", false, "clients use only relayed candidates through the server's TURN (ICE servers from the login reply)")
+	fs.BoolVar(&o.TURNCompare, "turn-compare", false, "also run the load relay-only through this project's TURN and through coturn (turnserver), each in its own process, at the same steps, and compare their CPU per relayed packet")
+	fs.IntVar(&o.TURNProcs, "turn-gomaxprocs", 0, "with -turn-compare: GOMAXPROCS of our TURN process (0: Go's default, one per CPU)")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON")
+	fs.IntVar(&o.SetupProbes, "setup-probes", 10, "after each step (and before the first, with 0 running) set up this many calls one at a time, each closed after its first media, and report their setup p50/p99 and phases with the step's calls running (0: off)")
 	fs.IntVar(&o.Parallel, "parallel", 4, "calls set up at once")
 	fs.Float64Var(&o.MaxLoss, "max-loss", 0.01, "quality breaks above this loss fraction")
 	fs.DurationVar(&o.MaxP99, "max-p99", 50*time.Millisecond, "quality breaks above this p99 one-way latency")
@@ -127,8 +146,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if (o.URL == "") == (o.ServerBin == "") && fs.Lookup("relay").Value.String() == "" {
+	if (o.URL == "") == (o.ServerBin == "") && fs.Lookup("relay").Value.String() == "" && fs.Lookup("turn-child").Value.String() != "true" {
 		return o, errors.New("give exactly one of -url and -server-bin")
+	}
+	if o.TURNCompare && o.ServerBin == "" {
+		return o, errors.New("-turn-compare needs -server-bin (it starts the server with each TURN server)")
 	}
 	if o.Ramp > 0 {
 		for n := o.Ramp; n <= o.MaxCalls; n += o.Ramp {

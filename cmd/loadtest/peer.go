@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/interceptor"
@@ -30,6 +31,8 @@ type rtcPeer struct {
 	snd   *sender
 	rcv   receiver
 	start time.Time // login began
+	// Setup milestones, set once (unix nanoseconds; 0: not yet).
+	loggedIn, iceUp, pcUp atomic.Int64
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -61,6 +64,10 @@ func newAPI() (*webrtc.API, error) {
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetSRTPReplayProtectionWindow(1024)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	// pion's controlling agent waits 2 s before nominating a relayed pair
+	// (in case a direct one turns up); relay-only clients have nothing
+	// else to wait for, and browsers do not wait.
+	se.SetRelayAcceptanceMinWait(0)
 	sn, err := stdnet.NewNet()
 	if err != nil {
 		return nil, err
@@ -94,6 +101,7 @@ func dialPeer(ctx context.Context, api *webrtc.API, o peerOptions) (*rtcPeer, er
 		return nil, err
 	}
 	p.sig = sig
+	p.loggedIn.Store(time.Now().UnixNano())
 	cfg := webrtc.Configuration{}
 	if o.relayOnly {
 		cfg.ICEServers = sig.ICEServers
@@ -113,6 +121,16 @@ func dialPeer(ctx context.Context, api *webrtc.API, o peerOptions) (*rtcPeer, er
 	}
 	p.snd = &sender{prof: o.prof, stream: o.id, write: p.writeRTP}
 	p.pc.OnTrack(p.onTrack)
+	p.pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		if s == webrtc.ICEConnectionStateConnected {
+			p.iceUp.CompareAndSwap(0, time.Now().UnixNano())
+		}
+	})
+	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected { // ICE and DTLS
+			p.pcUp.CompareAndSwap(0, time.Now().UnixNano())
+		}
+	})
 	sig.Attach(p.pc)
 	return p, nil
 }
@@ -207,6 +225,11 @@ func (p *rtcPeer) startMedia() {
 	go func() { defer p.wg.Done(); p.snd.run(p.stop) }()
 }
 
+// state describes how far the peer got, for errors.
+func (p *rtcPeer) state() string {
+	return fmt.Sprintf("ICE %s, PC %s, media %v", p.pc.ICEConnectionState(), p.pc.ConnectionState(), !p.rcv.firstPacket().IsZero())
+}
+
 func (p *rtcPeer) close() {
 	p.stopOnce.Do(func() {
 		close(p.stop)
@@ -222,23 +245,36 @@ func (p *rtcPeer) close() {
 
 // rtcCall is one 1:1 call through the server.
 type rtcCall struct {
-	a, b  *rtcPeer
-	setup time.Duration // a's login to the first media at both ends
+	a, b     *rtcPeer
+	setup    time.Duration // the caller's login to the first media at both ends
+	accepted time.Time     // the caller heard "accepted"
+	phases   setupPhases
 }
 
-// startRTCCall logs both in, calls b from a, waits for media both ways.
+// setupPhases splits a call's setup (each from the caller's login start).
+type setupPhases struct {
+	Login    time.Duration `json:"login"`    // the caller's WebSocket login done
+	Accepted time.Duration `json:"accepted"` // offer sent, the server offered the callee, the callee answered: "accepted"
+	ICE      time.Duration `json:"ice"`      // both PeerConnections' ICE connected
+	DTLS     time.Duration `json:"dtls"`     // both PeerConnections connected (DTLS done)
+	Media    time.Duration `json:"media"`    // first media packet at both ends (= setup)
+}
+
+// startRTCCall logs the callee in, then the caller (whose login starts the
+// setup clock: the callee is already online), calls, waits for media both
+// ways.
 func startRTCCall(ctx context.Context, api *webrtc.API, url string, i int, local func(int) *net.TCPAddr, relayOnly bool, prof mediaProfile) (*rtcCall, error) {
 	mk := func(side int) (*rtcPeer, error) {
 		return dialPeer(ctx, api, peerOptions{url: url, name: fmt.Sprintf("load-%d-%d-%d", time.Now().UnixNano()%1e6, i, side),
 			id: uint32(2*i + side), local: local(2*i + side), relayOnly: relayOnly, prof: prof})
 	}
-	a, err := mk(0)
+	b, err := mk(1)
 	if err != nil {
 		return nil, err
 	}
-	b, err := mk(1)
+	a, err := mk(0)
 	if err != nil {
-		a.close()
+		b.close()
 		return nil, err
 	}
 	c := &rtcCall{a: a, b: b}
@@ -258,12 +294,13 @@ func (c *rtcCall) connect(ctx context.Context) error {
 	if _, err := c.a.sig.Expect("accepted", 15*time.Second); err != nil {
 		return errors.Join(err, c.a.sig.Err(), c.b.sig.Err())
 	}
+	c.accepted = time.Now()
 	c.a.startMedia()
 	c.b.startMedia()
 	deadline := time.Now().Add(15 * time.Second)
 	for c.a.rcv.firstPacket().IsZero() || c.b.rcv.firstPacket().IsZero() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s/%s: no media within 15 s", c.a.sig.Name, c.b.sig.Name)
+			return fmt.Errorf("%s/%s: no media within 15 s (caller %s, callee %s)", c.a.sig.Name, c.b.sig.Name, c.a.state(), c.b.state())
 		}
 		select {
 		case <-ctx.Done():
@@ -276,7 +313,31 @@ func (c *rtcCall) connect(ctx context.Context) error {
 		last = f
 	}
 	c.setup = last.Sub(c.a.start)
+	c.phases = c.measurePhases(last)
 	return nil
+}
+
+func (c *rtcCall) measurePhases(media time.Time) setupPhases {
+	t0 := c.a.start.UnixNano()
+	since := func(ns int64) time.Duration {
+		if ns == 0 {
+			return 0
+		}
+		return time.Duration(ns - t0)
+	}
+	later := func(x, y int64) int64 {
+		if x == 0 || y == 0 {
+			return 0
+		}
+		return max(x, y)
+	}
+	return setupPhases{
+		Login:    since(c.a.loggedIn.Load()),
+		Accepted: c.accepted.Sub(c.a.start),
+		ICE:      since(later(c.a.iceUp.Load(), c.b.iceUp.Load())),
+		DTLS:     since(later(c.a.pcUp.Load(), c.b.pcUp.Load())),
+		Media:    media.Sub(c.a.start),
+	}
 }
 
 func (c *rtcCall) receivers() []*receiver { return []*receiver{&c.a.rcv, &c.b.rcv} }

@@ -15,27 +15,36 @@ import (
 
 // Row is one measured step.
 type Row struct {
-	Target      string  `json:"target"` // server, floor, floor-srtp
-	Calls       int     `json:"calls"`
-	FwdPPS      float64 `json:"forwarded_pps"`
-	CPUPercent  float64 `json:"cpu_percent,omitempty"` // of one core
-	CPUPerPktUS float64 `json:"cpu_us_per_packet,omitempty"`
-	P50MS       float64 `json:"p50_ms"`
-	P99MS       float64 `json:"p99_ms"`
-	Loss        float64 `json:"loss"`       // fraction, all calls
-	WorstLoss   float64 `json:"worst_loss"` // fraction, worst call
-	Reordered   uint64  `json:"reordered"`
-	Duplicates  uint64  `json:"duplicates"`
-	Corrupt     uint64  `json:"corrupt"`
-	RSSPerCall  float64 `json:"rss_per_call_mib,omitempty"`
-	RSSMiB      float64 `json:"rss_mib,omitempty"`
-	SetupP50MS  float64 `json:"setup_p50_ms,omitempty"` // login to first media both ways, calls added in this step
-	Load1       float64 `json:"loadavg_1m"`
-	ClientCPU   float64 `json:"client_cpu_percent"`      // this tool's own CPU, of one core: when it nears the cores it may use, the clients limit the measurement
-	ServerDrops uint64  `json:"server_socket_drops"`     // kernel drops on the server's UDP sockets in the window (full receive buffer)
-	ClientDrops uint64  `json:"client_socket_drops"`     // the same on this tool's sockets: the clients could not keep up
-	Failed      int     `json:"failed_setups,omitempty"` // calls of this step that did not come up (not measured)
-	Broken      bool    `json:"broken,omitempty"`
+	Target      string    `json:"target"` // server, floor, floor-srtp
+	Calls       int       `json:"calls"`
+	FwdPPS      float64   `json:"forwarded_pps"`
+	CPUPercent  float64   `json:"cpu_percent,omitempty"` // of one core
+	CPUPerPktUS float64   `json:"cpu_us_per_packet,omitempty"`
+	P50MS       float64   `json:"p50_ms"`
+	P99MS       float64   `json:"p99_ms"`
+	Loss        float64   `json:"loss"`       // fraction, all calls
+	WorstLoss   float64   `json:"worst_loss"` // fraction, worst call
+	Reordered   uint64    `json:"reordered"`
+	Duplicates  uint64    `json:"duplicates"`
+	Corrupt     uint64    `json:"corrupt"`
+	RSSPerCall  float64   `json:"rss_per_call_mib,omitempty"`
+	RSSMiB      float64   `json:"rss_mib,omitempty"`
+	SetupP50MS  float64   `json:"setup_p50_ms,omitempty"` // the caller's login to first media both ways: of the -setup-probes calls set up one at a time after the window (with Calls running), else of the calls added in this step
+	SetupP99MS  float64   `json:"setup_p99_ms,omitempty"`
+	SetupProbes int       `json:"setup_probes,omitempty"`
+	SetupPhases *phasesMS `json:"setup_phases_p50_ms,omitempty"` // of the probes
+	Load1       float64   `json:"loadavg_1m"`
+	ClientCPU   float64   `json:"client_cpu_percent"`      // this tool's own CPU, of one core: when it nears the cores it may use, the clients limit the measurement
+	ServerDrops uint64    `json:"server_socket_drops"`     // kernel drops on the server's UDP sockets in the window (full receive buffer)
+	ClientDrops uint64    `json:"client_socket_drops"`     // the same on this tool's sockets: the clients could not keep up
+	Failed      int       `json:"failed_setups,omitempty"` // calls of this step that did not come up (not measured)
+	RelayOnly   bool      `json:"relay_only,omitempty"`    // clients relayed through TURN (embedded unless the target names another)
+	// Rows of -turn-compare: the TURN server's own process (ours or
+	// coturn); CPU per relayed packet counts two relayed packets per
+	// forwarded media packet.
+	TURNCPUPercent float64 `json:"turn_cpu_percent,omitempty"`
+	TURNPerPktUS   float64 `json:"turn_cpu_us_per_relayed_packet,omitempty"`
+	Broken         bool    `json:"broken,omitempty"`
 }
 
 // Report is the whole run.
@@ -43,9 +52,10 @@ type Report struct {
 	Started  time.Time `json:"started"`
 	CPUs     int       `json:"cpus"`
 	Profile  mediaProfile
-	Rows     []Row    `json:"rows"`
-	Ratios   []Ratio  `json:"ratios,omitempty"`
-	Failures []string `json:"failures,omitempty"`
+	Rows     []Row       `json:"rows"`
+	Ratios   []Ratio     `json:"ratios,omitempty"`
+	TURN     []TURNRatio `json:"turn,omitempty"`
+	Failures []string    `json:"failures,omitempty"`
 }
 
 // Ratio compares the server with the floors at one step.
@@ -63,10 +73,13 @@ type call interface {
 
 // target starts calls of one kind and knows its process.
 type target struct {
-	name  string
-	pid   int
-	start func(ctx context.Context, i int) (call, error)
-	setup func(c call) time.Duration
+	name    string
+	pid     int
+	turnPID int // a separate TURN server's process, measured too
+	start   func(ctx context.Context, i int) (call, error)
+	setup   func(c call) time.Duration
+	// phases splits a call's setup (nil: the target has none).
+	phases func(c call) setupPhases
 }
 
 func run(ctx context.Context, o options) (*Report, error) {
@@ -81,12 +94,22 @@ func run(ctx context.Context, o options) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	if !o.Floor {
-		return rep, nil
-	}
 	var ran []int
 	for _, r := range rows {
-		ran = append(ran, r.Calls)
+		if r.Calls > 0 { // not the set-up probes' row with no calls running
+			ran = append(ran, r.Calls)
+		}
+	}
+	if o.TURNCompare {
+		rows, err := turnTargets(ctx, o, ran)
+		rep.Rows = append(rep.Rows, rows...)
+		rep.TURN = turnRatios(rep.Rows)
+		if err != nil {
+			return rep, err
+		}
+	}
+	if !o.Floor {
+		return rep, nil
 	}
 	for _, mode := range []string{"plain", "srtp"} {
 		rp, err := startRelay(mode, 4<<20, o.ServerCPUs)
@@ -173,7 +196,8 @@ func serverTarget(ctx context.Context, o options) (*target, func(), error) {
 			}
 			return c, nil
 		},
-		setup: func(c call) time.Duration { return c.(*rtcCall).setup },
+		setup:  func(c call) time.Duration { return c.(*rtcCall).setup },
+		phases: func(c call) setupPhases { return c.(*rtcCall).phases },
 	}
 	return t, stop, nil
 }
@@ -212,6 +236,12 @@ func measure(ctx context.Context, o options, t *target, steps []int) ([]Row, err
 		base, _ = readProc(t.pid)
 	}
 	var rows []Row
+	if o.SetupProbes > 0 && t.phases != nil {
+		row := Row{Target: t.name, RelayOnly: o.RelayOnly, Load1: loadAvg()}
+		probeSetup(ctx, o, t, 0, &row)
+		rows = append(rows, row)
+		progress(o.Progress, "%s\n", row.line())
+	}
 	for _, n := range steps {
 		added, failed, err := addCalls(ctx, o, t, &calls, n)
 		if err != nil {
@@ -239,6 +269,9 @@ func measure(ctx context.Context, o options, t *target, steps []int) ([]Row, err
 			}
 			slices.Sort(d)
 			row.SetupP50MS = ms(d[len(d)/2])
+		}
+		if o.SetupProbes > 0 && t.phases != nil {
+			probeSetup(ctx, o, t, len(calls), &row)
 		}
 		row.Broken = row.Loss > o.MaxLoss || time.Duration(row.P99MS*float64(time.Millisecond)) > o.MaxP99
 		rows = append(rows, row)
@@ -281,7 +314,7 @@ func addCalls(ctx context.Context, o options, t *target, calls *[]call, n int) (
 
 // measureWindow measures one window over all calls.
 func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row, error) {
-	row := Row{Target: t.name, Calls: len(calls)}
+	row := Row{Target: t.name, Calls: len(calls), RelayOnly: o.RelayOnly}
 	for _, c := range calls {
 		for _, r := range c.receivers() {
 			r.snapshot()
@@ -292,6 +325,10 @@ func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row
 	if t.pid > 0 {
 		u0, _ = readProc(t.pid)
 		sd0, _ = udpDrops(t.pid)
+	}
+	var turn0 procUsage
+	if t.turnPID > 0 {
+		turn0, _ = readProc(t.turnPID)
 	}
 	cd0, _ := udpDrops(os.Getpid())
 	self0, _ := readProc(os.Getpid())
@@ -345,7 +382,73 @@ func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row
 			row.RSSMiB = float64(u1.RSS) / (1 << 20)
 		}
 	}
+	if t.turnPID > 0 {
+		if u1, err := readProc(t.turnPID); err == nil {
+			cpu := u1.CPU - turn0.CPU
+			row.TURNCPUPercent = 100 * cpu.Seconds() / el.Seconds()
+			if total.Received > 0 {
+				row.TURNPerPktUS = float64(cpu.Microseconds()) / float64(2*total.Received)
+			}
+		}
+	}
 	return row, nil
+}
+
+// probeSetup sets up o.SetupProbes calls one at a time while running
+// calls carry their load, records each one's setup and closes it.
+func probeSetup(ctx context.Context, o options, t *target, running int, row *Row) {
+	var d []time.Duration
+	var ph []setupPhases
+	for k := range o.SetupProbes {
+		if ctx.Err() != nil {
+			return
+		}
+		c, err := t.start(ctx, running+k)
+		if err != nil {
+			row.Failed++
+			progress(o.Progress, "%s: setup probe with %d running failed: %v\n", t.name, running, err)
+			continue
+		}
+		d = append(d, t.setup(c))
+		ph = append(ph, t.phases(c))
+		c.close()
+	}
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	row.SetupProbes = len(d)
+	row.SetupP50MS, row.SetupP99MS = ms(quantile(d, 0.5)), ms(quantile(d, 0.99))
+	row.SetupPhases = medianPhases(ph)
+}
+
+// quantile of sorted d (nearest rank).
+func quantile(d []time.Duration, q float64) time.Duration {
+	i := int(q*float64(len(d)) + 0.5)
+	return d[min(max(i-1, 0), len(d)-1)]
+}
+
+// phasesMS are setup milestones in milliseconds from the caller's login.
+type phasesMS struct {
+	Login, Accepted, ICE, DTLS, Media float64
+}
+
+func medianPhases(ph []setupPhases) *phasesMS {
+	med := func(get func(setupPhases) time.Duration) float64 {
+		var d []time.Duration
+		for _, p := range ph {
+			d = append(d, get(p))
+		}
+		slices.Sort(d)
+		return ms(quantile(d, 0.5))
+	}
+	return &phasesMS{
+		Login:    med(func(p setupPhases) time.Duration { return p.Login }),
+		Accepted: med(func(p setupPhases) time.Duration { return p.Accepted }),
+		ICE:      med(func(p setupPhases) time.Duration { return p.ICE }),
+		DTLS:     med(func(p setupPhases) time.Duration { return p.DTLS }),
+		Media:    med(func(p setupPhases) time.Duration { return p.Media }),
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -396,6 +499,16 @@ func (r Row) line() string {
 	if r.Failed > 0 {
 		failed = fmt.Sprintf(" (%d failed to set up)", r.Failed)
 	}
+	if r.SetupProbes > 0 {
+		failed += fmt.Sprintf(" [setup of %d probes: p50 %.0f ms, p99 %.0f ms", r.SetupProbes, r.SetupP50MS, r.SetupP99MS)
+		if p := r.SetupPhases; p != nil {
+			failed += fmt.Sprintf("; p50 login %.0f, accepted %.0f, ICE %.0f, DTLS %.0f, media %.0f ms", p.Login, p.Accepted, p.ICE, p.DTLS, p.Media)
+		}
+		failed += "]"
+	}
+	if r.TURNCPUPercent > 0 {
+		failed += fmt.Sprintf(" [TURN process cpu %.1f%%, %.2f µs/relayed pkt]", r.TURNCPUPercent, r.TURNPerPktUS)
+	}
 	return fmt.Sprintf("%-10s %5d calls%s %8.0f pkt/s  cpu %5.1f%%  %6.2f µs/pkt  p50 %6.2f ms  p99 %6.2f ms  loss %.3f%% (worst call %.3f%%)  rss/call %5.2f MiB  setup p50 %4.0f ms  drops server/client %d/%d  client cpu %.0f%%  load %.1f",
 		r.Target, r.Calls, failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.ClientCPU, r.Load1)
 }
@@ -410,10 +523,30 @@ func (rep *Report) print(w io.Writer) {
 			r.Target, r.Calls, r.Failed, r.FwdPPS, r.CPUPercent, r.CPUPerPktUS, r.P50MS, r.P99MS, 100*r.Loss, 100*r.WorstLoss,
 			r.Reordered, r.Duplicates, r.Corrupt, r.RSSPerCall, r.SetupP50MS, r.ServerDrops, r.ClientDrops, r.ClientCPU, r.Load1)
 	}
+	printSetup(w, rep.Rows)
+	printTURNRatios(w, rep.TURN)
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintf(w, "\n| calls | server µs/pkt ÷ floor | ÷ floor with SRTP |\n|---|---|---|\n")
 		for _, q := range rep.Ratios {
 			fmt.Fprintf(w, "| %d | %.2f× | %.2f× |\n", q.Calls, q.VsFloor, q.VsFloorSRTP)
 		}
+	}
+}
+
+// printSetup tables the setup probes: p50/p99 and the p50 of each phase.
+func printSetup(w io.Writer, rows []Row) {
+	head := false
+	for _, r := range rows {
+		if r.SetupProbes == 0 || r.SetupPhases == nil {
+			continue
+		}
+		if !head {
+			fmt.Fprintf(w, "\nCall setup, the caller's login to the first media packet at both ends, of calls set up one at a time with the others running (phases: p50 ms from the login):\n\n")
+			fmt.Fprintf(w, "| target | calls running | probes | setup p50 ms | p99 ms | login | accepted | ICE connected | DTLS connected | first media |\n|---|---|---|---|---|---|---|---|---|---|\n")
+			head = true
+		}
+		p := r.SetupPhases
+		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |\n", r.Target, r.Calls, r.SetupProbes, r.SetupP50MS, r.SetupP99MS,
+			p.Login, p.Accepted, p.ICE, p.DTLS, p.Media)
 	}
 }
