@@ -154,8 +154,14 @@ func TestClusterNamesAndPresence(t *testing.T) {
 // flows both ways with intact payloads.
 func clusterCall(t *testing.T, from, to *App, caller, callee string) (a, b *wsPeer, stop func()) {
 	t.Helper()
-	a = dialPeer(t, wsOf(from), caller, rtctest.Options{})
-	b = dialPeer(t, wsOf(to), callee, rtctest.Options{})
+	return clusterCallWS(t, wsOf(from), wsOf(to), caller, callee)
+}
+
+// clusterCallWS is clusterCall between the nodes at these WebSocket URLs.
+func clusterCallWS(t *testing.T, from, to string, caller, callee string) (a, b *wsPeer, stop func()) {
+	t.Helper()
+	a = dialPeer(t, from, caller, rtctest.Options{})
+	b = dialPeer(t, to, callee, rtctest.Options{})
 	start := time.Now()
 	a.call(callee)
 	if m := a.expect("answer"); m.Name != callee {
