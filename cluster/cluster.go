@@ -62,6 +62,9 @@ type Directory interface {
 	// Peers returns the public media addresses (host:port) of the other
 	// live nodes, from a cache (never blocks).
 	Peers() []string
+	// Alive reports whether node is another node seen alive, from a cache
+	// (never blocks).
+	Alive(node string) bool
 	// Locate returns the live node holding the exact name key, "" if none.
 	Locate(ctx context.Context, key string) (string, error)
 	// Send relays payload to node, in order with earlier sends to it;
@@ -83,6 +86,7 @@ func (Alone) Release(Claim)                                  {}
 func (Alone) LocalChanged()                                  {}
 func (Alone) RemoteUsers() []string                          { return nil }
 func (Alone) Peers() []string                                { return nil }
+func (Alone) Alive(string) bool                              { return false }
 func (Alone) Locate(context.Context, string) (string, error) { return "", nil }
 func (Alone) Send(string, []byte) error                      { return ErrUnavailable }
 func (Alone) Close(context.Context) error                    { return nil }

@@ -245,6 +245,15 @@ func (r *Redis) Peers() []string {
 	return out
 }
 
+// Alive reports whether node is another node seen alive.
+func (r *Redis) Alive(node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, live := r.remote[node]
+	_, beating := r.media[node] // live at the last heartbeat
+	return live || beating
+}
+
 // Locate returns the live node whose session holds key (one round trip:
 // the claim, and the holder's heartbeat against Redis's clock).
 func (r *Redis) Locate(ctx context.Context, key string) (string, error) {

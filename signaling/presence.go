@@ -108,6 +108,9 @@ func (s *Server) sendPresence(frame []byte) {
 	for _, ss := range s.names {
 		sessions = append(sessions, ss)
 	}
+	for _, ss := range s.roam.stubs { // resumed here, sessions elsewhere (roam.go)
+		sessions = append(sessions, ss)
+	}
 	s.mu.Unlock()
 	for _, ss := range sessions {
 		s.count.msgOut(typeUsers)

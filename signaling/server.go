@@ -214,6 +214,7 @@ type Server struct {
 
 	claims map[*session]cluster.Claim // cluster-wide name claims (cluster.go); s.mu
 	relay  relayBook                  // calls with users of other nodes (relay.go); s.mu
+	roam   roamBook                   // sessions resumed on another node (roam.go); s.mu
 }
 
 // New returns a Server.
@@ -337,6 +338,15 @@ func (s *Server) handle(c *client, data []byte) {
 		c.sendError("log in first: send {\"type\":\"login\",\"name\":...}")
 		return
 	}
+	if s.forwardAway(ss, data) { // its session lives on another node (roam.go)
+		return
+	}
+	s.handleSession(ss, c.ip, m, data)
+}
+
+// handleSession runs a logged-in user's frame (from a connection of this
+// node, or relayed from the node holding the user's connection).
+func (s *Server) handleSession(ss *session, ip netip.Addr, m *Message, data []byte) {
 	if s.relayClient(ss, m, data) { // its call is hosted on another node (relay.go)
 		return
 	}
@@ -344,14 +354,14 @@ func (s *Server) handle(c *client, data []byte) {
 	case typeOffer:
 		if msg := s.checkSDP(m.Type, m.Offer.SDP); msg != "" {
 			s.count.err(ErrBadSDP)
-			c.sendError(msg)
+			ss.sendError(msg)
 			return
 		}
-		s.offer(ss, c.ip, m.Name, m.Offer.SDP)
+		s.offer(ss, ip, m.Name, m.Offer.SDP)
 	case typeAnswer:
 		if msg := s.checkSDP(m.Type, m.Answer.SDP); msg != "" {
 			s.count.err(ErrBadSDP)
-			c.sendError(msg)
+			ss.sendError(msg)
 			return
 		}
 		s.answer(ss, m.Answer.SDP)
@@ -430,7 +440,7 @@ func (s *Server) register(c *client, name string, servers []ICEServer, claim clu
 		return "", true
 	}
 	ss := newSession(name, c, &s.clock)
-	ss.token = newToken()
+	ss.token = s.newToken()
 	c.sess = ss
 	s.names[name] = ss
 	s.reserveName(name, ss)
@@ -467,11 +477,15 @@ func (s *Server) resume(c *client, token string) {
 	ss := s.tokens[token]
 	if ss == nil {
 		s.mu.Unlock()
+		if node := s.tokenNode(token); node != "" {
+			s.resumeRemote(c, token, node) // issued by another node (roam.go)
+			return
+		}
 		fail(gone)
 		return
 	}
 	delete(s.tokens, token)
-	ss.token = newToken()
+	ss.token = s.newToken()
 	s.tokens[ss.token] = ss
 	newTok, other := ss.token, ""
 	if ss.call != nil {
@@ -490,7 +504,7 @@ func (s *Server) resume(c *client, token string) {
 	// Attach under s.mu so that c.sess and the session's connection change
 	// together (unregister of the old connection then finds no session).
 	s.mu.Lock()
-	old, ok := ss.attach(c, reply)
+	old, oldRemote, ok := ss.attachLocal(c, reply)
 	if ok {
 		c.sess = ss
 		c.authed.Store(true)
@@ -508,7 +522,8 @@ func (s *Server) resume(c *client, token string) {
 	if old != nil {
 		old.stopWith("session resumed on another connection")
 	}
-	s.log.Info("session resumed", "name", ss.name, "replaced", old != nil)
+	s.closeRemote(oldRemote)
+	s.log.Info("session resumed", "name", ss.name, "replaced", old != nil || oldRemote != nil)
 	if users := s.currentUsers(); users != nil {
 		ss.enqueueUsers(users) // the new connection starts with the list
 	}
@@ -529,6 +544,10 @@ func (s *Server) unregister(c *client, err error) {
 	s.mu.Unlock()
 	if ss == nil {
 		return // never logged in, or its session was resumed elsewhere
+	}
+	if ss.away != nil { // its session lives on another node (roam.go)
+		s.awayLost(ss, c, err)
+		return
 	}
 	if !closing && lostWithoutClose(err) && !c.killed() && ss.detach(c) {
 		s.log.Info("connection lost, session held for resume", "name", ss.name, "err", err)
@@ -556,6 +575,7 @@ func lostWithoutClose(err error) bool {
 // (the other participant gets leave "disconnected").
 func (s *Server) finishSession(ss *session) {
 	cl := s.forget(ss)
+	s.closeRemote(ss.takeRemote())
 	s.releaseClaim(ss)
 	if cl != nil {
 		s.endCall(cl, ReasonGone, cl.other(ss))
@@ -640,9 +660,10 @@ func (s *Server) endDetached() {
 	}
 	s.mu.Unlock()
 	for _, ss := range sessions {
-		if ss.current() != stateDetached || !ss.end(nil) {
+		if (ss.current() != stateDetached && !ss.remoteAttached()) || !ss.end(nil) {
 			continue
 		}
+		s.closeRemote(ss.takeRemote())
 		s.mu.Lock()
 		delete(s.names, ss.name)
 		delete(s.tokens, ss.token)
