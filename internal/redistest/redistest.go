@@ -53,7 +53,9 @@ func StartOn(t testing.TB, host string) *Server {
 }
 
 // URL is the server's redis:// URL.
-func (s *Server) URL() string { return fmt.Sprintf("redis://%s/0", net.JoinHostPort(s.Host, strconv.Itoa(s.Port))) }
+func (s *Server) URL() string {
+	return fmt.Sprintf("redis://%s/0", net.JoinHostPort(s.Host, strconv.Itoa(s.Port)))
+}
 
 // Restart starts the server (again) on its port and waits until it answers.
 func (s *Server) Restart() {
