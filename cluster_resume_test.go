@@ -89,6 +89,42 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 	if got := len(nodes[0].sfu.Stats()); got != 1 {
 		t.Fatalf("node 1 hosts %d calls, want 1", got)
 	}
+	// The cluster metrics say so: node 1 hosts a cross-node call and
+	// alice's session, whose connection is on node 2; carol (node 3) is
+	// in a call hosted elsewhere.
+	for _, c := range []struct {
+		node        int
+		name, label string
+		lv          string
+		want        float64
+	}{
+		{0, "videochat_cluster_calls", "role", "hosted", 1},
+		{2, "videochat_cluster_calls", "role", "remote", 1},
+		{1, "videochat_cluster_resumed_sessions", "where", "here", 1},
+		{0, "videochat_cluster_resumed_sessions", "where", "elsewhere", 1},
+		{0, "videochat_cluster_nodes", "", "", 3},
+		{1, "videochat_cluster_redis_up", "", "", 1},
+	} {
+		mfs := scrape(t, nodes[c.node].MetricsURL())
+		var got float64
+		if c.label == "" {
+			got = metricValue(mfs, c.name)
+		} else {
+			got = metricValue(mfs, c.name, c.label, c.lv)
+		}
+		if got != c.want {
+			t.Errorf("node %d: %s{%s=%q} = %v, want %v", c.node+1, c.name, c.label, c.lv, got, c.want)
+		}
+	}
+	mfs := scrape(t, nodes[1].MetricsURL())
+	out, in := metricValue(mfs, "videochat_cluster_relayed_messages_total", "direction", "out"),
+		metricValue(mfs, "videochat_cluster_relayed_messages_total", "direction", "in")
+	cmds, secs := metricValue(mfs, "videochat_cluster_redis_commands_total"), metricValue(mfs, "videochat_cluster_redis_seconds_total")
+	if errs := metricValue(mfs, "videochat_cluster_redis_errors_total"); out <= 0 || in <= 0 || cmds <= 0 || errs != 0 {
+		t.Errorf("node 2 relayed %v out, %v in, %v Redis round trips, %v failed", out, in, cmds, errs)
+	}
+	t.Logf("node 2: %v messages relayed out, %v in; %v Redis round trips, mean %.2f ms; errors %v",
+		out, in, cmds, 1000*secs/cmds, metricValue(mfs, "videochat_cluster_redis_errors_total"))
 
 	// bob closes his tab on node 3: his session on node 2 ends, his name
 	// is free everywhere.

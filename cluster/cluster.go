@@ -70,6 +70,8 @@ type Directory interface {
 	// Send relays payload to node, in order with earlier sends to it;
 	// never blocks. An error wrapping ErrUnavailable when it cannot.
 	Send(node string, payload []byte) error
+	// Stats returns the node's cluster numbers (zero when alone).
+	Stats() Stats
 	// Close releases this node's names and leaves the cluster, after the
 	// messages already sent are on their way (within ctx).
 	Close(ctx context.Context) error
@@ -90,3 +92,4 @@ func (Alone) Alive(string) bool                              { return false }
 func (Alone) Locate(context.Context, string) (string, error) { return "", nil }
 func (Alone) Send(string, []byte) error                      { return ErrUnavailable }
 func (Alone) Close(context.Context) error                    { return nil }
+func (Alone) Stats() Stats                                   { return Stats{} }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Config configures a Redis directory. Zero fields get the defaults noted.
@@ -71,6 +72,8 @@ type Redis struct {
 	crashed bool // Crash: nothing more is sent
 	tried   bool // a heartbeat has been tried
 
+	n redisCounters // for Stats (stats.go)
+
 	out        chan relayMsg
 	localKick  chan struct{}
 	remoteKick chan struct{}
@@ -120,10 +123,15 @@ func NewRedis(cfg Config) (*Redis, error) {
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = cfg.TTL/2, cfg.TTL/2, cfg.TTL/2
 	opt.MaxRetries = 1
 	opt.DisableIdentity = true
+	// Redis Enterprise/Cloud hand-off notices: plain Redis answers the
+	// handshake's CLIENT MAINT_NOTIFICATIONS with an error on every new
+	// connection.
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	r := &Redis{cfg: cfg, log: cfg.Logger, rdb: redis.NewClient(opt),
 		claims: map[string]Claim{}, remote: map[string][]string{}, vers: map[string]string{}, absent: map[string]time.Time{},
 		out: make(chan relayMsg, relayQueue), localKick: make(chan struct{}, 1),
 		remoteKick: make(chan struct{}, 1), stop: make(chan struct{})}
+	r.rdb.AddHook(counterHook{&r.n})
 	return r, nil
 }
 
@@ -278,12 +286,14 @@ func (r *Redis) Send(node string, payload []byte) error {
 	closed := r.closed
 	r.mu.Unlock()
 	if closed || !r.healthy() {
+		r.n.dropped.Add(1)
 		return ErrUnavailable
 	}
 	select {
 	case r.out <- relayMsg{channel: r.key("node", node), payload: r.cfg.ID + "\n" + string(payload)}:
 		return nil
 	default:
+		r.n.dropped.Add(1)
 		return fmt.Errorf("%w (relay queue full)", ErrUnavailable)
 	}
 }
@@ -354,6 +364,7 @@ func (r *Redis) runReceive() {
 			}
 			from, payload, ok := strings.Cut(m.Payload, "\n")
 			if ok {
+				r.n.received.Add(1)
 				r.ev.Deliver(from, []byte(payload))
 			}
 		}
@@ -395,9 +406,13 @@ func (r *Redis) publish(first relayMsg) {
 		}
 		break
 	}
+	n := pipe.Len()
 	if _, err := pipe.Exec(ctx); err != nil {
-		r.log.Warn("cluster: relay failed", "messages", pipe.Len(), "err", err)
+		r.n.dropped.Add(uint64(n))
+		r.log.Warn("cluster: relay failed", "messages", n, "err", err)
+		return
 	}
+	r.n.sent.Add(uint64(n))
 }
 
 // Crash stops this node's heartbeats and relays at once and drops its
