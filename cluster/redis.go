@@ -41,7 +41,7 @@ type Config struct {
 //	P name:<key>      string: "<node>|<random>" of the session holding the name (its lease: the node's heartbeat)
 //	P epoch           string: when Redis started serving the cluster (claims wait two heartbeats after it)
 //	P names:<node>    set: the name keys the node holds (so survivors can delete a dead node's)
-//	P node:<node>     pub/sub channel: messages relayed to that node, in order
+//	P relay:<node>    stream: messages relayed to that node, in order (stream.go)
 //	P presence        pub/sub channel: "<node>" when its users changed
 //
 // One heartbeat is one script run, whatever the number of users: it stamps
@@ -53,6 +53,7 @@ type Redis struct {
 	cfg Config
 	log *slog.Logger
 	rdb *redis.Client
+	rx  *redis.Client // the relay stream's reader (stream.go)
 	ps  *redis.PubSub
 
 	ev        Events
@@ -132,6 +133,7 @@ func NewRedis(cfg Config) (*Redis, error) {
 		out: make(chan relayMsg, relayQueue), localKick: make(chan struct{}, 1),
 		remoteKick: make(chan struct{}, 1), stop: make(chan struct{})}
 	r.rdb.AddHook(counterHook{&r.n})
+	r.rx = newStreamReader(opt, cfg.ID, &r.n)
 	return r, nil
 }
 
@@ -150,9 +152,11 @@ func (r *Redis) ID() string { return r.cfg.ID }
 func (r *Redis) Start(ev Events) {
 	r.startOnce.Do(func() {
 		r.ev = ev
-		r.ps = r.rdb.Subscribe(context.Background(), r.key("node", r.cfg.ID), r.key("presence"))
-		r.beat() // register before serving (bounded: TTL/2 when Redis is down)
-		r.wg.Add(4)
+		r.ps = r.rdb.Subscribe(context.Background(), r.key("presence"))
+		last := r.streamStart() // before registering: what others send from then on is read
+		r.beat()                // register before serving (bounded: TTL/2 when Redis is down)
+		r.wg.Add(5)
+		go r.runStream(last)
 		go r.runReceive()
 		go r.runSend()
 		go r.runBeat()
@@ -290,7 +294,7 @@ func (r *Redis) Send(node string, payload []byte) error {
 		return ErrUnavailable
 	}
 	select {
-	case r.out <- relayMsg{channel: r.key("node", node), payload: r.cfg.ID + "\n" + string(payload)}:
+	case r.out <- relayMsg{channel: r.streamKey(node), payload: r.cfg.ID + "\n" + string(payload)}:
 		return nil
 	default:
 		r.n.dropped.Add(1)
@@ -321,7 +325,8 @@ func (r *Redis) Close(ctx context.Context) error {
 	}
 	r.claims = map[string]Claim{}
 	r.mu.Unlock()
-	close(r.stop) // runSend flushes what is queued before it returns
+	close(r.stop)    // runSend flushes what is queued before it returns
+	_ = r.rx.Close() // ends a blocked stream read at once
 	r.wg.Wait()
 	var err error
 	if r.ps != nil {
@@ -333,7 +338,7 @@ func (r *Redis) Close(ctx context.Context) error {
 		}
 		pipe.HSet(ctx, r.key("beat"), r.cfg.ID, 0) // long silent: gone for everyone at once
 		pipe.HDel(ctx, r.key("info"), r.cfg.ID)
-		pipe.Del(ctx, r.key("users", r.cfg.ID), r.key("names", r.cfg.ID))
+		pipe.Del(ctx, r.key("users", r.cfg.ID), r.key("names", r.cfg.ID), r.streamKey(r.cfg.ID))
 		pipe.Publish(ctx, r.key("presence"), r.cfg.ID)
 		_, err = pipe.Exec(ctx)
 		cancel()
@@ -344,7 +349,8 @@ func (r *Redis) Close(ctx context.Context) error {
 	return errors.Join(err, r.rdb.Close())
 }
 
-// runReceive delivers relayed messages and presence notices.
+// runReceive delivers presence notices (at most once: a missed one is
+// made up by the full re-read every few heartbeats).
 func (r *Redis) runReceive() {
 	defer r.wg.Done()
 	ch := r.ps.Channel()
@@ -356,16 +362,8 @@ func (r *Redis) runReceive() {
 			if !ok {
 				return
 			}
-			if m.Channel == r.key("presence") {
-				if m.Payload != r.cfg.ID {
-					kick(r.remoteKick)
-				}
-				continue
-			}
-			from, payload, ok := strings.Cut(m.Payload, "\n")
-			if ok {
-				r.n.received.Add(1)
-				r.ev.Deliver(from, []byte(payload))
+			if m.Channel == r.key("presence") && m.Payload != r.cfg.ID {
+				kick(r.remoteKick)
 			}
 		}
 	}
@@ -392,15 +390,20 @@ func (r *Redis) runSend() {
 	}
 }
 
+// xadd appends m to its stream in pipe.
+func (r *Redis) xadd(ctx context.Context, pipe redis.Pipeliner, m relayMsg) {
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: m.channel, MaxLen: relayStreamLen, Approx: true, Values: []any{"m", m.payload}})
+}
+
 func (r *Redis) publish(first relayMsg) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.TTL)
 	defer cancel()
 	pipe := r.rdb.Pipeline()
-	pipe.Publish(ctx, first.channel, first.payload)
+	r.xadd(ctx, pipe, first)
 	for n := 1; n < 256; n++ {
 		select {
 		case m := <-r.out:
-			pipe.Publish(ctx, m.channel, m.payload)
+			r.xadd(ctx, pipe, m)
 			continue
 		default:
 		}
@@ -428,6 +431,7 @@ func (r *Redis) Crash() {
 	r.closed, r.crashed = true, true
 	r.mu.Unlock()
 	close(r.stop)
+	_ = r.rx.Close()
 	_ = r.rdb.Close() // fails what is in flight; runSend drops the rest
 	r.wg.Wait()
 	if r.ps != nil {
