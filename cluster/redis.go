@@ -132,7 +132,7 @@ func NewRedis(cfg Config) (*Redis, error) {
 		claims: map[string]Claim{}, remote: map[string][]string{}, vers: map[string]string{}, absent: map[string]time.Time{},
 		out: make(chan relayMsg, relayQueue), localKick: make(chan struct{}, 1),
 		remoteKick: make(chan struct{}, 1), stop: make(chan struct{})}
-	r.rdb.AddHook(counterHook{&r.n})
+	r.rdb.AddHook(counterHook{n: &r.n})
 	r.rx = newStreamReader(opt, cfg.ID, &r.n)
 	return r, nil
 }

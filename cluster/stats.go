@@ -22,7 +22,7 @@ type Stats struct {
 	// full, or the publish failed).
 	Sent, Received, Dropped uint64
 	// Redis round trips (a pipeline is one), the failed ones, and their
-	// total duration.
+	// total duration (the relay stream's blocking reads left out).
 	Commands, Errors uint64
 	Duration         time.Duration
 }
@@ -34,8 +34,13 @@ type redisCounters struct {
 	nanos                   atomic.Int64
 }
 
-// counterHook counts every command and pipeline through go-redis.
-type counterHook struct{ n *redisCounters }
+// counterHook counts every command and pipeline through go-redis, and
+// their time unless blocking (the relay stream's reads wait for news:
+// their time is no latency).
+type counterHook struct {
+	n        *redisCounters
+	blocking bool
+}
 
 func (h counterHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
@@ -61,7 +66,9 @@ func (h counterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 
 func (h counterHook) observe(start time.Time, err error) {
 	h.n.commands.Add(1)
-	h.n.nanos.Add(int64(time.Since(start)))
+	if !h.blocking {
+		h.n.nanos.Add(int64(time.Since(start)))
+	}
 	// A missing key is an answer; NOSCRIPT is the first run of a script
 	// after a Redis start (go-redis then sends the script itself).
 	if err != nil && !errors.Is(err, redis.Nil) && !strings.HasPrefix(err.Error(), "NOSCRIPT") {

@@ -110,6 +110,6 @@ func newStreamReader(opt *redis.Options, id string, n *redisCounters) *redis.Cli
 	o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1, 0, 1
 	o.ClientName = "videochat-relay-" + id
 	c := redis.NewClient(&o)
-	c.AddHook(counterHook{n})
+	c.AddHook(counterHook{n: n, blocking: true})
 	return c
 }

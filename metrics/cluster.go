@@ -24,7 +24,7 @@ func newClusterCollector(stats func() cluster.Stats, sig func() signaling.Stats)
 		dropped:  desc("cluster_relay_dropped_total", "Relayed messages not sent: Redis unreachable, queue full or publish failed."),
 		commands: desc("cluster_redis_commands_total", "Round trips to Redis (a pipeline counts once)."),
 		errors:   desc("cluster_redis_errors_total", "Round trips to Redis that failed."),
-		seconds:  desc("cluster_redis_seconds_total", "Time spent in round trips to Redis; divided by cluster_redis_commands_total, the mean latency."),
+		seconds:  desc("cluster_redis_seconds_total", "Time spent in round trips to Redis, the relay stream's blocking reads (which wait for news) left out."),
 		calls:    desc("cluster_calls", "Cross-node calls: hosted (hosted here, with a participant on another node), remote (users of this node in calls hosted on another).", "role"),
 		resumed:  desc("cluster_resumed_sessions", "Sessions resumed across nodes: here (connections here whose session is on another node), elsewhere (sessions here whose connection is on another node).", "where"),
 	}
