@@ -171,6 +171,10 @@ func TestClusterProcTURNAcrossNodes(t *testing.T) {
 	defer alice.StartSending()()
 	defer bob.StartSending()()
 	for _, p := range []*wsPeer{alice, bob} {
+		if err := p.WaitPackets(webrtc.RTPCodecTypeVideo, 1, 15*time.Second); err == nil {
+			// pion's ICE accepts a relay pair only after 2 s (RelayAcceptanceMinWait)
+			t.Logf("%s: first video %v after the offer", p.name, time.Since(start).Round(time.Millisecond))
+		}
 		if err := p.WaitPackets(webrtc.RTPCodecTypeVideo, 50, 15*time.Second); err != nil {
 			pair, _ := p.PC.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
 			t.Fatalf("%s over TURN: %v (ICE servers %+v, pair %v)\nnode 1:\n%s\nnode 2:\n%s", p.name, err, p.ice, pair,
