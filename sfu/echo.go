@@ -36,6 +36,9 @@ type echoes struct {
 // carries all candidates (no trickle). The connection closes after 30 s,
 // when the client leaves, or on Close; at most 32 exist at once.
 func (s *SFU) Echo(ctx context.Context, offer webrtc.SessionDescription) (webrtc.SessionDescription, error) {
+	if err := checkCodecWork("offer", offer.SDP); err != nil { // anyone may post one
+		return webrtc.SessionDescription{}, fmt.Errorf("sfu: echo: %w", err)
+	}
 	pc, err := s.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return webrtc.SessionDescription{}, err

@@ -3,6 +3,7 @@ package sfu
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/pion/webrtc/v4"
@@ -48,7 +49,10 @@ func TestEchoLimitAndClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(s.echo.pcs); n != 0 {
+	s.echo.mu.Lock()
+	n := len(s.echo.pcs)
+	s.echo.mu.Unlock()
+	if n != 0 {
 		t.Fatalf("%d echo connections after Close", n)
 	}
 
@@ -63,7 +67,14 @@ func TestEchoLimitAndClose(t *testing.T) {
 	if _, err := s2.Echo(context.Background(), webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: "v=0 garbage"}); err == nil {
 		t.Fatal("garbage SDP accepted")
 	}
-	if n := len(s2.echo.pcs); n != 0 {
+	if _, err := s2.Echo(context.Background(), webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: codecBomb()}); err == nil ||
+		!strings.Contains(err.Error(), "payload types") {
+		t.Fatalf("codec bomb: %v, want a refusal naming payload types", err)
+	}
+	s2.echo.mu.Lock() // pion's state callbacks of the refused ones may still run
+	n = len(s2.echo.pcs)
+	s2.echo.mu.Unlock()
+	if n != 0 {
 		t.Fatalf("%d echo connections left by refused offers", n)
 	}
 }

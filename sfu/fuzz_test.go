@@ -17,21 +17,22 @@ func (nopSignaler) Interrupted()                              {}
 func (nopSignaler) Restored()                                 {}
 func (nopSignaler) Failed(error)                              {}
 
-// fuzzOffer is a real offer (audio and video, as rtctest peers send).
-func fuzzOffer(f *testing.F) string {
+// pionOffer is a real offer (audio and video, as rtctest peers send).
+func pionOffer(tb testing.TB) string {
+	tb.Helper()
 	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer func() { _ = pc.Close() }()
 	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
 		if _, err := pc.AddTransceiverFromKind(k); err != nil {
-			f.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
 	return offer.SDP
 }
@@ -42,7 +43,7 @@ func fuzzOffer(f *testing.F) string {
 // Input: the description (an offer, or an answer to the SFU's offer when
 // asAnswer) and candidate lines, one per line.
 func FuzzSDPAndCandidates(f *testing.F) {
-	offer := fuzzOffer(f)
+	offer := pionOffer(f)
 	cand := "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"
 	f.Add(offer, cand, false)
 	f.Add(offer, cand+"\ncandidate:2 1 tcp 1 ::1 9 typ host tcptype passive\n", true)

@@ -5,8 +5,9 @@ import (
 	"sync"
 
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/rtp"
+
+	"videochat/internal/gcc"
 )
 
 // directPacer sends every packet at once, like gcc.NoOpPacer, but without

@@ -6,8 +6,9 @@ import (
 	"testing"
 
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/rtp"
+
+	"videochat/internal/gcc"
 )
 
 // udpWriter is the bottom of a write path: one sendto per packet.

@@ -92,6 +92,9 @@ func (p *Participant) Name() string { return p.name }
 // session and media tracks carry on. The new candidates are held until the
 // answer carrying the new credentials has been sent.
 func (p *Participant) HandleOffer(sdp string) error {
+	if err := checkCodecWork("offer", sdp); err != nil {
+		return err
+	}
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
 	if p.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
@@ -148,6 +151,9 @@ func (p *Participant) offer() error {
 
 // HandleAnswer applies the client's answer to the server's offer.
 func (p *Participant) HandleAnswer(sdp string) error {
+	if err := checkCodecWork("answer", sdp); err != nil {
+		return err
+	}
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
 	if p.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
 )
@@ -274,16 +273,17 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 // interval and a per-packet limit keep loss repair fast without NACK storms
 // for packets already recovered over RTX.
 //
-// The responder keeps a copy of every video packet sent to a subscriber
-// (~1.8 KiB each in pion's buffers): 1024 of them were ~3.6 MiB per 1:1
-// call, a third of its memory. 512 packets are 2 s of video at the
-// prober's 2.5 Mbit/s ceiling (4 s at 1.2 Mbit/s): five NACK retries at a
-// 300 ms round trip.
+// The NACK responder (nackresp.go) keeps the packets sent to a subscriber
+// in a 640 KiB ring per video track: 2 s at the prober's 2.5 Mbit/s
+// ceiling (4 s at 1.2 Mbit/s), five NACK retries at a 300 ms round trip;
+// its index holds 1,024 packets (2 s of 300-byte packets). pion's
+// responder held 512 packets in ~1.8 KiB pooled buffers each.
 const (
-	nackInterval      = 20 * time.Millisecond
-	nackMaxPerPacket  = 5
-	nackResponderSize = 512
-	srtpReplayWindow  = 1024
+	nackInterval     = 20 * time.Millisecond
+	nackMaxPerPacket = 5
+	nackRingBytes    = 640 << 10
+	nackRingPackets  = 1024
+	srtpReplayWindow = 1024
 )
 
 // registerInterceptors sets up the interceptor chain. Order matters: the
@@ -296,11 +296,12 @@ const (
 func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry, est *estimators, rep *repairCounters) error {
 	reg.Add(rep)
 	steps := []func() error{
-		func() error { return registerNACKResponder(m, reg) },
+		func() error { registerNACKResponder(m, reg); return nil },
+		func() error { reg.Add(newHeaderCacheFactory()); return nil },
 		func() error { return webrtc.ConfigureRTCPReports(reg) },
-		func() error { return webrtc.ConfigureTWCCSender(m, reg) },
+		func() error { return registerTWCCFeedback(m, reg) },
 		func() error { return registerCongestionControl(reg, est) },
-		func() error { return webrtc.ConfigureTWCCHeaderExtensionSender(m, reg) },
+		func() error { reg.Add(twccSeqFactory{}); return nil }, // extension registered by registerTWCCFeedback
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -310,18 +311,27 @@ func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry, est 
 	return nil
 }
 
+// registerTWCCFeedback offers transport-wide congestion control feedback
+// (the remote senders' estimates depend on it) and sends it (twccfb.go),
+// as webrtc.ConfigureTWCCSender does with pion's interceptor.
+func registerTWCCFeedback(m *webrtc.MediaEngine, reg *interceptor.Registry) error {
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: transportCCURI}, kind); err != nil {
+			return err
+		}
+	}
+	reg.Add(twccFeedbackFactory{})
+	return nil
+}
+
 // registerNACKResponder answers subscribers' NACKs from a send buffer and
 // offers NACK feedback for video. NACKs to publishers come from the
 // upTracks (nackgen.go), not from pion's generator.
-func registerNACKResponder(m *webrtc.MediaEngine, reg *interceptor.Registry) error {
-	resp, err := nack.NewResponderInterceptor(nack.ResponderSize(nackResponderSize))
-	if err != nil {
-		return err
-	}
+func registerNACKResponder(m *webrtc.MediaEngine, reg *interceptor.Registry) {
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
-	reg.Add(resp)
-	return nil
+	reg.Add(nackResponderFactory{ringBytes: nackRingBytes, ringPackets: nackRingPackets})
 }
 
 // ErrClosed is returned by operations on a closed call or participant.

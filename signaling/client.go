@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,12 @@ type client struct {
 
 	// Guarded by srv.mu.
 	sess *session // the session this connection is attached to, after login or resume
+}
+
+func newClient(s *Server, conn *websocket.Conn, r *http.Request, ip netip.Addr) *client {
+	return &client{srv: s, conn: conn, host: r.Host, ip: ip, remote: r.RemoteAddr,
+		send: make(chan outFrame, s.cfg.SendQueue), usersReady: make(chan struct{}, 1),
+		quit: make(chan struct{}), kill: make(chan struct{}), readDone: make(chan struct{})}
 }
 
 // setUsers makes frame the users list to write next, replacing one that

@@ -3,10 +3,9 @@ package signaling
 import (
 	"bytes"
 	"context"
-	"errors"
+	"crypto/rand"
 	"io"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -123,31 +122,35 @@ func fuzzHandleOnce(t *testing.T, data []byte) {
 	}
 	h := httptest.NewServer(s)
 	defer h.Close()
-	alice, bob := fuzzDial(t, h, "alice"), fuzzDial(t, h, "bob")
-	defer alice.Close()
-	defer bob.Close()
+	alice := fuzzDial(t, h, "alice")
+	defer alice.close()
+	bob := fuzzDial(t, h, "bob")
+	defer bob.close()
 
 	lines := bytes.Split(data, []byte("\n"))
 	if len(lines) > 32 {
 		lines = lines[:32]
 	}
 	for _, line := range lines {
-		ws := alice
+		fc := alice
 		if len(line) > 0 {
 			if line[0] == 'b' {
-				ws = bob
+				fc = bob
 			}
 			line = line[1:]
 		}
-		_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if ws.WriteMessage(websocket.TextMessage, line) != nil {
+		_ = fc.ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if fc.ws.WriteMessage(websocket.TextMessage, line) != nil {
 			break // the server closed this one (e.g. frame too large)
 		}
 	}
 	// Both connections still get answers, unless the server closed them.
-	fuzzSync(t, alice)
-	fuzzSync(t, bob)
+	alice.sync(t)
+	bob.sync(t)
 
+	// The clients' readers answer the server's close frames, so Close
+	// does not wait for its writers' linger; 5 s is far above the few
+	// milliseconds it takes.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.Close(ctx); err != nil {
@@ -165,41 +168,84 @@ func fuzzHandleOnce(t *testing.T, data []byte) {
 	}
 }
 
+// fuzzClient is one logged-in connection of FuzzHandle. Its reader
+// goroutine reads every frame until the connection ends (answering the
+// server's close frame, as a browser does) and reports the answer to the
+// sync probe; close ends it and waits for it.
+type fuzzClient struct {
+	ws     *websocket.Conn
+	probe  string        // the type of this client's sync probe: a nonce no input can guess
+	synced chan struct{} // cap 1: the probe's answer arrived
+	done   chan struct{} // closed when the reader has returned
+}
+
 // fuzzDial connects and logs in as name.
-func fuzzDial(t *testing.T, h *httptest.Server, name string) *websocket.Conn {
+func fuzzDial(t *testing.T, h *httptest.Server, name string) *fuzzClient {
 	t.Helper()
 	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(h.URL, "http")+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fc := &fuzzClient{ws: ws, probe: "fuzzsync" + fuzzNonce(),
+		synced: make(chan struct{}, 1), done: make(chan struct{})}
+	go fc.read()
 	_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	if err := ws.WriteJSON(map[string]string{"type": "login", "name": name}); err != nil {
+		fc.close()
 		t.Fatal(err)
 	}
-	return ws
+	return fc
 }
 
-// fuzzSync sends an unknown type and reads until its error comes back:
-// the server has handled every earlier frame of the connection. A
-// connection the server closed (too large a frame, a flood, a full
-// queue) passes; one that stays open without answering fails.
-func fuzzSync(t *testing.T, ws *websocket.Conn) {
+func (fc *fuzzClient) read() {
+	defer close(fc.done)
+	probe := []byte(fc.probe)
+	for {
+		_, data, err := fc.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		if bytes.Contains(data, probe) {
+			select {
+			case fc.synced <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// sync sends an unknown type and waits for its error to come back: the
+// server has handled every earlier frame of the connection. A connection
+// the server closed (too large a frame, a flood, a full queue) passes;
+// one that stays open without answering fails.
+func (fc *fuzzClient) sync(t *testing.T) {
 	t.Helper()
-	_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	if ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"fuzzsync"}`)) != nil {
+	_ = fc.ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	if fc.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"`+fc.probe+`"}`)) != nil {
 		return
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
-				t.Fatalf("server stopped answering: %v", err)
-			}
-			return
-		}
-		if bytes.Contains(data, []byte("fuzzsync")) {
-			return
-		}
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-fc.synced:
+	case <-fc.done:
+	case <-timer.C:
+		t.Fatal("server stopped answering within 5 s")
 	}
+}
+
+// close ends the connection and its reader.
+func (fc *fuzzClient) close() {
+	_ = fc.ws.Close()
+	<-fc.done
+}
+
+// fuzzNonce returns eight random lower-case letters.
+func fuzzNonce() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	return string(b)
 }

@@ -98,10 +98,19 @@ func (s *Server) buildPresence() (frame, list []byte) {
 
 // sendPresence gives frame to every session, unless it is the one sent last.
 func (s *Server) sendPresence(frame []byte) {
+	for _, ss := range s.presenceTargets(frame) {
+		s.count.msgOut(typeUsers)
+		ss.enqueueUsers(frame)
+	}
+}
+
+// presenceTargets records frame as the list sent last and returns the
+// sessions to send it to: none if it was already sent.
+func (s *Server) presenceTargets(frame []byte) []*session {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if bytes.Equal(frame, s.lastUsers) {
-		s.mu.Unlock()
-		return
+		return nil
 	}
 	s.lastUsers = frame
 	sessions := make([]*session, 0, len(s.names))
@@ -111,11 +120,7 @@ func (s *Server) sendPresence(frame []byte) {
 	for _, ss := range s.roam.stubs { // resumed here, sessions elsewhere (roam.go)
 		sessions = append(sessions, ss)
 	}
-	s.mu.Unlock()
-	for _, ss := range sessions {
-		s.count.msgOut(typeUsers)
-		ss.enqueueUsers(frame)
-	}
+	return sessions
 }
 
 // currentUsers is the list sent last (for a resumed connection).

@@ -149,3 +149,5 @@ func checkDescription(typ string, d *webrtc.SessionDescription, want webrtc.SDPT
 	}
 	return nil
 }
+
+func jsonFrame(m *Message) ([]byte, error) { return json.Marshal(m) }

@@ -186,15 +186,7 @@ func (s *Server) endRelayed(ss *session, reason string) {
 }
 
 // enter counts a delivery as server work; false once the server is closed.
-func (s *Server) enter() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	return true
-}
+func (s *Server) enter() bool { return s.addWork(1) }
 
 // deliver handles a message from node, on the cluster's receiving
 // goroutine (so a call's messages are handled in the order sent).

@@ -178,7 +178,7 @@ func (s *Server) deliverRoam(from string, m *relayMsg) bool {
 			ss.sendError(err.Error())
 			return true
 		}
-		s.handleSession(ss, netip.Addr{}, msg, m.Frame)
+		s.runSession(ss, netip.Addr{}, msg, m.Frame)
 	case relayConn:
 		s.remoteConnGone(m)
 	default:

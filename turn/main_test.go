@@ -184,6 +184,20 @@ func turnErrorCode(err error) int {
 	return 0
 }
 
+// turnErrorReason is the reason phrase of a TURN error response ("" if err is not one).
+func turnErrorReason(err error) string {
+	var te stun.TurnError
+	if errors.As(err, &te) {
+		return string(te.ErrorCodeAttr.Reason)
+	}
+	var tep *stun.TurnError
+	if errors.As(err, &tep) {
+		return string(tep.ErrorCodeAttr.Reason)
+	}
+
+	return ""
+}
+
 // roundTrip sends msg from relay to peer until the echo comes back.
 func roundTrip(t *testing.T, relay net.PacketConn, peer net.Addr, msg string) {
 	t.Helper()

@@ -26,6 +26,9 @@ func TestUserQuota(t *testing.T) {
 	if code := turnErrorCode(err); code != codeQuotaReached {
 		t.Fatalf("third allocation: code %d (%v), want 486", code, err)
 	}
+	if r := turnErrorReason(err); r != "Allocation Quota Reached" {
+		t.Fatalf("486 over UDP with reason %q", r)
+	}
 	bob, bobPass := Credentials(testSecret, "bob", time.Hour, time.Now())
 	allocate(t, udpClient(t, srv, bob, bobPass))
 
@@ -67,13 +70,14 @@ func TestUserQuotaConcurrent(t *testing.T) {
 
 	var wg sync.WaitGroup
 	codes := make([]int, len(clients))
+	errs := make([]error, len(clients))
 	relays := make([]net.PacketConn, len(clients))
 	for i, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			relay, err := c.Allocate()
-			relays[i], codes[i] = relay, turnErrorCode(err)
+			relays[i], codes[i], errs[i] = relay, turnErrorCode(err), err
 			if err != nil && codes[i] == 0 {
 				codes[i] = -1
 			}
@@ -89,6 +93,9 @@ func TestUserQuotaConcurrent(t *testing.T) {
 			t.Cleanup(func() { _ = relays[i].Close() })
 		case codeQuotaReached:
 			refused++
+			if r := turnErrorReason(errs[i]); r != "Allocation Quota Reached" {
+				t.Errorf("client %d: 486 over TCP with reason %q", i, r)
+			}
 		default:
 			t.Errorf("client %d: unexpected code %d", i, code)
 		}

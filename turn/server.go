@@ -122,7 +122,7 @@ func (s *Server) startPion(filter *peerFilter) error {
 	if s.tls != nil {
 		// Deadlines and tracking sit below TLS, on the raw TCP connections.
 		lc := s.listenerConfig(s.tls, filter)
-		lc.Listener = tls.NewListener(s.tls, s.cfg.TLSConfig)
+		lc.Listener = reasonListener{tls.NewListener(s.tls, s.cfg.TLSConfig)}
 		listeners = append(listeners, lc)
 	}
 	for _, l := range s.ext {
@@ -135,7 +135,7 @@ func (s *Server) startPion(filter *peerFilter) error {
 		EventHandler:  s.eventHandler(),
 		LoggerFactory: pionLoggerFactory{log: s.log},
 		PacketConnConfigs: []pturn.PacketConnConfig{{
-			PacketConn:            s.udp,
+			PacketConn:            reasonPacketConn{s.udp},
 			RelayAddressGenerator: s.relays,
 			PermissionHandler:     filter.permissionHandler,
 		}},
@@ -151,7 +151,7 @@ func (s *Server) startPion(filter *peerFilter) error {
 
 func (s *Server) listenerConfig(l net.Listener, filter *peerFilter) pturn.ListenerConfig {
 	return pturn.ListenerConfig{
-		Listener:              l,
+		Listener:              reasonListener{l},
 		RelayAddressGenerator: s.relays,
 		PermissionHandler:     filter.permissionHandler,
 	}

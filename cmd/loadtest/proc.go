@@ -113,7 +113,9 @@ func startServer(ctx context.Context, bin, cpus, extra, logPath string, withTURN
 		}
 		turnAddr = fmt.Sprintf("127.0.0.1:%d", tp)
 	}
-	args := []string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-udp-port", "0", "-turn-addr", turnAddr,
+	// -https-addr "": the LAN HTTPS listener's fixed default port (:9443)
+	// would make a second run on the machine fail to start.
+	args := []string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-udp-port", "0", "-turn-addr", turnAddr, "-https-addr", "",
 		"-log-level", "error", "-max-conns", "100000", "-max-conns-per-ip", "100000",
 		"-call-attempts", "100000", "-msg-rate", "1000", "-turn-per-ip", "100000"}
 	args = append(args, strings.Fields(extra)...)

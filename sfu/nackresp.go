@@ -1,0 +1,233 @@
+package sfu
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+)
+
+// nackResponder answers a subscriber's NACKs from a copy of what was sent
+// to it, like pion's nack.ResponderInterceptor (same wire behaviour: RTX
+// with the original sequence number in front of the payload when RTX is
+// negotiated, plain retransmission otherwise) but without allocating per
+// packet: each video stream keeps its packets in one preallocated byte
+// ring (sendRing), not in a pooled buffer plus a cloned header per packet.
+// NACKs are answered on the goroutine that reads the RTCP (the
+// downTrack's readRTCP), not in a new goroutine per NACK.
+type nackResponder struct {
+	interceptor.NoOp
+	ringBytes, ringPackets int
+
+	mu      sync.Mutex
+	streams map[uint32]*sendRing
+}
+
+// nackResponderFactory makes one nackResponder per PeerConnection.
+type nackResponderFactory struct{ ringBytes, ringPackets int }
+
+func (f nackResponderFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &nackResponder{ringBytes: f.ringBytes, ringPackets: f.ringPackets, streams: map[uint32]*sendRing{}}, nil
+}
+
+// streamSupportsNACK reports whether the receiver asked for generic NACK.
+func streamSupportsNACK(info *interceptor.StreamInfo) bool {
+	for _, fb := range info.RTCPFeedback {
+		if fb.Type == "nack" && fb.Parameter == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// BindLocalStream keeps a copy of every packet of a stream that supports
+// NACK.
+func (n *nackResponder) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !streamSupportsNACK(info) {
+		return w
+	}
+	r := newSendRing(n.ringBytes, n.ringPackets)
+	r.writer = w
+	r.ssrc, r.rtxSSRC, r.rtxPT = info.SSRC, info.SSRCRetransmission, info.PayloadTypeRetransmission
+	r.rtxSeq = uint16(rand.Uint32()) //nolint:gosec // a starting sequence number, not a secret
+	n.mu.Lock()
+	n.streams[info.SSRC] = r
+	n.mu.Unlock()
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if h.SSRC == r.ssrc {
+			r.store(h, payload)
+		}
+		return w.Write(h, payload, a)
+	})
+}
+
+// UnbindLocalStream forgets the stream.
+func (n *nackResponder) UnbindLocalStream(info *interceptor.StreamInfo) {
+	n.mu.Lock()
+	delete(n.streams, info.SSRC)
+	n.mu.Unlock()
+}
+
+// Close forgets every stream.
+func (n *nackResponder) Close() error {
+	n.mu.Lock()
+	clear(n.streams)
+	n.mu.Unlock()
+	return nil
+}
+
+// BindRTCPReader answers NACKs as they are read. Each reader (one per
+// RTPSender) has its own scratch space, used only by its goroutine.
+func (n *nackResponder) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
+	var scratch resendScratch
+	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		i, attr, err := reader.Read(b, a)
+		if err != nil {
+			return 0, nil, err
+		}
+		if attr == nil {
+			attr = make(interceptor.Attributes)
+		}
+		pkts, err := attr.GetRTCPPackets(b[:i])
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, p := range pkts {
+			if nack, ok := p.(*rtcp.TransportLayerNack); ok {
+				n.resend(nack, &scratch)
+			}
+		}
+		return i, attr, nil
+	})
+}
+
+func (n *nackResponder) resend(nack *rtcp.TransportLayerNack, s *resendScratch) {
+	n.mu.Lock()
+	r := n.streams[nack.MediaSSRC]
+	n.mu.Unlock()
+	if r == nil {
+		return
+	}
+	for _, pair := range nack.Nacks {
+		pair.Range(func(seq uint16) bool {
+			r.resend(seq, s)
+			return true
+		})
+	}
+}
+
+// sendRing holds the recent packets of one stream: their bytes in a ring
+// of ringBytes (a packet that does not fit at the end starts again at the
+// beginning), found by sequence number through an index of ringPackets
+// entries. A packet can be resent while its bytes have not been
+// overwritten; the index is a power of two.
+type sendRing struct {
+	writer        interceptor.RTPWriter
+	ssrc, rtxSSRC uint32
+	rtxPT         uint8
+
+	mu      sync.Mutex
+	buf     []byte
+	written uint64 // bytes ever written (ring positions are written % len(buf))
+	index   []ringEntry
+	rtxSeq  uint16
+}
+
+type ringEntry struct {
+	at         uint64 // absolute start of the packet's bytes
+	hlen, plen uint16 // marshalled header, payload (without padding)
+	padding    uint8
+	seq        uint16
+	valid      bool
+}
+
+// maxStoredPacket is the largest header plus payload kept; pion's own
+// responder refuses payloads over 1,460 bytes.
+const maxStoredPacket = 1500
+
+func newSendRing(ringBytes, ringPackets int) *sendRing {
+	return &sendRing{buf: make([]byte, ringBytes), index: make([]ringEntry, ringPackets)}
+}
+
+// store copies a packet into the ring.
+func (r *sendRing) store(h *rtp.Header, payload []byte) {
+	hlen := h.MarshalSize()
+	size := hlen + len(payload)
+	if size > maxStoredPacket || size > len(r.buf) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pos := int(r.written % uint64(len(r.buf)))
+	if pos+size > len(r.buf) { // wrap: skip the tail
+		r.written += uint64(len(r.buf) - pos)
+		pos = 0
+	}
+	if _, err := h.MarshalTo(r.buf[pos : pos+hlen]); err != nil {
+		return
+	}
+	copy(r.buf[pos+hlen:], payload)
+	r.index[int(h.SequenceNumber)&(len(r.index)-1)] = ringEntry{
+		at: r.written, hlen: uint16(hlen), plen: uint16(len(payload)), //nolint:gosec // both ≤ maxStoredPacket
+		padding: h.PaddingSize, seq: h.SequenceNumber, valid: true,
+	}
+	r.written += uint64(size)
+}
+
+// resendScratch is where a packet is copied to be resent.
+type resendScratch struct {
+	buf [maxStoredPacket + 2]byte
+	hdr rtp.Header
+}
+
+// load copies packet seq into s: the header at s.buf[0:hlen], the payload
+// two bytes after it (room for RTX's original sequence number).
+func (r *sendRing) load(seq uint16, s *resendScratch) (e ringEntry, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e = r.index[int(seq)&(len(r.index)-1)]
+	if !e.valid || e.seq != seq || r.written-e.at > uint64(len(r.buf)) {
+		return e, false // never stored, replaced, or its bytes overwritten
+	}
+	pos := int(e.at % uint64(len(r.buf)))
+	copy(s.buf[:e.hlen], r.buf[pos:])
+	copy(s.buf[int(e.hlen)+2:], r.buf[pos+int(e.hlen):pos+int(e.hlen)+int(e.plen)])
+	return e, true
+}
+
+// resend sends packet seq again: over RTX when negotiated, else as it was.
+func (r *sendRing) resend(seq uint16, s *resendScratch) {
+	e, ok := r.load(seq, s)
+	if !ok {
+		return
+	}
+	if _, err := s.hdr.Unmarshal(s.buf[:e.hlen]); err != nil {
+		return
+	}
+	h := &s.hdr
+	h.PaddingSize = e.padding
+	hl := int(e.hlen)
+	payload := s.buf[hl+2 : hl+2+int(e.plen)]
+	if r.rtxSSRC != 0 && r.rtxPT != 0 {
+		binary.BigEndian.PutUint16(s.buf[hl:], h.SequenceNumber)
+		payload = s.buf[hl : hl+2+int(e.plen)]
+		if h.Padding && h.PaddingSize == 0 && len(payload) > 2 {
+			// Padding carried in the payload (older pion/rtp users).
+			p := int(payload[len(payload)-1])
+			if p > len(payload)-2 {
+				return
+			}
+			payload = payload[:len(payload)-p]
+		}
+		h.Padding, h.PaddingSize = false, 0
+		h.SSRC, h.PayloadType = r.rtxSSRC, r.rtxPT
+		r.mu.Lock()
+		h.SequenceNumber = r.rtxSeq
+		r.rtxSeq++
+		r.mu.Unlock()
+	}
+	_, _ = r.writer.Write(h, payload, nil)
+}
