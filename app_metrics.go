@@ -39,6 +39,9 @@ func (a *App) buildMetrics() error {
 	if a.rec != nil {
 		src.Recorder = func() recorder.Stats { return a.rec.Stats() }
 	}
+	if a.cfg.RedisURL != "" {
+		src.Cluster = a.dir.Stats
+	}
 	a.metrics = metrics.New(src)
 	if a.cfg.MetricsAddr == "" {
 		return nil

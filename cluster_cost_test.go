@@ -70,8 +70,8 @@ func TestClusterCallSetupCost(t *testing.T) {
 		n := sumCommands(c1) - sumCommands(c0) - 1 // the INFO itself
 		perCall = append(perCall, n)
 		cross = append(cross, d)
-		t.Logf("cross-node call %d: %v, %d Redis commands (%d publish, %d evalsha)", i, d, n,
-			c1["publish"]-c0["publish"], c1["evalsha"]-c0["evalsha"])
+		t.Logf("cross-node call %d: %v, %d Redis commands (%d xadd, %d xread, %d evalsha)", i, d, n,
+			c1["xadd"]-c0["xadd"], c1["xread"]-c0["xread"], c1["evalsha"]-c0["evalsha"])
 		stop()
 	}
 	slices.Sort(local)

@@ -154,8 +154,14 @@ func TestClusterNamesAndPresence(t *testing.T) {
 // flows both ways with intact payloads.
 func clusterCall(t *testing.T, from, to *App, caller, callee string) (a, b *wsPeer, stop func()) {
 	t.Helper()
-	a = dialPeer(t, wsOf(from), caller, rtctest.Options{})
-	b = dialPeer(t, wsOf(to), callee, rtctest.Options{})
+	return clusterCallWS(t, wsOf(from), wsOf(to), caller, callee)
+}
+
+// clusterCallWS is clusterCall between the nodes at these WebSocket URLs.
+func clusterCallWS(t *testing.T, from, to string, caller, callee string) (a, b *wsPeer, stop func()) {
+	t.Helper()
+	a = dialPeer(t, from, caller, rtctest.Options{})
+	b = dialPeer(t, to, callee, rtctest.Options{})
 	start := time.Now()
 	a.call(callee)
 	if m := a.expect("answer"); m.Name != callee {
@@ -350,4 +356,57 @@ func TestClusterRedisRestart(t *testing.T) {
 	_, _, stop2 := clusterCall(t, nodes[1], nodes[2], "gina", "hank")
 	defer stop2()
 	_ = dave
+}
+
+// callWithFreshPeer has p (whose PeerConnection is spent) call callee with
+// a new PeerConnection over p's signaling connection, driving the
+// protocol itself, and returns the new peer once the server's answer is
+// applied.
+func callWithFreshPeer(t *testing.T, p *wsPeer, callee string) *rtctest.Peer {
+	t.Helper()
+	p.sdpOff.Store(true)
+	fresh := rtctest.NewPeer(t, rtctest.Options{})
+	fresh.PC.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c != nil {
+			init := c.ToJSON()
+			p.send(signaling.Message{Type: "candidate", Candidate: &init})
+		}
+	})
+	offer, err := fresh.PC.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.PC.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	p.send(signaling.Message{Type: "offer", Name: callee, Offer: &offer})
+	answered := make(chan struct{})
+	go func() { // the server's answer, then its candidates, until the socket closes
+		var pending []webrtc.ICECandidateInit
+		for m := range p.msgs {
+			switch {
+			case m.Type == "answer" && m.Answer != nil && fresh.PC.RemoteDescription() == nil:
+				if err := fresh.PC.SetRemoteDescription(*m.Answer); err != nil {
+					t.Errorf("%s: answer: %v", p.name, err)
+					return
+				}
+				for _, c := range pending {
+					_ = fresh.PC.AddICECandidate(c)
+				}
+				close(answered)
+			case m.Type == "candidate" && m.Candidate != nil:
+				if fresh.PC.RemoteDescription() == nil {
+					pending = append(pending, *m.Candidate)
+				} else {
+					_ = fresh.PC.AddICECandidate(*m.Candidate) // fails only once fresh is closed
+				}
+			}
+		}
+	}()
+	select {
+	case <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no answer to the call to %s within 10 s", p.name, callee)
+	}
+	return fresh
 }

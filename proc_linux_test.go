@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ type serverProc struct {
 	url     string // http://127.0.0.1:port/
 	turnUDP string // host:port of the embedded TURN server (UDP)
 	exited  chan struct{}
+	killed  atomic.Bool // by kill: no clean exit expected
 
 	mu   sync.Mutex
 	tail []string // the last log lines, for failures
@@ -40,12 +42,26 @@ type serverProc struct {
 // cleanly within 10 s.
 func startServerProc(t *testing.T, args ...string) *serverProc {
 	t.Helper()
+	return runServerProc(t, buildServer(t), args...)
+}
+
+// buildServer builds the server binary (without -race) into a temporary
+// directory and returns its path; tests that run several processes build
+// it once.
+func buildServer(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "videochat")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// runServerProc runs the binary bin like startServerProc.
+func runServerProc(t *testing.T, bin string, args ...string) *serverProc {
+	t.Helper()
 	args = append([]string{"-addr", "127.0.0.1:0", "-udp-port", "0", "-turn-addr", "127.0.0.1:0",
 		"-https-addr=", "-state-dir", t.TempDir()}, args...)
 	p := &serverProc{t: t, cmd: exec.Command(bin, args...), exited: make(chan struct{})}
@@ -115,6 +131,9 @@ func (p *serverProc) wsURL() string { return wsURLOf(p.url, "/ws") }
 // stop sends SIGTERM and waits for a clean exit within the shutdown bound
 // (5 s in main) plus slack.
 func (p *serverProc) stop() {
+	if p.killed.Load() {
+		return
+	}
 	start := time.Now()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -129,6 +148,14 @@ func (p *serverProc) stop() {
 		p.t.Errorf("server exited with %d after SIGTERM:\n%s", code, p.logTail())
 	}
 	p.t.Logf("server shut down in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// kill sends SIGKILL (no goodbye of any kind, as after a crash or a power
+// cut) and waits until the process is gone.
+func (p *serverProc) kill() {
+	p.killed.Store(true)
+	_ = p.cmd.Process.Kill()
+	<-p.exited
 }
 
 // rssMiB is the server's resident set in MiB.

@@ -62,11 +62,16 @@ type Directory interface {
 	// Peers returns the public media addresses (host:port) of the other
 	// live nodes, from a cache (never blocks).
 	Peers() []string
+	// Alive reports whether node is another node seen alive, from a cache
+	// (never blocks).
+	Alive(node string) bool
 	// Locate returns the live node holding the exact name key, "" if none.
 	Locate(ctx context.Context, key string) (string, error)
 	// Send relays payload to node, in order with earlier sends to it;
 	// never blocks. An error wrapping ErrUnavailable when it cannot.
 	Send(node string, payload []byte) error
+	// Stats returns the node's cluster numbers (zero when alone).
+	Stats() Stats
 	// Close releases this node's names and leaves the cluster, after the
 	// messages already sent are on their way (within ctx).
 	Close(ctx context.Context) error
@@ -83,6 +88,8 @@ func (Alone) Release(Claim)                                  {}
 func (Alone) LocalChanged()                                  {}
 func (Alone) RemoteUsers() []string                          { return nil }
 func (Alone) Peers() []string                                { return nil }
+func (Alone) Alive(string) bool                              { return false }
 func (Alone) Locate(context.Context, string) (string, error) { return "", nil }
 func (Alone) Send(string, []byte) error                      { return ErrUnavailable }
 func (Alone) Close(context.Context) error                    { return nil }
+func (Alone) Stats() Stats                                   { return Stats{} }

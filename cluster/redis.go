@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Config configures a Redis directory. Zero fields get the defaults noted.
@@ -40,7 +41,7 @@ type Config struct {
 //	P name:<key>      string: "<node>|<random>" of the session holding the name (its lease: the node's heartbeat)
 //	P epoch           string: when Redis started serving the cluster (claims wait two heartbeats after it)
 //	P names:<node>    set: the name keys the node holds (so survivors can delete a dead node's)
-//	P node:<node>     pub/sub channel: messages relayed to that node, in order
+//	P relay:<node>    stream: messages relayed to that node, in order (stream.go)
 //	P presence        pub/sub channel: "<node>" when its users changed
 //
 // One heartbeat is one script run, whatever the number of users: it stamps
@@ -52,6 +53,7 @@ type Redis struct {
 	cfg Config
 	log *slog.Logger
 	rdb *redis.Client
+	rx  *redis.Client // the relay stream's reader (stream.go)
 	ps  *redis.PubSub
 
 	ev        Events
@@ -70,6 +72,8 @@ type Redis struct {
 	closed  bool
 	crashed bool // Crash: nothing more is sent
 	tried   bool // a heartbeat has been tried
+
+	n redisCounters // for Stats (stats.go)
 
 	out        chan relayMsg
 	localKick  chan struct{}
@@ -120,10 +124,16 @@ func NewRedis(cfg Config) (*Redis, error) {
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = cfg.TTL/2, cfg.TTL/2, cfg.TTL/2
 	opt.MaxRetries = 1
 	opt.DisableIdentity = true
+	// Redis Enterprise/Cloud hand-off notices: plain Redis answers the
+	// handshake's CLIENT MAINT_NOTIFICATIONS with an error on every new
+	// connection.
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	r := &Redis{cfg: cfg, log: cfg.Logger, rdb: redis.NewClient(opt),
 		claims: map[string]Claim{}, remote: map[string][]string{}, vers: map[string]string{}, absent: map[string]time.Time{},
 		out: make(chan relayMsg, relayQueue), localKick: make(chan struct{}, 1),
 		remoteKick: make(chan struct{}, 1), stop: make(chan struct{})}
+	r.rdb.AddHook(counterHook{n: &r.n})
+	r.rx = newStreamReader(opt, cfg.ID, &r.n)
 	return r, nil
 }
 
@@ -142,9 +152,11 @@ func (r *Redis) ID() string { return r.cfg.ID }
 func (r *Redis) Start(ev Events) {
 	r.startOnce.Do(func() {
 		r.ev = ev
-		r.ps = r.rdb.Subscribe(context.Background(), r.key("node", r.cfg.ID), r.key("presence"))
-		r.beat() // register before serving (bounded: TTL/2 when Redis is down)
-		r.wg.Add(4)
+		r.ps = r.rdb.Subscribe(context.Background(), r.key("presence"))
+		last := r.streamStart() // before registering: what others send from then on is read
+		r.beat()                // register before serving (bounded: TTL/2 when Redis is down)
+		r.wg.Add(5)
+		go r.runStream(last)
 		go r.runReceive()
 		go r.runSend()
 		go r.runBeat()
@@ -245,6 +257,15 @@ func (r *Redis) Peers() []string {
 	return out
 }
 
+// Alive reports whether node is another node seen alive.
+func (r *Redis) Alive(node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, live := r.remote[node]
+	_, beating := r.media[node] // live at the last heartbeat
+	return live || beating
+}
+
 // Locate returns the live node whose session holds key (one round trip:
 // the claim, and the holder's heartbeat against Redis's clock).
 func (r *Redis) Locate(ctx context.Context, key string) (string, error) {
@@ -269,12 +290,14 @@ func (r *Redis) Send(node string, payload []byte) error {
 	closed := r.closed
 	r.mu.Unlock()
 	if closed || !r.healthy() {
+		r.n.dropped.Add(1)
 		return ErrUnavailable
 	}
 	select {
-	case r.out <- relayMsg{channel: r.key("node", node), payload: r.cfg.ID + "\n" + string(payload)}:
+	case r.out <- relayMsg{channel: r.streamKey(node), payload: r.cfg.ID + "\n" + string(payload)}:
 		return nil
 	default:
+		r.n.dropped.Add(1)
 		return fmt.Errorf("%w (relay queue full)", ErrUnavailable)
 	}
 }
@@ -302,7 +325,8 @@ func (r *Redis) Close(ctx context.Context) error {
 	}
 	r.claims = map[string]Claim{}
 	r.mu.Unlock()
-	close(r.stop) // runSend flushes what is queued before it returns
+	close(r.stop)    // runSend flushes what is queued before it returns
+	_ = r.rx.Close() // ends a blocked stream read at once
 	r.wg.Wait()
 	var err error
 	if r.ps != nil {
@@ -314,7 +338,7 @@ func (r *Redis) Close(ctx context.Context) error {
 		}
 		pipe.HSet(ctx, r.key("beat"), r.cfg.ID, 0) // long silent: gone for everyone at once
 		pipe.HDel(ctx, r.key("info"), r.cfg.ID)
-		pipe.Del(ctx, r.key("users", r.cfg.ID), r.key("names", r.cfg.ID))
+		pipe.Del(ctx, r.key("users", r.cfg.ID), r.key("names", r.cfg.ID), r.streamKey(r.cfg.ID))
 		pipe.Publish(ctx, r.key("presence"), r.cfg.ID)
 		_, err = pipe.Exec(ctx)
 		cancel()
@@ -325,7 +349,8 @@ func (r *Redis) Close(ctx context.Context) error {
 	return errors.Join(err, r.rdb.Close())
 }
 
-// runReceive delivers relayed messages and presence notices.
+// runReceive delivers presence notices (at most once: a missed one is
+// made up by the full re-read every few heartbeats).
 func (r *Redis) runReceive() {
 	defer r.wg.Done()
 	ch := r.ps.Channel()
@@ -337,15 +362,8 @@ func (r *Redis) runReceive() {
 			if !ok {
 				return
 			}
-			if m.Channel == r.key("presence") {
-				if m.Payload != r.cfg.ID {
-					kick(r.remoteKick)
-				}
-				continue
-			}
-			from, payload, ok := strings.Cut(m.Payload, "\n")
-			if ok {
-				r.ev.Deliver(from, []byte(payload))
+			if m.Channel == r.key("presence") && m.Payload != r.cfg.ID {
+				kick(r.remoteKick)
 			}
 		}
 	}
@@ -372,23 +390,32 @@ func (r *Redis) runSend() {
 	}
 }
 
+// xadd appends m to its stream in pipe.
+func (r *Redis) xadd(ctx context.Context, pipe redis.Pipeliner, m relayMsg) {
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: m.channel, MaxLen: relayStreamLen, Approx: true, Values: []any{"m", m.payload}})
+}
+
 func (r *Redis) publish(first relayMsg) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.TTL)
 	defer cancel()
 	pipe := r.rdb.Pipeline()
-	pipe.Publish(ctx, first.channel, first.payload)
+	r.xadd(ctx, pipe, first)
 	for n := 1; n < 256; n++ {
 		select {
 		case m := <-r.out:
-			pipe.Publish(ctx, m.channel, m.payload)
+			r.xadd(ctx, pipe, m)
 			continue
 		default:
 		}
 		break
 	}
+	n := pipe.Len()
 	if _, err := pipe.Exec(ctx); err != nil {
-		r.log.Warn("cluster: relay failed", "messages", pipe.Len(), "err", err)
+		r.n.dropped.Add(uint64(n))
+		r.log.Warn("cluster: relay failed", "messages", n, "err", err)
+		return
 	}
+	r.n.sent.Add(uint64(n))
 }
 
 // Crash stops this node's heartbeats and relays at once and drops its
@@ -404,6 +431,7 @@ func (r *Redis) Crash() {
 	r.closed, r.crashed = true, true
 	r.mu.Unlock()
 	close(r.stop)
+	_ = r.rx.Close()
 	_ = r.rdb.Close() // fails what is in flight; runSend drops the rest
 	r.wg.Wait()
 	if r.ps != nil {

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"videochat/internal/redistest"
@@ -245,5 +247,60 @@ func TestShortRedisRestartEndsNothing(t *testing.T) {
 	}
 	if !slices.Equal(b.RemoteUsers(), []string{"alice"}) {
 		t.Fatalf("presence after the restart: %v", b.RemoteUsers())
+	}
+}
+
+// TestRelaySurvivesReconnects: the receiver's connection is killed again
+// and again (as by a network blip or a proxy restart) while messages are
+// relayed to it; it reads on from where it was, so none is lost and the
+// order holds (pub/sub would lose what was published while it
+// reconnected).
+func TestRelaySurvivesReconnects(t *testing.T) {
+	rs := redistest.Start(t)
+	evB := newEvents()
+	a := node(t, rs.URL(), "a", newEvents())
+	node(t, rs.URL(), "b", evB)
+	admin := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("%s:%d", rs.Host, rs.Port), DisableIdentity: true})
+	defer admin.Close()
+	kills := 0
+	kill := func() {
+		list, err := admin.ClientList(context.Background()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if !strings.Contains(line, " name=videochat-relay-b ") {
+				continue
+			}
+			for _, f := range strings.Fields(line) {
+				if id, ok := strings.CutPrefix(f, "id="); ok {
+					if err := admin.Do(context.Background(), "CLIENT", "KILL", "ID", id).Err(); err == nil {
+						kills++
+					}
+				}
+			}
+		}
+	}
+	const n = 1000
+	for i := range n {
+		if i%25 == 10 {
+			kill()
+		}
+		for a.Send("b", []byte(strconv.Itoa(i))) != nil {
+			time.Sleep(time.Millisecond) // queue full: wait for the sender
+		}
+		if i%10 == 0 {
+			time.Sleep(time.Millisecond) // spread the messages over the kills
+		}
+	}
+	evB.until(t, 10*time.Second, func() bool { return len(evB.delivered) == n }, fmt.Sprintf("%d messages", n))
+	for i, m := range evB.delivered {
+		if m != "a:"+strconv.Itoa(i) {
+			t.Fatalf("message %d is %q", i, m)
+		}
+	}
+	t.Logf("%d messages delivered in order across %d kills of the receiver's connection", n, kills)
+	if kills < 5 { // of 40 tries: the reader may be reconnecting when one looks
+		t.Fatalf("only %d kills", kills)
 	}
 }

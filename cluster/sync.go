@@ -295,6 +295,7 @@ func (r *Redis) bury(node string) {
 	if err := buryScript.Run(ctx, r.rdb, []string{r.key("names", node)}, node+"|").Err(); err != nil {
 		r.log.Info("cluster: could not delete a dead node's names (claims skip them anyway)", "node", node, "err", err)
 	}
+	_ = r.rdb.Del(ctx, r.streamKey(node)).Err() // what was relayed to it; capped anyway
 }
 
 // fetchUsers reads the user lists of nodes (at the versions in vers).

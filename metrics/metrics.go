@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"videochat/cluster"
 	"videochat/recorder"
 	"videochat/sfu"
 	"videochat/signaling"
@@ -35,6 +36,7 @@ type Sources struct {
 	Signaling func() signaling.Stats
 	TURN      func() turn.Stats
 	Recorder  func() recorder.Stats
+	Cluster   func() cluster.Stats // a node with -redis-url
 }
 
 // Metrics is one server's registry with its collectors.
@@ -81,6 +83,9 @@ func New(src Sources) *Metrics {
 	}
 	if src.Recorder != nil {
 		m.reg.MustRegister(newRecorderCollector(src.Recorder))
+	}
+	if src.Cluster != nil {
+		m.reg.MustRegister(newClusterCollector(src.Cluster, src.Signaling))
 	}
 	for _, leg := range []string{"caller", "callee"} {
 		m.setup.WithLabelValues(leg) // both series exist from the start

@@ -84,6 +84,10 @@ func (s *Server) unregister(c *client, err error) {
 	if ss == nil {
 		return // never logged in, or its session was resumed elsewhere
 	}
+	if ss.away != nil { // its session lives on another node (roam.go)
+		s.awayLost(ss, c, err)
+		return
+	}
 	if !closing && lostWithoutClose(err) && !c.killed() && ss.detach(c) {
 		s.log.Info("connection lost, session held for resume", "name", ss.name, "err", err)
 		s.showCallstate(ss)

@@ -1,5 +1,7 @@
 package signaling
 
+import "net/netip"
+
 // handle runs one client frame. It is called on the client's reader.
 func (s *Server) handle(c *client, data []byte) {
 	m, err := parseMessage(data)
@@ -32,16 +34,26 @@ func (s *Server) handleSession(c *client, m *Message, data []byte) {
 		c.sendError("log in first: send {\"type\":\"login\",\"name\":...}")
 		return
 	}
+	if s.forwardAway(ss, data) { // its session lives on another node (roam.go)
+		return
+	}
+	s.runSession(ss, c.ip, m, data)
+}
+
+// runSession runs a call message of the user of ss, from a connection of
+// this node or relayed from the node holding the user's connection
+// (roam.go).
+func (s *Server) runSession(ss *session, ip netip.Addr, m *Message, data []byte) {
 	if s.relayClient(ss, m, data) { // its call is hosted on another node (relay.go)
 		return
 	}
 	switch m.Type {
 	case typeOffer:
-		if s.sdpOK(c, m.Type, m.Offer.SDP) {
-			s.offer(ss, c.ip, m.Name, m.Offer.SDP)
+		if s.sdpOK(ss, m.Type, m.Offer.SDP) {
+			s.offer(ss, ip, m.Name, m.Offer.SDP)
 		}
 	case typeAnswer:
-		if s.sdpOK(c, m.Type, m.Answer.SDP) {
+		if s.sdpOK(ss, m.Type, m.Answer.SDP) {
 			s.answer(ss, m.Answer.SDP)
 		}
 	case typeCandidate:
@@ -54,13 +66,13 @@ func (s *Server) handleSession(c *client, m *Message, data []byte) {
 }
 
 // sdpOK checks a description's size and sections (limits.go), telling the
-// client when it is refused.
-func (s *Server) sdpOK(c *client, typ, sdp string) bool {
+// user when it is refused.
+func (s *Server) sdpOK(ss *session, typ, sdp string) bool {
 	msg := s.checkSDP(typ, sdp)
 	if msg == "" {
 		return true
 	}
 	s.count.err(ErrBadSDP)
-	c.sendError(msg)
+	ss.sendError(msg)
 	return false
 }

@@ -82,7 +82,7 @@ func (s *Server) register(c *client, name string, servers []ICEServer, claim clu
 		return "", true
 	}
 	ss := newSession(name, c, &s.clock)
-	ss.token = newToken()
+	ss.token = s.newToken()
 	c.sess = ss
 	s.names[name] = ss
 	s.reserveName(name, ss)
@@ -111,6 +111,10 @@ func (s *Server) resume(c *client, token string) {
 		c.sendError("already logged in as " + already)
 		return
 	case ss == nil:
+		if node := s.tokenNode(token); node != "" {
+			s.resumeRemote(c, token, node) // issued by another node (roam.go)
+			return
+		}
 		s.resumeFailed(c)
 		return
 	}
@@ -120,7 +124,7 @@ func (s *Server) resume(c *client, token string) {
 		return
 	}
 	s.count.msgOut(typeResume)
-	old, ok := s.attach(c, ss, newTok, reply)
+	old, oldRemote, ok := s.attach(c, ss, newTok, reply)
 	if !ok {
 		s.resumeFailed(c)
 		return
@@ -128,7 +132,8 @@ func (s *Server) resume(c *client, token string) {
 	if old != nil {
 		old.stopWith("session resumed on another connection")
 	}
-	s.log.Info("session resumed", "name", ss.name, "replaced", old != nil)
+	s.closeRemote(oldRemote)
+	s.log.Info("session resumed", "name", ss.name, "replaced", old != nil || oldRemote != nil)
 	if users := s.currentUsers(); users != nil {
 		ss.enqueueUsers(users) // the new connection starts with the list
 	}
@@ -155,7 +160,7 @@ func (s *Server) spendToken(c *client, token string) (ss *session, newTok, other
 		return nil, "", "", ""
 	}
 	delete(s.tokens, token)
-	ss.token = newToken()
+	ss.token = s.newToken()
 	s.tokens[ss.token] = ss
 	if ss.call != nil {
 		other = ss.call.other(ss).name
@@ -169,29 +174,31 @@ func (s *Server) spendToken(c *client, token string) (ss *session, newTok, other
 // detached) first; old is the connection it was attached to. Under s.mu,
 // so that c.sess and the session's connection change together
 // (unregister of the old connection then finds no session). When the
-// session ended meanwhile, its new token is forgotten.
-func (s *Server) attach(c *client, ss *session, newTok string, reply []byte) (old *client, ok bool) {
+// session ended meanwhile, its new token is forgotten. oldRemote is the
+// connection on another node it was attached to (roam.go).
+func (s *Server) attach(c *client, ss *session, newTok string, reply []byte) (old *client, oldRemote *remoteConn, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok = ss.attach(c, reply)
+	old, oldRemote, ok = ss.attachLocal(c, reply)
 	if !ok {
 		if s.tokens[newTok] == ss {
 			delete(s.tokens, newTok)
 		}
-		return nil, false
+		return nil, nil, false
 	}
 	c.sess = ss
 	c.authed.Store(true)
 	if old != nil {
 		old.sess = nil
 	}
-	return old, true
+	return old, oldRemote, true
 }
 
 // finishSession releases an ended session: its name, its token, its call
 // (the other participant gets leave "disconnected").
 func (s *Server) finishSession(ss *session) {
 	cl := s.forget(ss)
+	s.closeRemote(ss.takeRemote())
 	s.releaseClaim(ss)
 	if cl != nil {
 		s.endCall(cl, ReasonGone, cl.other(ss))

@@ -117,6 +117,9 @@ func (s *Server) presenceTargets(frame []byte) []*session {
 	for _, ss := range s.names {
 		sessions = append(sessions, ss)
 	}
+	for _, ss := range s.roam.stubs { // resumed here, sessions elsewhere (roam.go)
+		sessions = append(sessions, ss)
+	}
 	return sessions
 }
 

@@ -43,6 +43,7 @@ type relayMsg struct {
 	Frame  json.RawMessage `json:"f,omitempty"`
 	Down   bool            `json:"d,omitempty"`
 	Reason string          `json:"r,omitempty"`
+	Conn   string          `json:"x,omitempty"` // a resumed connection's id on its node (roam.go)
 }
 
 // relayBook is the Server's cross-node bookkeeping, guarded by s.mu.
@@ -200,6 +201,9 @@ func (s *Server) deliver(from string, payload []byte) {
 		s.log.Warn("cluster: bad relay message", "from", from, "err", err)
 		return
 	}
+	if s.deliverRoam(from, &m) {
+		return
+	}
 	switch m.Kind {
 	case relayTo:
 		s.deliverTo(from, &m)
@@ -333,6 +337,7 @@ func (s *Server) nodeDown(node string) {
 		return
 	}
 	defer s.wg.Done()
+	s.roamNodeDown(node)
 	s.mu.Lock()
 	var calls []*call
 	for _, p := range s.relay.proxies {

@@ -52,6 +52,7 @@ type Server struct {
 
 	claims map[*session]cluster.Claim // cluster-wide name claims (cluster.go); s.mu
 	relay  relayBook                  // calls with users of other nodes (relay.go); s.mu
+	roam   roamBook                   // sessions resumed on another node (roam.go); s.mu
 }
 
 // New returns a Server.
@@ -159,9 +160,10 @@ const closeLinger = 5 * time.Second
 // grace timer (and its call, if one is left).
 func (s *Server) endDetached() {
 	for _, ss := range s.sessions() {
-		if ss.current() != stateDetached || !ss.end(nil) {
+		if (ss.current() != stateDetached && !ss.remoteAttached()) || !ss.end(nil) {
 			continue
 		}
+		s.closeRemote(ss.takeRemote())
 		cl := s.forget(ss)
 		s.releaseClaim(ss)
 		if cl != nil {

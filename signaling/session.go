@@ -103,6 +103,12 @@ type session struct {
 	// relay, on a proxy of a user of another node (relay.go), receives
 	// every frame instead of a connection.
 	relay *relayTarget
+	// remote, while attached, is the user's connection on another node
+	// (a resume that reached another node, roam.go): frames go there.
+	remote *remoteConn
+	// away (immutable) marks a stand-in session on the node holding a
+	// resumed connection whose session lives on another node (roam.go).
+	away *awayLink
 
 	// Guarded by Server.mu.
 	token string
@@ -145,6 +151,12 @@ func (ss *session) push(frame []byte, users bool) {
 	}
 	switch ss.state {
 	case stateAttached:
+		if ss.remote != nil {
+			if !users { // the connection's node sends its own lists
+				ss.remote.send(frame)
+			}
+			return
+		}
 		if users {
 			ss.conn.setUsers(frame) // replaces a list not yet written
 		} else {
@@ -213,22 +225,84 @@ func (ss *session) detach(c *client) bool {
 	return true
 }
 
-// attach makes c the session's connection: c gets reply, then what was
-// queued, before anything sent later. It returns the connection it
-// replaced, if one was still attached, and false if the session has ended.
-func (ss *session) attach(c *client, reply []byte) (old *client, ok bool) {
+// detachRemote is detach for a connection on another node, named by its
+// id there.
+func (ss *session) detachRemote(conn string) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.remote == nil || ss.remote.conn != conn {
+		return false
+	}
+	next, ok := transition(ss.state, evDrop)
+	if !ok {
+		return false
+	}
+	ss.state, ss.remote, ss.queue, ss.overflow, ss.usersAt = next, nil, nil, false, -1
+	ss.epoch++
+	ss.startTimer(ss.clock.grace)
+	return true
+}
+
+// attachRemote makes the connection rc on another node the session's
+// connection, like attach: rc gets reply, then what was queued. It returns
+// what it replaced.
+func (ss *session) attachRemote(rc *remoteConn, reply []byte) (old *client, oldRemote *remoteConn, ok bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	next, ok := transition(ss.state, evResume)
 	if !ok || ss.overflow {
-		return nil, false
+		return nil, nil, false
 	}
-	old = ss.conn
+	old, oldRemote = ss.conn, ss.remote
+	ss.stopTimer()
+	ss.epoch++
+	rc.sendResumed(reply)
+	for _, f := range ss.queue {
+		rc.send(f)
+	}
+	ss.state, ss.conn, ss.remote, ss.queue, ss.usersAt = next, nil, rc, nil, -1
+	return old, oldRemote, true
+}
+
+// remoteIs reports whether conn is the session's current remote connection.
+func (ss *session) remoteIs(conn string) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.remote != nil && ss.remote.conn == conn && ss.state == stateAttached
+}
+
+// takeRemote clears and returns the remote connection (the session ended).
+func (ss *session) takeRemote() *remoteConn {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	rc := ss.remote
+	ss.remote = nil
+	return rc
+}
+
+// attach makes c the session's connection: c gets reply, then what was
+// queued, before anything sent later. It returns the connection it
+// replaced, if one was still attached, and false if the session has ended.
+func (ss *session) attach(c *client, reply []byte) (old *client, ok bool) {
+	old, _, ok = ss.attachLocal(c, reply)
+	return old, ok
+}
+
+// attachLocal is attach that also returns the connection on another node
+// it replaced, if any.
+func (ss *session) attachLocal(c *client, reply []byte) (old *client, oldRemote *remoteConn, ok bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	next, ok := transition(ss.state, evResume)
+	if !ok || ss.overflow {
+		return nil, nil, false
+	}
+	old, oldRemote = ss.conn, ss.remote
 	ss.stopTimer()
 	ss.epoch++
 	c.enqueueBatch(append([][]byte{reply}, ss.queue...))
-	ss.state, ss.conn, ss.queue = next, c, nil
-	return old, true
+	ss.state, ss.conn, ss.remote, ss.queue = next, c, nil, nil
+	return old, oldRemote, true
 }
 
 // expired reports whether the grace timer of detachment epoch ends the
@@ -249,10 +323,17 @@ func (ss *session) expired(epoch uint64) bool {
 
 // end ends the session: if c is not nil, only while c is its attached
 // connection. It reports whether this call ended it.
-func (ss *session) end(c *client) bool {
+func (ss *session) end(c *client) bool { return ss.endIf(c, "") }
+
+// endIf is end; with conn set, only while conn (on another node) is its
+// attached connection.
+func (ss *session) endIf(c *client, conn string) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if c != nil && (ss.state != stateAttached || ss.conn != c) {
+		return false
+	}
+	if conn != "" && (ss.state != stateAttached || ss.remote == nil || ss.remote.conn != conn) {
 		return false
 	}
 	next, ok := transition(ss.state, evEnd)

@@ -73,6 +73,13 @@ type Stats struct {
 	CallsEnded                map[string]uint64 // by leave reason
 	MessagesIn, MessagesOut   map[string]uint64 // by type ("other" for unknown types)
 	Errors                    map[string]uint64 // by kind (Err* constants)
+	// In a cluster: calls hosted here with a participant on another node
+	// (HostedCrossNode), users of this node in calls hosted on another
+	// (RemoteParticipants), connections here whose session lives on
+	// another node after a resume (ResumedHere), and sessions here whose
+	// connection is on another node (ResumedElsewhere).
+	HostedCrossNode, RemoteParticipants int
+	ResumedHere, ResumedElsewhere       int
 }
 
 // Stats returns the current numbers. Every key of the maps is present
@@ -82,6 +89,8 @@ func (s *Server) Stats() Stats {
 		MessagesOut: map[string]uint64{}, Errors: map[string]uint64{}}
 	s.mu.Lock()
 	st.Connections, st.UsersOnline = s.nconns, len(s.names)
+	st.HostedCrossNode, st.RemoteParticipants = len(s.relay.proxies), len(s.relay.bound)
+	st.ResumedHere, st.ResumedElsewhere = len(s.roam.stubs), len(s.roam.conns)
 	for cl := range s.calls {
 		if cl.accepted {
 			st.CallsActive++

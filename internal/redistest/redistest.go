@@ -18,6 +18,7 @@ import (
 // Server is one redis-server process (restartable on the same port).
 type Server struct {
 	t    testing.TB
+	Host string // the address it listens on (127.0.0.1 unless StartOn)
 	Port int
 	dir  string
 	cmd  *exec.Cmd
@@ -29,28 +30,37 @@ type Server struct {
 // installs it: TEST_DEPS).
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartOn(t, "127.0.0.1")
+}
+
+// StartOn is Start listening on host (an address of this machine, e.g.
+// the host's end of a network namespace's veth) instead of loopback.
+func StartOn(t testing.TB, host string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server not installed (apt-get install redis-server)")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	s := &Server{t: t, Port: port, dir: t.TempDir()}
+	s := &Server{t: t, Host: host, Port: port, dir: t.TempDir()}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
 }
 
 // URL is the server's redis:// URL.
-func (s *Server) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.Port) }
+func (s *Server) URL() string {
+	return fmt.Sprintf("redis://%s/0", net.JoinHostPort(s.Host, strconv.Itoa(s.Port)))
+}
 
 // Restart starts the server (again) on its port and waits until it answers.
 func (s *Server) Restart() {
 	s.t.Helper()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", s.Host,
 		"--dir", s.dir, "--save", "", "--appendonly", "no", "--protected-mode", "no")
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("redis-server: %v", err)
@@ -59,7 +69,7 @@ func (s *Server) Restart() {
 	done := s.done
 	go func() { _ = cmd.Wait(); close(done) }()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if ping(s.Port) {
+		if ping(s.Host, s.Port) {
 			return
 		}
 		select {
@@ -84,8 +94,8 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-func ping(port int) bool {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+func ping(host string, port int) bool {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), time.Second)
 	if err != nil {
 		return false
 	}
@@ -102,7 +112,7 @@ func ping(port int) bool {
 // since it started ("publish", "evalsha", ...), from INFO commandstats.
 func (s *Server) Commands() map[string]int64 {
 	s.t.Helper()
-	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)), time.Second)
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), time.Second)
 	if err != nil {
 		s.t.Fatal(err)
 	}
