@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
@@ -14,23 +15,34 @@ import (
 // to it, like pion's nack.ResponderInterceptor (same wire behaviour: RTX
 // with the original sequence number in front of the payload when RTX is
 // negotiated, plain retransmission otherwise) but without allocating per
-// packet: each video stream keeps its packets in one preallocated byte
-// ring (sendRing), not in a pooled buffer plus a cloned header per packet.
+// packet: each video stream keeps its packets in one byte ring (sendRing),
+// not in a pooled buffer plus a cloned header per packet. The ring starts
+// small and grows, when a lap of it took less than the repair window, to
+// hold the window at the stream's measured rate (with a margin), up to a
+// cap: memory follows the real bitrate instead of the worst case.
 // NACKs are answered on the goroutine that reads the RTCP (the
 // downTrack's readRTCP), not in a new goroutine per NACK.
 type nackResponder struct {
 	interceptor.NoOp
-	ringBytes, ringPackets int
+	ringSize
 
 	mu      sync.Mutex
 	streams map[uint32]*sendRing
 }
 
+// ringSize sizes the send rings: minBytes at first, grown towards window
+// of the stream's bytes, at most maxBytes; ringPackets index entries (a
+// power of two).
+type ringSize struct {
+	minBytes, maxBytes, ringPackets int
+	window                          time.Duration
+}
+
 // nackResponderFactory makes one nackResponder per PeerConnection.
-type nackResponderFactory struct{ ringBytes, ringPackets int }
+type nackResponderFactory struct{ ringSize }
 
 func (f nackResponderFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &nackResponder{ringBytes: f.ringBytes, ringPackets: f.ringPackets, streams: map[uint32]*sendRing{}}, nil
+	return &nackResponder{ringSize: f.ringSize, streams: map[uint32]*sendRing{}}, nil
 }
 
 // streamSupportsNACK reports whether the receiver asked for generic NACK.
@@ -49,7 +61,7 @@ func (n *nackResponder) BindLocalStream(info *interceptor.StreamInfo, w intercep
 	if !streamSupportsNACK(info) {
 		return w
 	}
-	r := newSendRing(n.ringBytes, n.ringPackets)
+	r := newSendRing(n.ringSize, monoClock())
 	r.writer = w
 	r.ssrc, r.rtxSSRC, r.rtxPT = info.SSRC, info.SSRCRetransmission, info.PayloadTypeRetransmission
 	r.rtxSeq = uint16(rand.Uint32()) //nolint:gosec // a starting sequence number, not a secret
@@ -120,20 +132,31 @@ func (n *nackResponder) resend(nack *rtcp.TransportLayerNack, s *resendScratch) 
 }
 
 // sendRing holds the recent packets of one stream: their bytes in a ring
-// of ringBytes (a packet that does not fit at the end starts again at the
-// beginning), found by sequence number through an index of ringPackets
-// entries. A packet can be resent while its bytes have not been
-// overwritten; the index is a power of two.
+// (a packet that does not fit at the end starts again at the beginning),
+// found by sequence number through an index of ringPackets entries. A
+// packet can be resent while its bytes have not been overwritten; the
+// index is a power of two.
 type sendRing struct {
 	writer        interceptor.RTPWriter
 	ssrc, rtxSSRC uint32
 	rtxPT         uint8
+	size          ringSize
+	clock         func() time.Duration // monotonic
 
-	mu      sync.Mutex
-	buf     []byte
-	written uint64 // bytes ever written (ring positions are written % len(buf))
-	index   []ringEntry
-	rtxSeq  uint16
+	mu       sync.Mutex
+	buf      []byte
+	written  uint64 // bytes ever written (ring positions are written % len(buf))
+	since    uint64 // bytes before this absolute position are gone (a growth kept only the last lap)
+	mark     time.Duration // when written was markBytes: the rate is measured from there
+	markAt   uint64
+	index    []ringEntry
+	rtxSeq   uint16
+}
+
+// monoClock returns a monotonic clock starting now.
+func monoClock() func() time.Duration {
+	start := time.Now()
+	return func() time.Duration { return time.Since(start) }
 }
 
 type ringEntry struct {
@@ -148,20 +171,37 @@ type ringEntry struct {
 // responder refuses payloads over 1,460 bytes.
 const maxStoredPacket = 1500
 
-func newSendRing(ringBytes, ringPackets int) *sendRing {
-	return &sendRing{buf: make([]byte, ringBytes), index: make([]ringEntry, ringPackets)}
+func newSendRing(size ringSize, clock func() time.Duration) *sendRing {
+	size.minBytes = max(size.minBytes, maxStoredPacket)
+	size.maxBytes = max(size.maxBytes, size.minBytes)
+	return &sendRing{size: size, clock: clock, buf: make([]byte, size.minBytes), index: make([]ringEntry, size.ringPackets)}
 }
 
 // store copies a packet into the ring.
 func (r *sendRing) store(h *rtp.Header, payload []byte) {
 	hlen := h.MarshalSize()
 	size := hlen + len(payload)
-	if size > maxStoredPacket || size > len(r.buf) {
+	if size > maxStoredPacket {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.written == 0 {
+		r.mark = r.clock()
+	}
 	pos := int(r.written % uint64(len(r.buf)))
+	if pos+size > len(r.buf) { // the end of a lap
+		now := r.clock()
+		if len(r.buf) < r.size.maxBytes {
+			// The time the buffer holds at the rate since the mark.
+			held := time.Duration(float64(now-r.mark) * float64(len(r.buf)) / float64(r.written-r.markAt))
+			if held < r.size.window {
+				r.grow(held)
+				pos = int(r.written % uint64(len(r.buf)))
+			}
+		}
+		r.mark, r.markAt = now, r.written
+	}
 	if pos+size > len(r.buf) { // wrap: skip the tail
 		r.written += uint64(len(r.buf) - pos)
 		pos = 0
@@ -177,6 +217,35 @@ func (r *sendRing) store(h *rtp.Header, payload []byte) {
 	r.written += uint64(size)
 }
 
+// ringGrowStep is the granularity of ring sizes.
+const ringGrowStep = 4 << 10
+
+// grow replaces the buffer, which holds only held of the stream at its
+// measured rate, by one holding the repair window with a quarter more as
+// margin (at least half again as large, at most maxBytes), keeping the
+// bytes of the last lap at their absolute positions. Called with r.mu held.
+func (r *sendRing) grow(held time.Duration) {
+	old := len(r.buf)
+	n := old * 2
+	if held > 0 {
+		n = int(min(float64(old)*float64(r.size.window)/float64(held)*5/4, float64(r.size.maxBytes)))
+	}
+	n = max(n, old*3/2)
+	n = min((n+ringGrowStep-1)/ringGrowStep*ringGrowStep, r.size.maxBytes)
+	if n <= old {
+		return
+	}
+	nb := make([]byte, n)
+	from := r.written - min(r.written, uint64(old))
+	for a := from; a < r.written; {
+		op, np := int(a%uint64(old)), int(a%uint64(n))
+		k := min(old-op, n-np, int(r.written-a))
+		copy(nb[np:np+k], r.buf[op:op+k])
+		a += uint64(k)
+	}
+	r.buf, r.since = nb, from
+}
+
 // resendScratch is where a packet is copied to be resent.
 type resendScratch struct {
 	buf [maxStoredPacket + 2]byte
@@ -189,8 +258,8 @@ func (r *sendRing) load(seq uint16, s *resendScratch) (e ringEntry, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e = r.index[int(seq)&(len(r.index)-1)]
-	if !e.valid || e.seq != seq || r.written-e.at > uint64(len(r.buf)) {
-		return e, false // never stored, replaced, or its bytes overwritten
+	if !e.valid || e.seq != seq || e.at < r.since || r.written-e.at > uint64(len(r.buf)) {
+		return e, false // never stored, replaced, or its bytes overwritten or dropped
 	}
 	pos := int(e.at % uint64(len(r.buf)))
 	copy(s.buf[:e.hlen], r.buf[pos:])

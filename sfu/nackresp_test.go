@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
@@ -28,7 +29,7 @@ func (f *rtcpFeed) Read(b []byte, a interceptor.Attributes) (int, interceptor.At
 
 func newTestResponder(t *testing.T, rtxSSRC uint32, rtxPT uint8, ringBytes int) (interceptor.RTPWriter, *sentPackets, func(...uint16)) {
 	t.Helper()
-	i, _ := nackResponderFactory{ringBytes: ringBytes, ringPackets: 64}.NewInterceptor("")
+	i, _ := nackResponderFactory{ringSize{minBytes: ringBytes, maxBytes: ringBytes, ringPackets: 64}}.NewInterceptor("")
 	below := &sentPackets{}
 	info := &interceptor.StreamInfo{SSRC: 1000, SSRCRetransmission: rtxSSRC, PayloadTypeRetransmission: rtxPT,
 		RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}}
@@ -139,7 +140,7 @@ func TestNACKResponderOverwritten(t *testing.T) {
 }
 
 func TestNACKResponderStoreAllocs(t *testing.T) {
-	r := newSendRing(64<<10, 64)
+	r := newSendRing(ringSize{minBytes: 64 << 10, maxBytes: 64 << 10, ringPackets: 64}, monoClock())
 	h := rtp.Header{Version: 2, PayloadType: 96, SSRC: 1000, Extensions: make([]rtp.Extension, 0, 2)}
 	_ = h.SetExtension(3, []byte{0, 1})
 	payload := make([]byte, 1100)
@@ -153,5 +154,53 @@ func TestNACKResponderStoreAllocs(t *testing.T) {
 		r.resend(h.SequenceNumber, &s)
 	}); n != 0 {
 		t.Errorf("%v allocations per stored and resent packet, want 0", n)
+	}
+}
+
+// A ring that laps faster than its window grows to hold the window at the
+// measured rate, keeping every packet it held; one that laps slower stays.
+func TestSendRingGrowsToWindow(t *testing.T) {
+	var now time.Duration
+	r := newSendRing(ringSize{minBytes: 8 << 10, maxBytes: 64 << 10, ringPackets: 1024, window: time.Second}, func() time.Duration { return now })
+	var s resendScratch
+	r.writer = interceptor.RTPWriterFunc(func(*rtp.Header, []byte, interceptor.Attributes) (int, error) { return 0, nil })
+	send := func(from, to uint16, step time.Duration) {
+		for seq := from; seq != to; seq++ {
+			h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, SSRC: 1000}
+			r.store(&h, payloadFor(seq))
+			now += step
+		}
+	}
+	held := func(seq uint16) bool {
+		e, ok := r.load(seq, &s)
+		return ok && bytes.Equal(s.buf[int(e.hlen)+2:int(e.hlen)+2+int(e.plen)], payloadFor(seq))
+	}
+	// ~137-byte packets every 10 ms: ~13.7 kB/s, so 1 s needs ~17 kB.
+	send(0, 200, 10*time.Millisecond)
+	if n := len(r.buf); n < 16<<10 || n > 32<<10 {
+		t.Fatalf("ring of %d bytes after 2 s at 13.7 kB/s, want 16-32 KiB", n)
+	}
+	for seq := uint16(200 - 100); seq < 200; seq++ { // the last second
+		if !held(seq) {
+			t.Fatalf("packet %d of the last second not held", seq)
+		}
+	}
+	grown := len(r.buf)
+	send(200, 2000, 10*time.Millisecond)
+	if len(r.buf) != grown {
+		t.Errorf("ring grew from %d to %d at a steady rate", grown, len(r.buf))
+	}
+	// Ten times the rate: grows to the cap, and still holds what it held.
+	send(2000, 3000, time.Millisecond)
+	if len(r.buf) != 64<<10 {
+		t.Errorf("ring of %d bytes at 137 kB/s, want the 64 KiB cap", len(r.buf))
+	}
+	for seq := uint16(3000 - 300); seq < 3000; seq++ {
+		if !held(seq) {
+			t.Fatalf("packet %d not held after growing", seq)
+		}
+	}
+	if held(10) {
+		t.Error("packet 10 still held")
 	}
 }

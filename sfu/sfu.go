@@ -274,14 +274,19 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 // for packets already recovered over RTX.
 //
 // The NACK responder (nackresp.go) keeps the packets sent to a subscriber
-// in a 640 KiB ring per video track: 2 s at the prober's 2.5 Mbit/s
-// ceiling (4 s at 1.2 Mbit/s), five NACK retries at a 300 ms round trip;
-// its index holds 1,024 packets (2 s of 300-byte packets). pion's
-// responder held 512 packets in ~1.8 KiB pooled buffers each.
+// in a ring per video track that starts at 32 KiB and grows while a lap of
+// it takes less than nackRepairWindow, to 1.25 × nackRepairWindow of the track's
+// measured rate (~190 KiB at 1.2 Mbit/s), at most 640 KiB (2 s at the
+// prober's 2.5 Mbit/s ceiling). One second covers five NACK retries at a
+// 200 ms round trip. Its index holds 1,024 packets (2 s of 300-byte
+// packets). pion's responder held 512 packets in ~1.8 KiB pooled buffers
+// each; a fixed 640 KiB ring cost 1.25 MiB per call.
 const (
 	nackInterval     = 20 * time.Millisecond
 	nackMaxPerPacket = 5
-	nackRingBytes    = 640 << 10
+	nackRingMin      = 32 << 10
+	nackRingMax      = 640 << 10
+	nackRepairWindow = time.Second
 	nackRingPackets  = 1024
 	srtpReplayWindow = 1024
 )
@@ -331,7 +336,7 @@ func registerTWCCFeedback(m *webrtc.MediaEngine, reg *interceptor.Registry) erro
 func registerNACKResponder(m *webrtc.MediaEngine, reg *interceptor.Registry) {
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
-	reg.Add(nackResponderFactory{ringBytes: nackRingBytes, ringPackets: nackRingPackets})
+	reg.Add(nackResponderFactory{ringSize{minBytes: nackRingMin, maxBytes: nackRingMax, ringPackets: nackRingPackets, window: nackRepairWindow}})
 }
 
 // ErrClosed is returned by operations on a closed call or participant.
