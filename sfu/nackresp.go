@@ -143,14 +143,14 @@ type sendRing struct {
 	size          ringSize
 	clock         func() time.Duration // monotonic
 
-	mu       sync.Mutex
-	buf      []byte
-	written  uint64 // bytes ever written (ring positions are written % len(buf))
-	since    uint64 // bytes before this absolute position are gone (a growth kept only the last lap)
-	mark     time.Duration // when written was markBytes: the rate is measured from there
-	markAt   uint64
-	index    []ringEntry
-	rtxSeq   uint16
+	mu      sync.Mutex
+	buf     []byte
+	written uint64        // bytes ever written (ring positions are written % len(buf))
+	since   uint64        // bytes before this absolute position are gone (a growth kept only the last lap)
+	mark    time.Duration // when written was markAt: the rate is measured from there
+	markAt  uint64
+	index   []ringEntry
+	rtxSeq  uint16
 }
 
 // monoClock returns a monotonic clock starting now.

@@ -17,15 +17,19 @@ type sendHistory struct {
 	ring [historySize]sentPacket
 }
 
-const historySize = 4096 // 10+ s of video at 2.5 Mbit/s; a power of two
+// historySize is a power of two: 5+ s of video at 2.5 Mbit/s, 3+ s at
+// the estimator's 6 Mbit/s ceiling, against feedback every ~100 ms. At 32
+// bytes a packet it costs 64 KiB per PeerConnection (4,096 packets of 40
+// bytes cost 160 KiB).
+const historySize = 2048
 
 type sentPacket struct {
-	seq     uint16
-	valid   bool
-	cluster uint16        // probe cluster id, 0 when not probing
-	size    int           // bytes on the wire (header + payload + padding)
 	sent    time.Duration // sender clock
 	arrived time.Duration // receiver clock; valid when acked
+	size    int32         // bytes on the wire (header + payload + padding)
+	seq     uint16
+	cluster uint16 // probe cluster id, 0 when not probing
+	valid   bool
 	acked   bool
 	lost    bool // reported as not received
 }
@@ -34,7 +38,7 @@ func (h *sendHistory) slot(seq uint16) *sentPacket { return &h.ring[seq&(history
 
 // onSent records a packet sent with transport-wide sequence number seq.
 func (h *sendHistory) onSent(seq uint16, size int, at time.Duration, cluster uint16) {
-	*h.slot(seq) = sentPacket{seq: seq, valid: true, cluster: cluster, size: size, sent: at}
+	*h.slot(seq) = sentPacket{seq: seq, valid: true, cluster: cluster, size: int32(min(size, 1<<20)), sent: at} //nolint:gosec // clamped
 }
 
 // onFeedback applies one transport-cc feedback packet.
@@ -121,23 +125,23 @@ func (h *sendHistory) measure(id uint16, first, last uint16) clusterResult {
 		p := h.slot(seq)
 		if p.valid && p.seq == seq && p.cluster == id {
 			if r.sent == 0 || p.sent < firstSent {
-				firstSent, firstSentSize = p.sent, p.size
+				firstSent, firstSentSize = p.sent, int(p.size)
 			}
 			if r.sent == 0 || p.sent > lastSent {
 				lastSent = p.sent
 			}
 			r.sent++
-			sendBytes += p.size
+			sendBytes += int(p.size)
 			switch {
 			case p.acked:
 				if r.received == 0 || p.arrived < firstArr {
 					firstArr = p.arrived
 				}
 				if r.received == 0 || p.arrived >= lastArr {
-					lastArr, lastArrSize = p.arrived, p.size
+					lastArr, lastArrSize = p.arrived, int(p.size)
 				}
 				r.received++
-				recvBytes += p.size
+				recvBytes += int(p.size)
 			case p.lost:
 				r.lost++
 			}
