@@ -220,17 +220,19 @@ func (r *sendRing) store(h *rtp.Header, payload []byte) {
 // ringGrowStep is the granularity of ring sizes.
 const ringGrowStep = 4 << 10
 
-// grow replaces the buffer, which holds only held of the stream at its
-// measured rate, by one holding the repair window with a quarter more as
-// margin (at least half again as large, at most maxBytes), keeping the
-// bytes of the last lap at their absolute positions. Called with r.mu held.
+// grow replaces the buffer, which holds only held of the stream at the
+// rate of its last lap, by one holding the repair window at that rate with
+// a quarter more as margin, keeping the bytes of the last lap at their
+// absolute positions. Each step is between 1.25 and 2 times the size: a lap
+// during a keyframe burst runs faster than the stream's average, and one
+// step sized from it alone would overshoot. Called with r.mu held.
 func (r *sendRing) grow(held time.Duration) {
 	old := len(r.buf)
 	n := old * 2
 	if held > 0 {
-		n = int(min(float64(old)*float64(r.size.window)/float64(held)*5/4, float64(r.size.maxBytes)))
+		n = int(min(float64(old)*float64(r.size.window)/float64(held)*5/4, float64(n)))
 	}
-	n = max(n, old*3/2)
+	n = max(n, old*5/4)
 	n = min((n+ringGrowStep-1)/ringGrowStep*ringGrowStep, r.size.maxBytes)
 	if n <= old {
 		return

@@ -274,10 +274,11 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 // for packets already recovered over RTX.
 //
 // The NACK responder (nackresp.go) keeps the packets sent to a subscriber
-// in a ring per video track that starts at 32 KiB and grows while a lap of
-// it takes less than nackRepairWindow, to 1.25 × nackRepairWindow of the track's
-// measured rate (~190 KiB at 1.2 Mbit/s), at most 640 KiB (2 s at the
-// prober's 2.5 Mbit/s ceiling). One second covers five NACK retries at a
+// in a ring per video track that starts at 32 KiB and grows (by 1.25-2×
+// a step) while a lap of it takes less than nackRepairWindow, towards 1.25
+// × nackRepairWindow at the rate of that lap (128-256 KiB at 1.2 Mbit/s
+// with keyframe bursts), at most 640 KiB (2 s at the prober's 2.5 Mbit/s
+// ceiling). One second covers five NACK retries at a
 // 200 ms round trip. Its index holds 1,024 packets (2 s of 300-byte
 // packets). pion's responder held 512 packets in ~1.8 KiB pooled buffers
 // each; a fixed 640 KiB ring cost 1.25 MiB per call.
