@@ -35,7 +35,7 @@ func BenchmarkWholePath(b *testing.B) {
 	})
 }
 
-func connectDirect(b *testing.B, a, c *webrtc.PeerConnection) {
+func connectDirect(b testing.TB, a, c *webrtc.PeerConnection) {
 	b.Helper()
 	offer, err := a.CreateOffer(nil)
 	if err != nil {
