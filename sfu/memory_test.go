@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"testing"
@@ -20,14 +21,29 @@ const (
 	memPackets  = 300
 )
 
-// liveHeap is the heap left after two collections (the second frees what
-// the first's finalizers released).
-func liveHeap() uint64 {
+// memUse is the heap left after two collections (the second frees what
+// the first's finalizers released), goroutine stacks and goroutines.
+type memUse struct{ heap, stacks, goroutines float64 }
+
+func measureMem() memUse {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
+	return memUse{float64(m.HeapAlloc), float64(m.StackInuse), float64(runtime.NumGoroutine())}
+}
+
+func (m memUse) perCall(base memUse, calls int) memUse {
+	n := float64(calls)
+	return memUse{(m.heap - base.heap) / n, (m.stacks - base.stacks) / n, (m.goroutines - base.goroutines) / n}
+}
+
+func (m memUse) minus(o memUse) memUse {
+	return memUse{m.heap - o.heap, m.stacks - o.stacks, m.goroutines - o.goroutines}
+}
+
+func (m memUse) String() string {
+	return fmt.Sprintf("live heap %.0f KiB, stacks %.0f KiB, %.0f goroutines", m.heap/1024, m.stacks/1024, m.goroutines)
 }
 
 // sendVideo writes memVideoPPS video packets a second to p until stop.
@@ -51,12 +67,12 @@ func sendVideo(p *rtctest.Peer, stop <-chan struct{}, wg *sync.WaitGroup) {
 	}()
 }
 
-// heapPerCall runs memCalls calls made by connect, each participant
-// sending video, and returns the live heap they add per call once
-// memPackets arrived everywhere; the calls are closed before it returns.
-func heapPerCall(t *testing.T, connect func(i int) (a, b *rtctest.Peer, closeCall func())) float64 {
+// memPerCall runs memCalls calls made by connect, each participant
+// sending video, and returns the memory they add per call once memPackets
+// arrived everywhere; the calls are closed before it returns.
+func memPerCall(t *testing.T, connect func(i int) (a, b *rtctest.Peer, closeCall func())) memUse {
 	t.Helper()
-	base := liveHeap()
+	base := measureMem()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var peers []*rtctest.Peer
@@ -80,8 +96,7 @@ func heapPerCall(t *testing.T, connect func(i int) (a, b *rtctest.Peer, closeCal
 			t.Fatal(err)
 		}
 	}
-	after := liveHeap()
-	return (float64(after) - float64(base)) / memCalls
+	return measureMem().perCall(base, memCalls)
 }
 
 // TestLiveHeapPerCall bounds the server's live heap per 1:1 call with
@@ -92,24 +107,23 @@ func TestLiveHeapPerCall(t *testing.T) {
 		t.Skip("media for a few seconds")
 	}
 	verifyNoLeaks(t)
-	direct := heapPerCall(t, func(int) (a, b *rtctest.Peer, closeCall func()) {
+	direct := memPerCall(t, func(int) (a, b *rtctest.Peer, closeCall func()) {
 		a = rtctest.NewPeer(t, rtctest.Options{})
 		b = rtctest.NewPeer(t, rtctest.Options{})
 		connectDirect(t, a.PC, b.PC)
 		return a, b, func() { a.Close(); b.Close() }
 	})
 	s := newTestSFU(t)
-	viaSFU := heapPerCall(t, func(i int) (a, b *rtctest.Peer, closeCall func()) {
+	viaSFU := memPerCall(t, func(i int) (a, b *rtctest.Peer, closeCall func()) {
 		call := s.NewCall("mem" + string(rune('a'+i)))
 		ca := join(t, s, call, "alice", true)
 		cb := join(t, s, call, "bob", false)
 		return ca.Peer, cb.Peer, func() { call.Close(); ca.Close(); cb.Close() }
 	})
-	server := viaSFU - direct
-	t.Logf("live heap per call: through the SFU %.0f KiB, direct %.0f KiB, the SFU's share %.0f KiB",
-		viaSFU/1024, direct/1024, server/1024)
-	if server > maxServerHeapPerCall {
-		t.Errorf("the SFU holds %.0f KiB of live heap per call, want at most %.0f KiB", server/1024, maxServerHeapPerCall/1024)
+	server := viaSFU.minus(direct)
+	t.Logf("per call: through the SFU %v; direct %v; the SFU's share %v", viaSFU, direct, server)
+	if server.heap > maxServerHeapPerCall {
+		t.Errorf("the SFU holds %.0f KiB of live heap per call, want at most %.0f KiB", server.heap/1024, maxServerHeapPerCall/1024)
 	}
 }
 
