@@ -275,7 +275,7 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 //
 // The NACK responder (nackresp.go) keeps the packets sent to a subscriber
 // in a ring per video track that starts at 128 KiB (0.55 s at 1.7 Mbit/s:
-// from 32 KiB, 150 ms, TestLossRepairFivePercent failed 5 of 6 runs with
+// from 32 KiB, 150 ms, TestLossRepairFivePercent failed 6 of 8 runs with
 // repairs of 0.5-1.2 s while the rings grew) and grows (by 1.25-2×
 // a step) while a lap of it takes less than nackRepairWindow, towards 1.25
 // × nackRepairWindow at the rate of that lap (128-256 KiB at 1.2 Mbit/s
