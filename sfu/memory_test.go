@@ -127,9 +127,10 @@ func TestLiveHeapPerCall(t *testing.T) {
 	}
 }
 
-// maxServerHeapPerCall: the SFU's share measured 1,134-1,540 KiB per call
-// in 9 runs (-race, 2-core machine shared with other work; stacks 270-500
-// KiB and 64-70 goroutines per call besides); 2,608 KiB with fixed 640 KiB
-// NACK rings and a 4,096-packet TWCC history. 2 MiB leaves a third of
-// margin over the worst run and still fails if the fixed rings return.
+// maxServerHeapPerCall: the SFU's share measured 1,012-1,299 KiB per call
+// in 4 runs (1,134-1,540 KiB in 9 runs with rings starting at 32 KiB;
+// -race, 2-core machine shared with other work; stacks 270-500 KiB and
+// 64-70 goroutines per call besides); 2,608 KiB with fixed 640 KiB NACK
+// rings and a 4,096-packet TWCC history. 2 MiB leaves a third of margin
+// over the worst run and still fails if the fixed rings return.
 const maxServerHeapPerCall = 2.0 * (1 << 20)
