@@ -57,6 +57,7 @@ type options struct {
 	MaxP99      time.Duration
 	Prof        mediaProfile
 	Progress    io.Writer // nil: none
+	gate        *setupGate // tests: hold media until a batch's handshakes are through (nil: none)
 }
 
 func main() {
