@@ -95,7 +95,7 @@ func TestClusterLoad(t *testing.T) {
 
 // clusterLoadCalls is TestClusterLoad's size in CI (see the README's
 // "Parallel set-ups" for the measurements behind it).
-const clusterLoadCalls = 20
+const clusterLoadCalls = 50
 
 // parallelCalls starts every call at once and returns each one's time from
 // offer to video both ways; any failure fails the test. Media starts once
