@@ -56,7 +56,8 @@ type options struct {
 	MaxLoss     float64
 	MaxP99      time.Duration
 	Prof        mediaProfile
-	Progress    io.Writer // nil: none
+	Progress    io.Writer  // nil: none
+	gate        *setupGate // tests: hold media until a batch's handshakes are through (nil: none)
 }
 
 func main() {

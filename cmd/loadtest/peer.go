@@ -263,7 +263,12 @@ type setupPhases struct {
 // startRTCCall logs the callee in, then the caller (whose login starts the
 // setup clock: the callee is already online), calls, waits for media both
 // ways.
-func startRTCCall(ctx context.Context, api *webrtc.API, url string, i int, local func(int) *net.TCPAddr, relayOnly bool, prof mediaProfile) (*rtcCall, error) {
+//
+// With a gate, the call's media waits until every call of the gate's batch
+// is through its handshakes; the call arrives at the gate however it ends.
+func startRTCCall(ctx context.Context, api *webrtc.API, url string, i int, local func(int) *net.TCPAddr, relayOnly bool, prof mediaProfile, gate *setupGate) (*rtcCall, error) {
+	arrive := sync.OnceFunc(gate.arrive)
+	defer arrive()
 	mk := func(side int) (*rtcPeer, error) {
 		return dialPeer(ctx, api, peerOptions{url: url, name: fmt.Sprintf("load-%d-%d-%d", time.Now().UnixNano()%1e6, i, side),
 			id: uint32(2*i + side), local: local(2*i + side), relayOnly: relayOnly, prof: prof})
@@ -278,14 +283,14 @@ func startRTCCall(ctx context.Context, api *webrtc.API, url string, i int, local
 		return nil, err
 	}
 	c := &rtcCall{a: a, b: b}
-	if err := c.connect(ctx); err != nil {
+	if err := c.connect(ctx, gate, arrive); err != nil {
 		c.close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *rtcCall) connect(ctx context.Context) error {
+func (c *rtcCall) connect(ctx context.Context, gate *setupGate, arrive func()) error {
 	if err := c.a.sig.Call(c.b.sig.Name); err != nil {
 		return err
 	}
@@ -295,9 +300,19 @@ func (c *rtcCall) connect(ctx context.Context) error {
 		return errors.Join(err, c.a.sig.Err(), c.b.sig.Err())
 	}
 	c.accepted = time.Now()
+	deadline := time.Now().Add(15 * time.Second)
+	if gate != nil {
+		if err := c.awaitConnected(ctx, deadline); err != nil {
+			return err
+		}
+		arrive()
+		if err := gate.wait(ctx); err != nil {
+			return err
+		}
+		deadline = time.Now().Add(15 * time.Second)
+	}
 	c.a.startMedia()
 	c.b.startMedia()
-	deadline := time.Now().Add(15 * time.Second)
 	for c.a.rcv.firstPacket().IsZero() || c.b.rcv.firstPacket().IsZero() {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s/%s: no media within 15 s (caller %s, callee %s)", c.a.sig.Name, c.b.sig.Name, c.a.state(), c.b.state())
@@ -314,6 +329,22 @@ func (c *rtcCall) connect(ctx context.Context) error {
 	}
 	c.setup = last.Sub(c.a.start)
 	c.phases = c.measurePhases(last)
+	return nil
+}
+
+// awaitConnected waits until both PeerConnections are connected (ICE and
+// DTLS) or the deadline passes.
+func (c *rtcCall) awaitConnected(ctx context.Context, deadline time.Time) error {
+	for c.a.pcUp.Load() == 0 || c.b.pcUp.Load() == 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s/%s: not connected within 15 s (caller %s, callee %s)", c.a.sig.Name, c.b.sig.Name, c.a.state(), c.b.state())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	return nil
 }
 

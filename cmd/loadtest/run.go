@@ -190,7 +190,7 @@ func serverTarget(ctx context.Context, o options) (*target, func(), error) {
 	local := localAddrs(wsURL)
 	t := &target{name: "server", pid: pid,
 		start: func(ctx context.Context, i int) (call, error) {
-			c, err := startRTCCall(ctx, api, wsURL, i, local, o.RelayOnly, o.Prof)
+			c, err := startRTCCall(ctx, api, wsURL, i, local, o.RelayOnly, o.Prof, o.gate)
 			if err != nil {
 				return nil, err
 			}
