@@ -212,16 +212,10 @@ func (ss *session) stopTimer() {
 func (ss *session) detach(c *client) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.conn != c {
+	if ss.conn != c || !ss.dropLocked() {
 		return false
 	}
-	next, ok := transition(ss.state, evDrop)
-	if !ok {
-		return false
-	}
-	ss.state, ss.conn, ss.queue, ss.overflow, ss.usersAt = next, nil, nil, false, -1
-	ss.epoch++
-	ss.startTimer(ss.clock.grace)
+	ss.conn = nil
 	return true
 }
 
@@ -230,14 +224,21 @@ func (ss *session) detach(c *client) bool {
 func (ss *session) detachRemote(conn string) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.remote == nil || ss.remote.conn != conn {
+	if ss.remote == nil || ss.remote.conn != conn || !ss.dropLocked() {
 		return false
 	}
+	ss.remote = nil
+	return true
+}
+
+// dropLocked moves the session to detached, if its state allows, and
+// starts the grace timer. ss.mu is held.
+func (ss *session) dropLocked() bool {
 	next, ok := transition(ss.state, evDrop)
 	if !ok {
 		return false
 	}
-	ss.state, ss.remote, ss.queue, ss.overflow, ss.usersAt = next, nil, nil, false, -1
+	ss.state, ss.queue, ss.overflow, ss.usersAt = next, nil, false, -1
 	ss.epoch++
 	ss.startTimer(ss.clock.grace)
 	return true

@@ -142,37 +142,51 @@ type relayProcess struct {
 }
 
 func startRelay(mode string, rcvbuf int, cpus string) (*relayProcess, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"-relay", mode, "-relay-rcvbuf", fmt.Sprint(rcvbuf)}
-	cmd := exec.Command(self, args...)
-	if cpus != "" {
-		cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
-	}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
+	cmd, stdin, line, err := startChild(cpus, nil, "-relay", mode, "-relay-rcvbuf", fmt.Sprint(rcvbuf))
+	if cmd == nil {
 		return nil, err
 	}
 	r := &relayProcess{cmd: cmd, stdin: stdin}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err == nil {
-		r.addr, err = net.ResolveUDPAddr("udp4", strings.TrimSpace(line))
+		r.addr, err = net.ResolveUDPAddr("udp4", line)
 	}
 	if err != nil {
 		r.close()
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	return r, nil
+}
+
+// startChild starts this program again with args (on cpus, if set, with
+// env added to the environment) and reads the first line it prints. The
+// child runs until its stdin is closed. cmd is nil if it did not start;
+// otherwise the caller closes it, also when err is set (no line).
+func startChild(cpus string, env []string, args ...string) (cmd *exec.Cmd, stdin io.WriteCloser, line string, err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cmd = exec.Command(self, args...)
+	if cpus != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
+	}
+	cmd.Stderr = os.Stderr
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	stdin, err = cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, "", err
+	}
+	line, err = bufio.NewReader(stdout).ReadString('\n')
+	return cmd, stdin, strings.TrimSpace(line), err
 }
 
 func (r *relayProcess) pid() int { return r.cmd.Process.Pid }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -129,37 +128,21 @@ func turnChildMain(secret string, mediaPort int, profile string) error {
 
 // startOurTURN starts our TURN server in a child process.
 func startOurTURN(secret string, mediaPort int, cpus, profile string, procs int) (*turnProc, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"-turn-child", "-turn-secret", secret, "-turn-media-port", fmt.Sprint(mediaPort), "-turn-cpuprofile", profile}
-	cmd := exec.Command(self, args...)
-	if cpus != "" {
-		cmd = exec.Command("taskset", append([]string{"-c", cpus, self}, args...)...)
-	}
-	cmd.Stderr = os.Stderr
+	var env []string
 	if procs > 0 {
-		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", procs))
+		env = []string{fmt.Sprintf("GOMAXPROCS=%d", procs)}
 	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
+	cmd, stdin, line, err := startChild(cpus, env, "-turn-child", "-turn-secret", secret,
+		"-turn-media-port", fmt.Sprint(mediaPort), "-turn-cpuprofile", profile)
+	if cmd == nil {
 		return nil, err
 	}
 	p := &turnProc{name: "turn", cmd: cmd, stdin: stdin}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		p.close()
 		return nil, fmt.Errorf("our TURN child: %w", err)
 	}
-	p.url = "turn:" + strings.TrimSpace(line) + "?transport=udp"
+	p.url = "turn:" + line + "?transport=udp"
 	return p, nil
 }
 
