@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
@@ -34,6 +35,7 @@ type downTrack struct {
 type downStats struct {
 	packets, bytes, plis, firs, nacks, writeErrors atomic.Uint64
 	padding, paddingBytes                          atomic.Uint64 // bandwidth probes
+	resumes                                        atomic.Uint64 // RTCP back after rtcpSilence
 }
 
 func newDownTrack(kind webrtc.RTPCodecType, streamID string, bwe cc.BandwidthEstimator) *downTrack {
@@ -171,16 +173,35 @@ func (d *downTrack) pad(bytes int) int {
 	return sent
 }
 
+// rtcpSilence is how long a subscriber may send no RTCP for a track before
+// its return counts as coming back from an outage. Browsers report on a
+// video track at least every 1.5 s (libwebrtc: 1 s randomised ×0.5–1.5,
+// more often with transport feedback), pion every 1 s; so 2.5 s of silence
+// means the path was cut, and the frames sent meanwhile were lost.
+const rtcpSilence = 2500 * time.Millisecond
+
 // readRTCP drains the sender's RTCP (so the NACK responder works) and turns
 // PLI/FIR from the receiver into a keyframe request for the source. It
 // returns when the PeerConnection closes.
+//
+// When the receiver's RTCP comes back after rtcpSilence, the subscriber was
+// cut off (an outage ICE may not even have noticed) and cannot decode what
+// follows without a keyframe: it is asked for at once, rather than when the
+// receiver's decoder gives up (Chromium waits 3 s for a decodable frame).
 func (d *downTrack) readRTCP(sender *webrtc.RTPSender) {
 	buf := make([]byte, 1500)
+	var last time.Time
 	for {
 		n, _, err := sender.Read(buf)
 		if err != nil {
 			return
 		}
+		now := time.Now()
+		if !last.IsZero() && now.Sub(last) >= rtcpSilence {
+			d.stats.resumes.Add(1)
+			d.requestKeyframe()
+		}
+		last = now
 		pkts, err := rtcp.Unmarshal(buf[:n])
 		if err != nil {
 			continue

@@ -61,3 +61,36 @@ func (k *keyframeThrottle) close() {
 	}
 	k.mu.Unlock()
 }
+
+// mediaResume notices a publisher's media coming back after a hole of at
+// least gap in media time (an outage on its uplink, or a paused track),
+// read from RTP timestamps so the per-packet path reads no clock. What
+// follows such a hole cannot be decoded without a keyframe.
+type mediaResume struct {
+	gap     uint32 // in RTP timestamp units; 0 disables
+	last    uint32
+	started bool
+}
+
+func newMediaResume(clockRate uint32, gap time.Duration) mediaResume {
+	return mediaResume{gap: uint32(uint64(clockRate) * uint64(gap) / uint64(time.Second))}
+}
+
+// resumed records ts and reports whether it comes gap or more after the
+// latest timestamp seen. Older timestamps (reordering, retransmissions) are
+// ignored; a jump of half the timestamp space or more counts as backwards.
+func (m *mediaResume) resumed(ts uint32) bool {
+	if m.gap == 0 {
+		return false
+	}
+	if !m.started {
+		m.started, m.last = true, ts
+		return false
+	}
+	d := int32(ts - m.last)
+	if d <= 0 {
+		return false
+	}
+	m.last = ts
+	return uint32(d) >= m.gap
+}

@@ -62,13 +62,14 @@ func newNackTracker(interval time.Duration, maxPerPacket uint8) *nackTracker {
 
 // onPacket records the arrival of seq (new, late, or repaired: rtx says
 // it came as a retransmission). The next packet in order, by far the most
-// common, does not even read the clock.
-func (n *nackTracker) onPacket(seq uint16, rtx bool) {
+// common, does not even read the clock. It reports a jump ahead too far to
+// repair (an outage upstream): only a keyframe can restore the picture.
+func (n *nackTracker) onPacket(seq uint16, rtx bool) (jumped bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.started {
 		n.started, n.highest = true, seq
-		return
+		return false
 	}
 	diff := int16(seq - n.highest)
 	if diff == 1 {
@@ -79,7 +80,7 @@ func (n *nackTracker) onPacket(seq uint16, rtx bool) {
 		}
 		slot.seq, slot.pending = seq, false
 		n.highest = seq
-		return
+		return false
 	}
 	now := n.clock()
 	if diff <= 0 && int(-diff) < nackWindow {
@@ -97,11 +98,11 @@ func (n *nackTracker) onPacket(seq uint16, rtx bool) {
 				n.sampleRTT(now-s.firstNack, now)
 			}
 		}
-		return
+		return false
 	}
 	if diff <= 0 || int(diff) > nackMaxGap { // far back or far ahead: a new run
 		n.reset(seq)
-		return
+		return diff > 0
 	}
 	if n.pending == 0 && diff > 1 { // the first gap: wake the NACK loop
 		select {
@@ -122,6 +123,7 @@ func (n *nackTracker) onPacket(seq uint16, rtx bool) {
 		n.pending++
 	}
 	n.highest = seq
+	return false
 }
 
 func (n *nackTracker) reset(seq uint16) {

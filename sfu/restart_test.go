@@ -588,3 +588,48 @@ func TestShortOutageWithoutRestart(t *testing.T) {
 		t.Errorf("peer's signaler saw %q", got)
 	}
 }
+
+// TestOutageUnnoticedByICEAsksForKeyframes: an outage shorter than the
+// SFU's ICE disconnected timeout changes no connection state, yet the
+// frames sent meanwhile are lost both ways. When the lost client's media
+// comes back the SFU asks it for a keyframe (for its subscriber), and when
+// its RTCP comes back the SFU asks the other side for one (for the lost
+// client's decoder), at once rather than when a decoder gives up.
+func TestOutageUnnoticedByICEAsksForKeyframes(t *testing.T) {
+	const outage = 3 * time.Second // > rtcpSilence, < ICEDisconnectedTimeout
+	o, lost, peer, _, _ := startOutageCalls(t, Config{ICEFailedTimeout: 30 * time.Second, ICEDisconnectedTimeout: 20 * time.Second})
+
+	// As long a stretch without an outage first: no keyframe requests.
+	kLost, kPeer := lost.KeyframeRequests(), peer.KeyframeRequests()
+	time.Sleep(outage + time.Second)
+	if dl, dp := lost.KeyframeRequests()-kLost, peer.KeyframeRequests()-kPeer; dl != 0 || dp != 0 {
+		t.Errorf("without an outage the SFU asked for keyframes: %d from lost, %d from peer", dl, dp)
+	}
+
+	kLost, kPeer = lost.KeyframeRequests(), peer.KeyframeRequests()
+	o.blocked.Store(true)
+	time.Sleep(outage) // the outage itself is the one fixed wait
+	o.blocked.Store(false)
+	back := time.Now()
+	gotLost, okLost := waitUntil(func() bool { return lost.KeyframeRequests() > kLost }, 5*time.Second)
+	gotPeer, okPeer := waitUntil(func() bool { return peer.KeyframeRequests() > kPeer }, 5*time.Second)
+	if !okLost || !okPeer {
+		t.Fatalf("after the outage: keyframe asked of lost %v, of peer %v", okLost, okPeer)
+	}
+	t.Logf("keyframe requests after the network came back: to lost %v, to peer %v",
+		gotLost.Sub(back).Round(time.Millisecond), gotPeer.Sub(back).Round(time.Millisecond))
+	// RTCP at least every 1 s, a round trip on vnet: well under a second.
+	if d := gotPeer.Sub(back); d > 2*time.Second {
+		t.Errorf("the keyframe for the lost client's decoder was asked %v after the return", d)
+	}
+	if got := lost.ev.String(); got != "" {
+		t.Errorf("lost's signaler saw %q: the outage was meant to go unnoticed by ICE", got)
+	}
+	var resumes uint64
+	for _, d := range lost.part.Stats().Down {
+		resumes += d.Resumes
+	}
+	if resumes == 0 {
+		t.Error("the lost client's down tracks counted no resume")
+	}
+}

@@ -23,6 +23,9 @@ type DownStats struct {
 	Padding           uint64 // padding-only packets sent as bandwidth probes
 	PaddingBytes      uint64
 	WriteErrors       uint64
+	// Resumes counts the receiver's RTCP coming back after a silence (an
+	// outage on its downlink); each asked the source for a keyframe.
+	Resumes uint64
 }
 
 // ParticipantStats is a snapshot of one participant.
@@ -58,6 +61,7 @@ func (p *Participant) Stats() ParticipantStats {
 			PLIs: d.stats.plis.Load(), FIRs: d.stats.firs.Load(), NACKs: d.stats.nacks.Load(),
 			WriteErrors: d.stats.writeErrors.Load(), Retransmitted: p.repair.Resent(d.boundSSRC()),
 			Padding: d.stats.padding.Load(), PaddingBytes: d.stats.paddingBytes.Load(),
+			Resumes: d.stats.resumes.Load(),
 		})
 	}
 	return ps

@@ -36,6 +36,7 @@ type upTrack struct {
 	outExt   [4]rtp.Extension
 	buf      [maxPacket]byte
 	lastREMB time.Time
+	resume   mediaResume // video only
 
 	stats upStats
 }
@@ -50,6 +51,9 @@ func newUpTrack(p *Participant, track *webrtc.TrackRemote) *upTrack {
 	u := &upTrack{track: track, kind: track.Kind(), writeRTCP: p.pc.WriteRTCP}
 	if takesNACK(track.Codec()) {
 		u.nack = newNackTracker(nackInterval, nackMaxPerPacket)
+	}
+	if u.kind == webrtc.RTPCodecTypeVideo {
+		u.resume = newMediaResume(track.Codec().ClockRate, rtcpSilence)
 	}
 	ssrc := uint32(track.SSRC())
 	u.kf = newKeyframeThrottle(p.sfu.cfg.KeyframeInterval, func() {
@@ -142,8 +146,13 @@ func (u *upTrack) forward(pkt []byte) {
 		end -= pad
 		u.in.PaddingSize = byte(pad)
 	}
-	if u.nack != nil {
-		u.nack.onPacket(u.in.SequenceNumber, u.viaRTX)
+	jumped := u.nack != nil && u.nack.onPacket(u.in.SequenceNumber, u.viaRTX)
+	if u.resume.resumed(u.in.Timestamp) || jumped {
+		// The media comes back after a hole too long to repair (an
+		// outage on this uplink): subscribers cannot decode what
+		// follows without a keyframe, so ask now rather than when
+		// their decoders give up.
+		u.requestKeyframe()
 	}
 	if !u.dup.accept(u.in.SequenceNumber) {
 		u.stats.duplicates.Add(1)
