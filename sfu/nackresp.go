@@ -263,10 +263,18 @@ func (r *sendRing) load(seq uint16, s *resendScratch) (e ringEntry, ok bool) {
 	if !e.valid || e.seq != seq || e.at < r.since || r.written-e.at > uint64(len(r.buf)) {
 		return e, false // never stored, replaced, or its bytes overwritten or dropped
 	}
-	pos := int(e.at % uint64(len(r.buf)))
-	copy(s.buf[:e.hlen], r.buf[pos:])
-	copy(s.buf[int(e.hlen)+2:], r.buf[pos+int(e.hlen):pos+int(e.hlen)+int(e.plen)])
+	r.readAt(s.buf[:e.hlen], e.at)
+	r.readAt(s.buf[int(e.hlen)+2:int(e.hlen)+2+int(e.plen)], e.at+uint64(e.hlen))
 	return e, true
+}
+
+// readAt copies len(dst) bytes from absolute position a. A packet is
+// stored in one piece, but grow copies the last lap to positions modulo
+// the new size, where a packet can run over the end of the buffer and
+// continue at its start. Called with r.mu held.
+func (r *sendRing) readAt(dst []byte, a uint64) {
+	k := copy(dst, r.buf[a%uint64(len(r.buf)):])
+	copy(dst[k:], r.buf)
 }
 
 // resend sends packet seq again: over RTX when negotiated, else as it was.
