@@ -72,7 +72,7 @@ func interArrivalTimePkt(group arrivalGroup, ack Acknowledgment) time.Duration {
 }
 
 func interDepartureTimePkt(group arrivalGroup, ack Acknowledgment) time.Duration {
-	if len(group.packets) == 0 {
+	if group.packets == 0 {
 		return 0
 	}
 

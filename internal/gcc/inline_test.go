@@ -3,6 +3,8 @@ package gcc
 import (
 	"testing"
 	"time"
+
+	"github.com/pion/rtcp"
 )
 
 // The receive rate over the window, fed in feedback-sized batches: a
@@ -53,8 +55,55 @@ func TestArrivalGroupsInline(t *testing.T) {
 		t.Fatalf("%d groups, want 4 completed (the fifth still open)", len(groups))
 	}
 	for i, g := range groups {
-		if len(g.packets) != 3 {
-			t.Errorf("group %d has %d packets, want 3", i, len(g.packets))
+		if g.packets != 3 {
+			t.Errorf("group %d has %d packets, want 3", i, g.packets)
+		}
+	}
+}
+
+// Feedback mixing run-length and status-vector chunks unpacks into one
+// slice in order, each chunk continuing the sequence numbers and the
+// arrival clock where the previous one stopped.
+func TestFeedbackChunksInOrder(t *testing.T) {
+	f := NewFeedbackAdapter()
+	start := time.Unix(1000, 0)
+	sendTWCC(t, f, start, 100, 130)
+	recv, lost := uint16(rtcp.TypeTCCPacketReceivedSmallDelta), uint16(rtcp.TypeTCCPacketNotReceived)
+	vector := []uint16{recv, lost, recv, recv, lost, lost, recv}
+	fb := &rtcp.TransportLayerCC{
+		BaseSequenceNumber: 100, PacketStatusCount: 30, ReferenceTime: 1,
+		PacketChunks: []rtcp.PacketStatusChunk{
+			&rtcp.RunLengthChunk{PacketStatusSymbol: recv, RunLength: 10},
+			&rtcp.StatusVectorChunk{SymbolSize: rtcp.TypeTCCSymbolSizeTwoBit, SymbolList: vector},
+			&rtcp.RunLengthChunk{PacketStatusSymbol: lost, RunLength: 13},
+		},
+	}
+	received := 10 + 4
+	for range received {
+		fb.RecvDeltas = append(fb.RecvDeltas, &rtcp.RecvDelta{Type: rtcp.TypeTCCPacketReceivedSmallDelta, Delta: 2000})
+	}
+	acks, err := f.OnTransportCCFeedback(time.Now(), fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acks) != 30 {
+		t.Fatalf("%d acks, want 30", len(acks))
+	}
+	ref := time.Time{}.Add(64 * time.Millisecond)
+	arrived := 0
+	for i, a := range acks {
+		if a.SequenceNumber != uint16(100+i) { //nolint:gosec // small
+			t.Fatalf("ack %d: sequence number %d", i, a.SequenceNumber)
+		}
+		wantArrived := i < 10 || (i >= 10 && i < 17 && vector[i-10] == recv)
+		if a.Arrival.IsZero() == wantArrived {
+			t.Fatalf("ack %d: arrival %v, want received %v", i, a.Arrival, wantArrived)
+		}
+		if wantArrived {
+			arrived++
+			if want := ref.Add(time.Duration(arrived) * 2 * time.Millisecond); !a.Arrival.Equal(want) {
+				t.Errorf("ack %d: arrival %v, want %v", i, a.Arrival, want)
+			}
 		}
 	}
 }
