@@ -48,6 +48,9 @@ type relayCounters struct {
 	fromPeerBytes, fromPeerPackets atomic.Uint64
 	denied                         atomic.Uint64 // packets to or from peers not allowed
 	allocations                    atomic.Uint64 // relay sockets ever allocated
+	// fastToPeer and fastToClient count the packets the fast path relayed
+	// (also counted above).
+	fastToPeer, fastToClient atomic.Uint64
 }
 
 func newRelayGenerator(cfg Config, filter *peerFilter) (*relayGenerator, error) {

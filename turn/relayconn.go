@@ -200,6 +200,7 @@ func (c *relayConn) sendFast(p []byte, ap netip.AddrPort) {
 	}
 	c.n.toPeerBytes.Add(uint64(len(p)))
 	c.n.toPeerPackets.Add(1)
+	c.n.fastToPeer.Add(1)
 }
 
 // ReadFrom returns the next packet from an allowed peer that the fast path
@@ -255,6 +256,8 @@ func (c *relayConn) forward(peer netip.AddrPort, n int) bool {
 	}
 	if err := c.clientW.write(frame, cl.addr); err != nil {
 		c.log.Debug("turn: sending ChannelData to client failed", "err", err)
+	} else {
+		c.n.fastToClient.Add(1)
 	}
 
 	return true
