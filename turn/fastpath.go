@@ -22,8 +22,8 @@ import (
 //     channel goes to the client as ChannelData (pion:
 //     Allocation.packetHandler).
 //
-// The peer filter (Config.AllowedPeers/AllowPeer) is applied to every
-// packet, as on pion's path. Everything else (STUN messages, Send and Data
+// The peer filter (Config.AllowedPeers/AllowPeer) holds for every packet,
+// as on pion's path. Everything else (STUN messages, Send and Data
 // indications, unknown channels, TCP/TLS clients) takes pion's path. A
 // binding pion removes (expiry, allocation deleted) is removed here in the
 // same call, before pion's lock is released.
@@ -31,10 +31,14 @@ import (
 // chanHeader is the size of a ChannelData header (RFC 8656 §12.4).
 const chanHeader = 4
 
-// chanBinding is one channel of an allocation.
+// chanBinding is one channel of an allocation. exact says the peer is
+// listed in Config.AllowedPeers, a fixed set: it is allowed for good and
+// needs no check per packet (peers admitted by Config.AllowPeer, which may
+// change its mind, are checked on every packet).
 type chanBinding struct {
 	number uint16
 	peer   netip.AddrPort
+	exact  bool
 }
 
 // fastPath holds the UDP clients whose allocations the fast path serves.
@@ -87,13 +91,14 @@ func (f *fastPath) allocationDeleted(src, dst net.Addr) {
 	if !ok {
 		return
 	}
+	// pion closes the relay before it reports the deletion; an open one
+	// belongs to a new allocation from the same address, made in between.
 	f.mu.Lock()
 	rc := f.clients[client]
-	delete(f.clients, client)
-	f.mu.Unlock()
-	if rc != nil {
-		rc.setClient(nil, netip.AddrPort{})
+	if rc != nil && rc.closed.Load() {
+		delete(f.clients, client)
 	}
+	f.mu.Unlock()
 }
 
 // channelCreated and channelDeleted mirror pion's channel bindings on the
@@ -130,11 +135,11 @@ func (f *fastPath) relayChannelData(pkt []byte, client netip.AddrPort) bool {
 	if rc == nil {
 		return false
 	}
-	peer, ok := rc.channelPeer(binary.BigEndian.Uint16(pkt[0:2]))
+	b, ok := rc.channelPeer(binary.BigEndian.Uint16(pkt[0:2]))
 	if !ok {
 		return false
 	}
-	rc.sendFast(pkt[chanHeader:chanHeader+length], peer)
+	rc.sendFast(pkt[chanHeader:chanHeader+length], b)
 
 	return true
 }

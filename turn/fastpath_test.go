@@ -241,7 +241,7 @@ func TestFastPathChannelExpiry(t *testing.T) {
 	eventually(t, "the fast path to forget the allocation", func() bool {
 		srv.fast.mu.RLock()
 		defer srv.fast.mu.RUnlock()
-		return len(srv.fast.clients) == 0 && rc.client.Load() == nil
+		return len(srv.fast.clients) == 0 && rc.closed.Load()
 	})
 }
 

@@ -31,6 +31,7 @@ type relayConn struct {
 	log     *slog.Logger
 	release func()
 	once    sync.Once
+	closed  atomic.Bool
 	n       *relayCounters
 	// last is the peer of the last packet read and its net.Addr form.
 	last atomic.Pointer[peerAddr]
@@ -105,7 +106,7 @@ func (c *relayConn) bindChannel(number uint16, peer netip.AddrPort) {
 			}
 		}
 	}
-	next = append(next, chanBinding{number: number, peer: peer})
+	next = append(next, chanBinding{number: number, peer: peer, exact: c.filter.exactPeer(peer)})
 	c.chans.Store(&next)
 }
 
@@ -126,27 +127,27 @@ func (c *relayConn) unbindChannel(number uint16) {
 }
 
 // channelPeer returns the peer bound to channel number.
-func (c *relayConn) channelPeer(number uint16) (netip.AddrPort, bool) {
+func (c *relayConn) channelPeer(number uint16) (chanBinding, bool) {
 	if bs := c.chans.Load(); bs != nil {
 		for _, b := range *bs {
 			if b.number == number {
-				return b.peer, true
+				return b, true
 			}
 		}
 	}
-	return netip.AddrPort{}, false
+	return chanBinding{}, false
 }
 
 // channelOf returns the channel bound to peer.
-func (c *relayConn) channelOf(peer netip.AddrPort) (uint16, bool) {
+func (c *relayConn) channelOf(peer netip.AddrPort) (chanBinding, bool) {
 	if bs := c.chans.Load(); bs != nil {
 		for _, b := range *bs {
 			if b.peer == peer {
-				return b.number, true
+				return b, true
 			}
 		}
 	}
-	return 0, false
+	return chanBinding{}, false
 }
 
 // WriteTo sends p to addr if addr is an allowed peer.
@@ -190,11 +191,11 @@ func (c *relayConn) allowOut(ap netip.AddrPort) bool {
 
 // sendFast is writeToPeer for the fast path: only the UDP listener's
 // goroutine calls it, and it allocates nothing.
-func (c *relayConn) sendFast(p []byte, ap netip.AddrPort) {
-	if c.peerW == nil || !c.allowOut(ap) {
+func (c *relayConn) sendFast(p []byte, b chanBinding) {
+	if c.peerW == nil || (!b.exact && !c.allowOut(b.peer)) {
 		return
 	}
-	if err := c.peerW.write(p, ap); err != nil {
+	if err := c.peerW.write(p, b.peer); err != nil {
 		c.log.Debug("turn: relaying to peer failed", "err", err)
 		return
 	}
@@ -219,14 +220,15 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, nil, err
 		}
 		ap = normAddrPort(ap)
-		if !c.filter.allow(ap) {
+		b, bound := c.channelOf(ap)
+		if !(bound && b.exact) && !c.filter.allow(ap) {
 			c.n.denied.Add(1)
 			c.log.Debug("turn: dropped relay packet from disallowed peer", "peer", ap.String())
 			continue
 		}
 		c.n.fromPeerBytes.Add(uint64(n))
 		c.n.fromPeerPackets.Add(1)
-		if c.forward(ap, n) {
+		if bound && c.forward(b.number, n) {
 			continue
 		}
 		copy(p, c.buf[chanHeader:chanHeader+n])
@@ -235,16 +237,12 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
-// forward sends the n bytes read from peer in c.buf to the allocation's UDP
-// client as ChannelData, if peer is bound to a channel. It pads the frame
-// to a multiple of 4 bytes, as pion does.
-func (c *relayConn) forward(peer netip.AddrPort, n int) bool {
+// forward sends the n bytes in c.buf, read from the peer bound to channel
+// number, to the allocation's UDP client (if it has one) as ChannelData.
+// It pads the frame to a multiple of 4 bytes, as pion does.
+func (c *relayConn) forward(number uint16, n int) bool {
 	cl := c.client.Load()
 	if cl == nil {
-		return false
-	}
-	number, ok := c.channelOf(peer)
-	if !ok {
 		return false
 	}
 	frame := c.buf[:(chanHeader+n+3)&^3]
@@ -294,6 +292,7 @@ func (c *relayConn) readFromAddr(p []byte) (int, net.Addr, error) {
 
 // Close closes the socket and releases its slot once.
 func (c *relayConn) Close() error {
+	c.closed.Store(true)
 	err := c.PacketConn.Close()
 	c.once.Do(c.release)
 
