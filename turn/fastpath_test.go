@@ -167,6 +167,8 @@ func TestFastPathEnforcesPeers(t *testing.T) {
 		_, _ = stranger.WriteToUDPAddrPort(frame(buf, 0x4000, []byte("no allocation")), c.srv)
 		_, _ = other.conn.WriteToUDPAddrPort([]byte("from other"), c.relay)
 	}
+	// 20 ChannelData to other and 20 datagrams from it are denied.
+	eventually(t, "40 denied packets", func() bool { return srv.Stats().Denied == 40 })
 	if got, ok := c.recv(in, quietWindow); ok {
 		t.Fatalf("client received % x", got[:min(16, len(got))])
 	}
@@ -176,7 +178,6 @@ func TestFastPathEnforcesPeers(t *testing.T) {
 	if n := peer.got.Load(); n != 0 {
 		t.Fatalf("peer received %d packets from unbound channels or strangers", n)
 	}
-	// 20 ChannelData to other and 20 datagrams from it.
 	if d := srv.Stats().Denied; d != 40 {
 		t.Fatalf("Denied = %d, want 40", d)
 	}
