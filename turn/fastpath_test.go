@@ -65,15 +65,21 @@ type chanClient struct {
 
 func newChanClient(t *testing.T, srv *Server) *chanClient {
 	t.Helper()
+	return newChanClientOn(t, "udp4", "127.0.0.1:0", srv.UDPAddr().AddrPort())
+}
+
+// newChanClientOn allocates from a socket on laddr through server.
+func newChanClientOn(t *testing.T, network, laddr string, server netip.AddrPort) *chanClient {
+	t.Helper()
 	user, pass := Credentials(testSecret, "fast", time.Hour, time.Now())
-	r := newRawClient(t, srv, user, pass)
+	r := newRawClientOn(t, network, laddr, net.UDPAddrFromAddrPort(server), user, pass)
 	res := r.request(stun.NewType(stun.MethodAllocate, stun.ClassRequest), true, requestedUDP{})
 	var relayed stun.XORMappedAddress
 	if res.Type.Class != stun.ClassSuccessResponse || relayed.GetFromAs(res, stun.AttrXORRelayedAddress) != nil {
 		t.Fatalf("Allocate: %v", res)
 	}
 	ip, _ := netip.AddrFromSlice(relayed.IP)
-	return &chanClient{rawClient: r, udp: r.conn.(*net.UDPConn), srv: srv.UDPAddr().AddrPort(),
+	return &chanClient{rawClient: r, udp: r.conn.(*net.UDPConn), srv: server,
 		relay: netip.AddrPortFrom(ip.Unmap(), uint16(relayed.Port))}
 }
 
@@ -105,7 +111,36 @@ func (c *chanClient) recv(buf []byte, d time.Duration) ([]byte, bool) {
 func TestFastPathChannelDataIntact(t *testing.T) {
 	peer := startAPEcho(t)
 	srv := startServer(t, []netip.AddrPort{peer.addrPort()}, nil)
-	c := newChanClient(t, srv)
+	testChannelDataIntact(t, srv, peer, newChanClient(t, srv))
+}
+
+// The same through a dual-stack listener (the default ":3478": an AF_INET6
+// socket), from an IPv4 client (seen as ::ffff:127.0.0.1) and from an IPv6
+// one.
+func TestFastPathDualStackListener(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	for _, tc := range []struct{ network, laddr, server string }{
+		{"udp4", "127.0.0.1:0", "127.0.0.1"},
+		{"udp6", "[::1]:0", "::1"},
+	} {
+		t.Run(tc.network, func(t *testing.T) {
+			peer := startAPEcho(t)
+			srv := startServer(t, []netip.AddrPort{peer.addrPort()}, func(c *Config) { c.ListenAddr = ":0" })
+			if srv.fast.reader == nil || srv.fast.udp == nil {
+				t.Fatal("no fast path on the dual-stack listener")
+			}
+			server := netip.AddrPortFrom(netip.MustParseAddr(tc.server), uint16(srv.UDPAddr().Port))
+			testChannelDataIntact(t, srv, peer, newChanClientOn(t, tc.network, tc.laddr, server))
+		})
+	}
+}
+
+func testChannelDataIntact(t *testing.T, srv *Server, peer *apEcho, c *chanClient) {
+	t.Helper()
 	if res := c.bind(0x4000, peer.addrPort()); res.Type.Class != stun.ClassSuccessResponse {
 		t.Fatalf("ChannelBind: %v", res.Type)
 	}
