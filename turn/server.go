@@ -37,6 +37,7 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	logGate   logGate
 }
 
 var _ ICEServerSource = (*Server)(nil)
@@ -140,7 +141,7 @@ func (s *Server) startPion(filter *peerFilter) error {
 		AuthHandler:        restAuthHandler(s.cfg.Secret, s.cfg.Realm, s.log),
 		QuotaHandler:       s.quota.allow,
 		EventHandler:       s.eventHandler(),
-		LoggerFactory:      pionLoggerFactory{log: s.log},
+		LoggerFactory:      pionLoggerFactory{log: s.log, gate: &s.logGate},
 		PacketConnConfigs: []pturn.PacketConnConfig{{
 			PacketConn:            s.udpPacketConn(),
 			RelayAddressGenerator: s.relays,
@@ -238,6 +239,7 @@ func (s *Server) Close() error {
 				s.relays.openRelays(), s.pion.AllocationCount()))
 		}
 		s.closeErr = errors.Join(errs...)
+		s.logGate.close()
 	})
 
 	return s.closeErr
