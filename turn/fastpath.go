@@ -63,12 +63,16 @@ func newFastPath(udp net.PacketConn, relays *relayGenerator) *fastPath {
 
 // allocationCreated registers a UDP client's allocation (pion's
 // OnAllocationCreated). Allocations over TCP or TLS (a *net.TCPAddr local
-// address) stay on pion's path.
+// address) stay on pion's path, and so do clients at a link-local IPv6
+// address with a zone (the fast path keeps addresses without one).
 func (f *fastPath) allocationCreated(src, dst, relay net.Addr) {
 	if f.udp == nil {
 		return
 	}
 	if _, ok := dst.(*net.UDPAddr); !ok {
+		return
+	}
+	if ua, ok := src.(*net.UDPAddr); !ok || ua.Zone != "" {
 		return
 	}
 	client, ok := addrPortOf(src)
