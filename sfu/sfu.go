@@ -127,9 +127,15 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.IncludeLoopback {
 		opts = append(opts, ice.UDPMuxFromPortWithLoopback())
 	}
-	if cfg.Net != nil {
-		opts = append(opts, ice.UDPMuxFromPortWithNet(cfg.Net))
+	mediaNet := cfg.Net
+	if mediaNet == nil {
+		// The real network, with batched reads (batchconn.go).
+		var err error
+		if mediaNet, err = newMediaNet(); err != nil {
+			return nil, err
+		}
 	}
+	opts = append(opts, ice.UDPMuxFromPortWithNet(mediaNet))
 	mux, err := ice.NewMultiUDPMuxFromPort(cfg.UDPPort, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("sfu: media port %d: %w", cfg.UDPPort, err)
