@@ -212,3 +212,19 @@ func BenchmarkMediaSocketRead(b *testing.B) {
 		}
 	}
 }
+
+// The SFU's real network opens its media sockets as batchConns.
+func TestMediaNetOpensBatchConns(t *testing.T) {
+	n, err := newMediaNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := n.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*batchConn); !ok {
+		t.Fatalf("media socket is a %T, want *batchConn", c)
+	}
+}

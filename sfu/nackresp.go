@@ -263,10 +263,18 @@ func (r *sendRing) load(seq uint16, s *resendScratch) (e ringEntry, ok bool) {
 	if !e.valid || e.seq != seq || e.at < r.since || r.written-e.at > uint64(len(r.buf)) {
 		return e, false // never stored, replaced, or its bytes overwritten or dropped
 	}
-	pos := int(e.at % uint64(len(r.buf)))
-	copy(s.buf[:e.hlen], r.buf[pos:])
-	copy(s.buf[int(e.hlen)+2:], r.buf[pos+int(e.hlen):pos+int(e.hlen)+int(e.plen)])
+	r.copyOut(s.buf[:e.hlen], e.at)
+	r.copyOut(s.buf[int(e.hlen)+2:int(e.hlen)+2+int(e.plen)], e.at+uint64(e.hlen))
 	return e, true
+}
+
+// copyOut fills dst from the ring's bytes at absolute position at. Stored
+// packets never wrap, but grow moves the last lap's bytes to their
+// positions in the larger ring, where a packet may run past the end and
+// continue at the beginning. Called with r.mu held.
+func (r *sendRing) copyOut(dst []byte, at uint64) {
+	k := copy(dst, r.buf[int(at%uint64(len(r.buf))):])
+	copy(dst[k:], r.buf)
 }
 
 // resend sends packet seq again: over RTX when negotiated, else as it was.

@@ -204,3 +204,46 @@ func TestSendRingGrowsToWindow(t *testing.T) {
 		t.Error("packet 10 still held")
 	}
 }
+
+// Growing moves the last lap's bytes to their absolute positions in the
+// larger ring, where one packet may run past its end and go on at the
+// beginning: every packet still indexed loads whole (this panicked with
+// "slice bounds out of range" in a 50-call load test, where NACKs came
+// in just after a ring grew).
+func TestSendRingLoadsPacketsWrappedByGrowth(t *testing.T) {
+	for trial := 0; trial < 60; trial++ {
+		var now time.Duration
+		r := newSendRing(ringSize{minBytes: 8 << 10, maxBytes: 256 << 10, ringPackets: 1024, window: time.Second},
+			func() time.Duration { return now })
+		var s resendScratch
+		seq := uint16(0)
+		size := func(seq uint16) int { return 60 + (int(seq)*37+trial*101)%1100 }
+		step := time.Duration(40+trial%60) * time.Millisecond // growth steps of 1.25-2x
+		for grown := 0; grown < 4 && seq < 20000; {
+			before := len(r.buf)
+			h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, SSRC: 1000}
+			r.store(&h, bytes.Repeat([]byte{byte(seq)}, size(seq)))
+			now += step
+			seq++
+			if len(r.buf) == before {
+				continue
+			}
+			grown++
+			for back := uint16(1); back < 1024 && back <= seq; back++ {
+				q := seq - back
+				e, ok := r.load(q, &s)
+				if !ok {
+					continue
+				}
+				got := s.buf[int(e.hlen)+2 : int(e.hlen)+2+int(e.plen)]
+				if !bytes.Equal(got, bytes.Repeat([]byte{byte(q)}, size(q))) {
+					t.Fatalf("trial %d: packet %d after growing to %d bytes: payload differs", trial, q, len(r.buf))
+				}
+				var hdr rtp.Header
+				if _, err := hdr.Unmarshal(s.buf[:e.hlen]); err != nil || hdr.SequenceNumber != q {
+					t.Fatalf("trial %d: packet %d after growing: header %v, %v", trial, q, hdr.SequenceNumber, err)
+				}
+			}
+		}
+	}
+}
