@@ -35,8 +35,10 @@ type batchConn struct {
 	n     int    // datagrams in the batch
 	next  int    // next one to hand out
 	recvF func(fd uintptr) bool
+	vlen  int   // datagrams asked for by the next recvmmsg
 	rn    int   // recvmmsg's result, set in recvF
 	rerr  error // recvmmsg's error, set in recvF
+	idle  bool  // the last read found the socket empty and waited
 }
 
 // mmsghdr is struct mmsghdr of <sys/socket.h>; Go pads it as C does
@@ -103,14 +105,24 @@ func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 }
 
 // fill reads a new batch; b.mu is held.
+//
+// A batch pays off only when datagrams are queued: with one waiting,
+// recvmmsg costs more than recvfrom (it tries once more and finds the
+// socket empty). So a reader that had to wait for its last datagram (it
+// keeps up) asks for one, and one that found datagrams waiting (it is
+// behind) asks for a whole batch.
 func (b *batchConn) fill() error {
 	b.n, b.next = 0, 0
-	for i := range b.hdrs {
+	b.vlen = 1
+	if !b.idle {
+		b.vlen = len(b.hdrs)
+	}
+	for i := range b.hdrs[:b.vlen] {
 		b.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
 		b.hdrs[i].hdr.Flags = 0
 		b.hdrs[i].len = 0
 	}
-	b.rn, b.rerr = 0, nil
+	b.rn, b.rerr, b.idle = 0, nil, false
 	if err := b.rc.Read(b.recvF); err != nil {
 		return err
 	}
@@ -124,7 +136,7 @@ func (b *batchConn) fill() error {
 // recv is the RawConn.Read callback: false asks to wait for readiness.
 func (b *batchConn) recv(fd uintptr) bool {
 	for {
-		n, _, errno := syscall.Syscall6(sysRecvmmsg, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
+		n, _, errno := syscall.Syscall6(sysRecvmmsg, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.vlen),
 			syscall.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
@@ -133,6 +145,7 @@ func (b *batchConn) recv(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			b.idle = true
 			return false
 		default:
 			b.rerr = os.NewSyscallError("recvmmsg", errno)
