@@ -49,6 +49,7 @@ type Config struct {
 	ShutdownDelay  time.Duration // /readyz answers 503 this long before the shutdown proper
 	ICETCP         bool          // passive ICE-TCP candidates on the -addr port (see app_oneport.go)
 	HTTPS                        // LAN HTTPS and ACME (app_https.go)
+	GC             GC            // garbage collector policy (gcpolicy.go)
 
 	relayPorts [2]uint16 // parsed TURNRelayPorts
 
@@ -109,15 +110,19 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text (key=value) or json (one JSON object per line)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9091; if empty, /metrics is served on -addr to this host only")
+	fs.IntVar(&cfg.GC.Percent, "gc-percent", defaultGCPercent, "the garbage collector's GOGC: heap growth allowed between collections, percent of the live heap (lower: less memory, more GC CPU; the GOGC environment variable wins over the default)")
+	fs.Int64Var(&cfg.GC.MemoryLimit, "memory-limit", 0, "soft memory limit of the Go runtime in MiB, like GOMEMLIMIT (0: none; the GOMEMLIMIT environment variable wins over the default)")
 	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, answer /readyz with 503 for this long before shutting down (e.g. 5s behind a load balancer)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: videochat [flags]\n\nEvery flag can also be set as VIDEOCHAT_<FLAG> (e.g. VIDEOCHAT_ADDR).\n\n")
 		fs.PrintDefaults()
 	}
 	var envErr error
+	explicit := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "VIDEOCHAT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := env(name); ok {
+			explicit[f.Name] = true
 			if err := f.Value.Set(v); err != nil && envErr == nil {
 				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
 			}
@@ -131,6 +136,11 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	cfg.GC.percentSet, cfg.GC.limitSet = explicit["gc-percent"], explicit["memory-limit"]
+	if cfg.GC.MemoryLimit < 0 {
+		return cfg, errors.New("-memory-limit must not be negative")
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return cfg, fmt.Errorf("-log-level: %w", err)

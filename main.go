@@ -29,6 +29,7 @@ func run() error {
 		return err
 	}
 	log := newLogger(cfg, os.Stderr)
+	log.Info("garbage collector", "policy", cfg.GC.apply(envLookup))
 	raiseFileLimit(log)
 	app, err := NewApp(cfg, log)
 	if err != nil {

@@ -263,17 +263,17 @@ func (r *sendRing) load(seq uint16, s *resendScratch) (e ringEntry, ok bool) {
 	if !e.valid || e.seq != seq || e.at < r.since || r.written-e.at > uint64(len(r.buf)) {
 		return e, false // never stored, replaced, or its bytes overwritten or dropped
 	}
-	r.copyOut(s.buf[:e.hlen], e.at)
-	r.copyOut(s.buf[int(e.hlen)+2:int(e.hlen)+2+int(e.plen)], e.at+uint64(e.hlen))
+	r.readAt(s.buf[:e.hlen], e.at)
+	r.readAt(s.buf[int(e.hlen)+2:int(e.hlen)+2+int(e.plen)], e.at+uint64(e.hlen))
 	return e, true
 }
 
-// copyOut fills dst from the ring's bytes at absolute position at. Stored
-// packets never wrap, but grow moves the last lap's bytes to their
-// positions in the larger ring, where a packet may run past the end and
-// continue at the beginning. Called with r.mu held.
-func (r *sendRing) copyOut(dst []byte, at uint64) {
-	k := copy(dst, r.buf[int(at%uint64(len(r.buf))):])
+// readAt copies len(dst) bytes from absolute position a. A packet is
+// stored in one piece, but grow copies the last lap to positions modulo
+// the new size, where a packet can run over the end of the buffer and
+// continue at its start. Called with r.mu held.
+func (r *sendRing) readAt(dst []byte, a uint64) {
+	k := copy(dst, r.buf[a%uint64(len(r.buf)):])
 	copy(dst[k:], r.buf)
 }
 

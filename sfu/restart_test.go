@@ -607,8 +607,15 @@ func TestOutageUnnoticedByICEAsksForKeyframes(t *testing.T) {
 	}
 
 	kLost, kPeer = lost.KeyframeRequests(), peer.KeyframeRequests()
+	sent := lost.SentVideo()
 	o.blocked.Store(true)
 	time.Sleep(outage) // the outage itself is the one fixed wait
+	// The SFU judges the hole by media time (RTP timestamps, 20 ms a
+	// packet here): a starved sender sends less than the wall clock says,
+	// so hold the outage until 3 s of media went into it.
+	if _, ok := waitUntil(func() bool { return lost.SentVideo()-sent >= int64(outage/(20*time.Millisecond)) }, 10*time.Second); !ok {
+		t.Fatalf("the lost client sent only %d video packets in the outage", lost.SentVideo()-sent)
+	}
 	o.blocked.Store(false)
 	back := time.Now()
 	gotLost, okLost := waitUntil(func() bool { return lost.KeyframeRequests() > kLost }, 5*time.Second)

@@ -228,6 +228,7 @@ func newAPI(cfg Config, mux ice.UDPMux, tcp []*ice.TCPMuxDefault, est *estimator
 		return context.WithTimeout(context.Background(), dtlsTimeout)
 	})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.BufferFactory = newStreamBuffer // bounded SRTP/SRTCP read buffers (buffers.go)
 	if len(cfg.PublicIPs) > 0 {
 		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
 	}

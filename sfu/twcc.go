@@ -17,11 +17,12 @@ type sendHistory struct {
 	ring [historySize]sentPacket
 }
 
-// historySize is a power of two: 5+ s of video at 2.5 Mbit/s, 3+ s at
-// the estimator's 6 Mbit/s ceiling, against feedback every ~100 ms. At 32
-// bytes a packet it costs 64 KiB per PeerConnection (4,096 packets of 40
-// bytes cost 160 KiB).
-const historySize = 2048
+// historySize is a power of two: 3+ s of video and audio at 2.5 Mbit/s,
+// 1.6 s at the estimator's 6 Mbit/s ceiling, against feedback every
+// ~100 ms and probe clusters of tens of milliseconds. At 32 bytes a packet
+// it costs 32 KiB per PeerConnection (2,048 packets cost 64 KiB, 4,096 of
+// 40 bytes 160 KiB).
+const historySize = 1024
 
 type sentPacket struct {
 	sent    time.Duration // sender clock

@@ -126,6 +126,10 @@ type Config struct {
 
 	// Logger receives the server's and pion's logs (default slog.Default()).
 	Logger *slog.Logger
+
+	// channelLifetime overrides pion's channel binding lifetime (10 min)
+	// in tests.
+	channelLifetime time.Duration
 }
 
 // withDefaults returns a copy of c with defaults filled in and validated.

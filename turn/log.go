@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/pion/logging"
 )
@@ -14,18 +15,46 @@ const levelTrace = slog.LevelDebug - 4
 // pionLoggerFactory routes pion's logs to slog. pion logs per-request
 // chatter (e.g. "permission denied for client ...") at Info; it is mapped
 // to Debug so clients cannot flood the log at Info level.
-type pionLoggerFactory struct{ log *slog.Logger }
-
-func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: f.log.With("pion", scope)}
+type pionLoggerFactory struct {
+	log  *slog.Logger
+	gate *logGate // nil: never closed
 }
 
-type pionLogger struct{ log *slog.Logger }
+func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
+	return pionLogger{log: f.log.With("pion", scope), gate: f.gate}
+}
+
+// logGate silences pion once the server is closed: pion's accept loops
+// log their last error after Server.Close has returned (it does not wait
+// for them), which would write to a logger its owner has let go (a test's
+// t.Log panics then).
+type logGate struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+func (g *logGate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+type pionLogger struct {
+	log  *slog.Logger
+	gate *logGate
+}
 
 func (p pionLogger) emit(level slog.Level, format string, args ...any) {
 	ctx := context.Background()
 	if !p.log.Enabled(ctx, level) {
 		return
+	}
+	if p.gate != nil {
+		p.gate.mu.RLock()
+		defer p.gate.mu.RUnlock()
+		if p.gate.closed {
+			return
+		}
 	}
 	p.log.Log(ctx, level, fmt.Sprintf(format, args...))
 }

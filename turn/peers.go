@@ -119,6 +119,17 @@ func (f *peerFilter) allow(ap netip.AddrPort) bool {
 	return !restricted(ap.Addr()) && f.callMatch(ap)
 }
 
+// exactPeer reports whether ap is listed exactly (and so always allowed).
+func (f *peerFilter) exactPeer(ap netip.AddrPort) bool {
+	ap = normAddrPort(ap)
+	if ap.Port() == 0 || neverReachable(ap.Addr()) {
+		return false
+	}
+	_, ok := f.exact[ap]
+
+	return ok
+}
+
 // callMatch runs the user predicate; a panic in it denies instead of
 // crashing the server.
 func (f *peerFilter) callMatch(ap netip.AddrPort) (ok bool) {

@@ -41,12 +41,18 @@ func (a v6PeerAddr) AddTo(m *stun.Message) error {
 
 func newRawClient(t *testing.T, srv *Server, user, pass string) *rawClient {
 	t.Helper()
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	return newRawClientOn(t, "udp4", "127.0.0.1:0", srv.UDPAddr(), user, pass)
+}
+
+// newRawClientOn is newRawClient from a socket on laddr to server.
+func newRawClientOn(t *testing.T, network, laddr string, server net.Addr, user, pass string) *rawClient {
+	t.Helper()
+	conn, err := net.ListenPacket(network, laddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	r := &rawClient{t: t, conn: conn, server: srv.UDPAddr()}
+	r := &rawClient{t: t, conn: conn, server: server}
 	res := r.request(stun.NewType(stun.MethodAllocate, stun.ClassRequest), false, requestedUDP{})
 	var nonce stun.Nonce
 	var realm stun.Realm

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +33,9 @@ type relayGenerator struct {
 	// socketBuffer is each relay socket's SO_RCVBUF/SO_SNDBUF.
 	socketBuffer int
 
-	mu   sync.Mutex
-	open int
+	mu    sync.Mutex
+	open  int
+	conns map[uint16]*relayConn // open relay sockets by port (the fast path's view)
 
 	// relayed counts the payload bytes and packets relayed, both ways.
 	relayed relayCounters
@@ -48,6 +48,9 @@ type relayCounters struct {
 	fromPeerBytes, fromPeerPackets atomic.Uint64
 	denied                         atomic.Uint64 // packets to or from peers not allowed
 	allocations                    atomic.Uint64 // relay sockets ever allocated
+	// fastToPeer and fastToClient count the packets the fast path relayed
+	// (also counted above).
+	fastToPeer, fastToClient atomic.Uint64
 }
 
 func newRelayGenerator(cfg Config, filter *peerFilter) (*relayGenerator, error) {
@@ -71,6 +74,7 @@ func newRelayGenerator(cfg Config, filter *peerFilter) (*relayGenerator, error) 
 		min:    cfg.RelayPortMin,
 		max:    cfg.RelayPortMax,
 		limit:  cfg.MaxAllocations,
+		conns:  make(map[uint16]*relayConn),
 
 		socketBuffer: cfg.RelayBuffer,
 	}, nil
@@ -111,7 +115,27 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	}
 
 	g.relayed.allocations.Add(1)
-	return newRelayConn(conn, g), addr, nil
+	rc := newRelayConn(conn, g)
+	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		rc.port = uint16(ua.Port)
+		g.mu.Lock()
+		g.conns[rc.port] = rc
+		g.mu.Unlock()
+	}
+
+	return rc, addr, nil
+}
+
+// byAddr returns the open relay socket whose relayed address is addr.
+func (g *relayGenerator) byAddr(addr net.Addr) *relayConn {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+
+	return g.conns[uint16(ua.Port)]
 }
 
 // AllocateConn implements pturn.RelayAddressGenerator (RFC 6062 TCP relays,
@@ -137,6 +161,16 @@ func (g *relayGenerator) release() {
 	g.mu.Unlock()
 }
 
+// closed releases c's slot and forgets it.
+func (g *relayGenerator) closed(c *relayConn) {
+	g.mu.Lock()
+	g.open--
+	if c.port != 0 && g.conns[c.port] == c {
+		delete(g.conns, c.port)
+	}
+	g.mu.Unlock()
+}
+
 func (g *relayGenerator) openRelays() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -155,123 +189,4 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 	}
 
 	return true
-}
-
-// relayConn is a relay socket that only exchanges packets with allowed
-// peers. Writes to other peers fail with errPeerNotAllowed (pion logs and
-// drops them); packets from other peers are discarded (returning an error
-// from ReadFrom would make pion delete the allocation).
-//
-// On the relay path it allocates nothing per packet: a *net.UDPConn is
-// written and read with netip.AddrPort, and ReadFrom hands pion the same
-// *net.UDPAddr for as long as packets come from the same peer (a relay
-// talks to one SFU endpoint; pion only reads the address it is given).
-type relayConn struct {
-	net.PacketConn
-	udp     *net.UDPConn // PacketConn when it is one, else nil
-	filter  *peerFilter
-	log     *slog.Logger
-	release func()
-	once    sync.Once
-	n       *relayCounters
-	// last is the peer of the last packet read and its net.Addr form.
-	last atomic.Pointer[peerAddr]
-}
-
-type peerAddr struct {
-	ap   netip.AddrPort
-	addr *net.UDPAddr
-}
-
-func newRelayConn(conn net.PacketConn, g *relayGenerator) *relayConn {
-	c := &relayConn{PacketConn: conn, filter: g.filter, log: g.log, release: g.release, n: &g.relayed}
-	c.udp, _ = conn.(*net.UDPConn)
-	if c.udp != nil && g.socketBuffer > 0 {
-		_ = c.udp.SetReadBuffer(g.socketBuffer)
-		_ = c.udp.SetWriteBuffer(g.socketBuffer)
-	}
-	return c
-}
-
-// WriteTo sends p to addr if addr is an allowed peer.
-func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	ap, ok := addrPortOf(addr)
-	if !ok || !c.filter.allow(ap) {
-		c.n.denied.Add(1)
-		c.log.Debug("turn: dropped relay packet to disallowed peer", "peer", fmt.Sprint(addr))
-
-		return 0, fmt.Errorf("%w: %v", errPeerNotAllowed, addr)
-	}
-	var n int
-	var err error
-	if c.udp != nil {
-		n, err = c.udp.WriteToUDPAddrPort(p, ap)
-	} else {
-		n, err = c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(ap))
-	}
-	if n > 0 {
-		c.n.toPeerBytes.Add(uint64(n))
-		c.n.toPeerPackets.Add(1)
-	}
-
-	return n, err
-}
-
-// ReadFrom returns the next packet from an allowed peer.
-func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if c.udp == nil {
-		return c.readFromAddr(p)
-	}
-	for {
-		n, ap, err := c.udp.ReadFromUDPAddrPort(p)
-		if err != nil {
-			return n, nil, err
-		}
-		ap = normAddrPort(ap)
-		if c.filter.allow(ap) {
-			c.n.fromPeerBytes.Add(uint64(n))
-			c.n.fromPeerPackets.Add(1)
-
-			return n, c.addrOf(ap), nil
-		}
-		c.n.denied.Add(1)
-		c.log.Debug("turn: dropped relay packet from disallowed peer", "peer", ap.String())
-	}
-}
-
-// addrOf returns ap as a *net.UDPAddr, reusing the last one when the peer
-// is the same (the returned address must not be modified).
-func (c *relayConn) addrOf(ap netip.AddrPort) net.Addr {
-	if l := c.last.Load(); l != nil && l.ap == ap {
-		return l.addr
-	}
-	l := &peerAddr{ap: ap, addr: net.UDPAddrFromAddrPort(ap)}
-	c.last.Store(l)
-
-	return l.addr
-}
-
-func (c *relayConn) readFromAddr(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil {
-			return n, addr, err
-		}
-		if ap, ok := addrPortOf(addr); ok && c.filter.allow(ap) {
-			c.n.fromPeerBytes.Add(uint64(n))
-			c.n.fromPeerPackets.Add(1)
-
-			return n, addr, nil
-		}
-		c.n.denied.Add(1)
-		c.log.Debug("turn: dropped relay packet from disallowed peer", "peer", fmt.Sprint(addr))
-	}
-}
-
-// Close closes the socket and releases its slot once.
-func (c *relayConn) Close() error {
-	err := c.PacketConn.Close()
-	c.once.Do(c.release)
-
-	return err
 }

@@ -105,10 +105,12 @@ func testRelayConnFilters(t *testing.T, udp bool) {
 	}
 	released := 0
 	counts := &relayCounters{}
-	rc := &relayConn{PacketConn: raw, filter: filter, log: testLogger(), release: func() { released++ }, n: counts}
-	if udp {
-		rc.udp = raw.(*net.UDPConn)
+	conn := raw
+	if !udp {
+		conn = struct{ net.PacketConn }{raw} // not a *net.UDPConn
 	}
+	rc := wrapRelay(conn, filter, testLogger(), counts)
+	rc.release = func() { released++ }
 	defer rc.Close()
 
 	if _, err := rc.WriteTo([]byte("x"), blocked.udpAddr()); !errors.Is(err, errPeerNotAllowed) {

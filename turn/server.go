@@ -27,6 +27,7 @@ type Server struct {
 	log    *slog.Logger
 	pion   *pturn.Server
 	relays *relayGenerator
+	fast   *fastPath
 	quota  *quota
 
 	udp net.PacketConn
@@ -36,6 +37,7 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	logGate   logGate
 }
 
 var _ ICEServerSource = (*Server)(nil)
@@ -61,6 +63,7 @@ func New(cfg Config) (*Server, error) {
 
 		return nil, err
 	}
+	s.fast = newFastPath(s.udp, relays)
 	if err := s.startPion(filter); err != nil {
 		s.closeSockets()
 
@@ -133,13 +136,14 @@ func (s *Server) startPion(filter *peerFilter) error {
 		listeners = append(listeners, s.listenerConfig(l, filter))
 	}
 	srv, err := pturn.NewServer(pturn.ServerConfig{
-		Realm:         s.cfg.Realm,
-		AuthHandler:   restAuthHandler(s.cfg.Secret, s.cfg.Realm, s.log),
-		QuotaHandler:  s.quota.allow,
-		EventHandler:  s.eventHandler(),
-		LoggerFactory: pionLoggerFactory{log: s.log},
+		Realm:              s.cfg.Realm,
+		ChannelBindTimeout: s.cfg.channelLifetime,
+		AuthHandler:        restAuthHandler(s.cfg.Secret, s.cfg.Realm, s.log),
+		QuotaHandler:       s.quota.allow,
+		EventHandler:       s.eventHandler(),
+		LoggerFactory:      pionLoggerFactory{log: s.log, gate: &s.logGate},
 		PacketConnConfigs: []pturn.PacketConnConfig{{
-			PacketConn:            reasonPacketConn{s.udp},
+			PacketConn:            s.udpPacketConn(),
 			RelayAddressGenerator: s.relays,
 			PermissionHandler:     filter.permissionHandler,
 		}},
@@ -151,6 +155,15 @@ func (s *Server) startPion(filter *peerFilter) error {
 	s.pion = srv
 
 	return nil
+}
+
+// udpPacketConn is the UDP listener as pion gets it: with the fast path
+// when it is a *net.UDPConn.
+func (s *Server) udpPacketConn() net.PacketConn {
+	if s.fast.udp != nil {
+		return udpListener{UDPConn: s.fast.udp, fast: s.fast}
+	}
+	return reasonPacketConn{s.udp}
 }
 
 func (s *Server) listenerConfig(l net.Listener, filter *peerFilter) pturn.ListenerConfig {
@@ -167,6 +180,7 @@ func (s *Server) eventHandler() pturn.EventHandler {
 	created, deleted := h.OnAllocationCreated, h.OnAllocationDeleted
 	h.OnAllocationCreated = func(src, dst net.Addr, proto, user, realm string, relay net.Addr, port int) {
 		created(src, dst, proto, user, realm, relay, port)
+		s.fast.allocationCreated(src, dst, relay)
 		s.tcp.allocated(src)
 		if s.tls != nil {
 			s.tls.allocated(src)
@@ -178,7 +192,15 @@ func (s *Server) eventHandler() pturn.EventHandler {
 	}
 	h.OnAllocationDeleted = func(src, dst net.Addr, proto, user, realm string) {
 		deleted(src, dst, proto, user, realm)
+		s.fast.allocationDeleted(src, dst)
 		s.log.Debug("turn: allocation deleted", "remote", addrString(src), "user", user)
+	}
+
+	h.OnChannelCreated = func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, number uint16) {
+		s.fast.channelCreated(relay, peer, number)
+	}
+	h.OnChannelDeleted = func(_, _ net.Addr, _, _, _ string, relay, _ net.Addr, number uint16) {
+		s.fast.channelDeleted(relay, number)
 	}
 
 	return h
@@ -217,6 +239,7 @@ func (s *Server) Close() error {
 				s.relays.openRelays(), s.pion.AllocationCount()))
 		}
 		s.closeErr = errors.Join(errs...)
+		s.logGate.close()
 	})
 
 	return s.closeErr

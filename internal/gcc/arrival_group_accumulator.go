@@ -21,43 +21,48 @@ func newArrivalGroupAccumulator() *arrivalGroupAccumulator {
 	}
 }
 
-func (a *arrivalGroupAccumulator) run(in <-chan []Acknowledgment, agWriter func(arrivalGroup)) {
-	init := false
-	group := arrivalGroup{}
-	for acks := range in {
-		for _, next := range acks {
-			if !init {
-				group = newArrivalGroup(next)
-				init = true
+// arrivalGroupState is the accumulator's state between feedbacks.
+type arrivalGroupState struct {
+	init    bool
+	group   arrivalGroup
+	onGroup func(arrivalGroup)
+}
+
+// onAcks adds one feedback's acknowledgments, handing each completed
+// group to st.onGroup.
+func (a *arrivalGroupAccumulator) onAcks(st *arrivalGroupState, acks []Acknowledgment) {
+	for _, next := range acks {
+		if !st.init {
+			st.group = newArrivalGroup(next)
+			st.init = true
+
+			continue
+		}
+		if next.Arrival.Before(st.group.arrival) {
+			// ignore out of order arrivals
+			continue
+		}
+		if next.Departure.After(st.group.departure) {
+			// A sequence of packets which are sent within a burst_time interval
+			// constitute a group.
+			if interDepartureTimePkt(st.group, next) <= a.interDepartureThreshold {
+				st.group.add(next)
 
 				continue
 			}
-			if next.Arrival.Before(group.arrival) {
-				// ignore out of order arrivals
+
+			// A Packet which has an inter-arrival time less than burst_time and
+			// an inter-group delay variation d(i) less than 0 is considered
+			// being part of the current group of packets.
+			if interArrivalTimePkt(st.group, next) <= a.interArrivalThreshold &&
+				interGroupDelayVariationPkt(st.group, next) < a.interGroupDelayVariationTreshold {
+				st.group.add(next)
+
 				continue
 			}
-			if next.Departure.After(group.departure) {
-				// A sequence of packets which are sent within a burst_time interval
-				// constitute a group.
-				if interDepartureTimePkt(group, next) <= a.interDepartureThreshold {
-					group.add(next)
 
-					continue
-				}
-
-				// A Packet which has an inter-arrival time less than burst_time and
-				// an inter-group delay variation d(i) less than 0 is considered
-				// being part of the current group of packets.
-				if interArrivalTimePkt(group, next) <= a.interArrivalThreshold &&
-					interGroupDelayVariationPkt(group, next) < a.interGroupDelayVariationTreshold {
-					group.add(next)
-
-					continue
-				}
-
-				agWriter(group)
-				group = newArrivalGroup(next)
-			}
+			st.onGroup(st.group)
+			st.group = newArrivalGroup(next)
 		}
 	}
 }
@@ -67,7 +72,7 @@ func interArrivalTimePkt(group arrivalGroup, ack Acknowledgment) time.Duration {
 }
 
 func interDepartureTimePkt(group arrivalGroup, ack Acknowledgment) time.Duration {
-	if len(group.packets) == 0 {
+	if group.packets == 0 {
 		return 0
 	}
 

@@ -25,16 +25,21 @@ type DelayStats struct {
 
 type now func() time.Time
 
+// delayController feeds each feedback's acknowledgments to the arrival
+// group accumulator and the receive rate calculator on the caller's
+// goroutine, one feedback at a time (pion's version hands them to two
+// goroutines per PeerConnection over unbuffered channels; this project
+// runs them inline: two goroutines and their stacks fewer per
+// PeerConnection, the same order of work).
 type delayController struct {
-	ackPipe     chan<- []Acknowledgment
-	ackRatePipe chan<- []Acknowledgment
+	mu     sync.Mutex // serialises updateDelayEstimate (RTCP readers of several senders)
+	groups arrivalGroupState
+	rate   rateState
 
 	*arrivalGroupAccumulator
 	*rateController
 
 	onUpdateCallback func(DelayStats)
-
-	wg sync.WaitGroup
 
 	log logging.LeveledLogger
 }
@@ -47,16 +52,10 @@ type delayControllerConfig struct {
 }
 
 func newDelayController(delayConfig delayControllerConfig, loggerFactory logging.LoggerFactory) *delayController {
-	ackPipe := make(chan []Acknowledgment)
-	ackRatePipe := make(chan []Acknowledgment)
-
 	delayController := &delayController{
-		ackPipe:                 ackPipe,
-		ackRatePipe:             ackRatePipe,
 		arrivalGroupAccumulator: nil,
 		rateController:          nil,
 		onUpdateCallback:        nil,
-		wg:                      sync.WaitGroup{},
 		log:                     loggerFactory.NewLogger("gcc_delay_controller"),
 	}
 
@@ -76,15 +75,9 @@ func newDelayController(delayConfig delayControllerConfig, loggerFactory logging
 
 	rc := newRateCalculator(500 * time.Millisecond)
 
-	delayController.wg.Add(2)
-	go func() {
-		defer delayController.wg.Done()
-		arrivalGroupAccumulator.run(ackPipe, slopeEstimator.onArrivalGroup)
-	}()
-	go func() {
-		defer delayController.wg.Done()
-		rc.run(ackRatePipe, rateController.onReceivedRate)
-	}()
+	delayController.arrivalGroupAccumulator = arrivalGroupAccumulator
+	delayController.groups.onGroup = slopeEstimator.onArrivalGroup
+	delayController.rate = rateState{calc: rc, onRate: rateController.onReceivedRate}
 
 	return delayController
 }
@@ -94,15 +87,12 @@ func (d *delayController) onUpdate(f func(DelayStats)) {
 }
 
 func (d *delayController) updateDelayEstimate(acks []Acknowledgment) {
-	d.ackPipe <- acks
-	d.ackRatePipe <- acks
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rate.calc.onAcks(&d.rate, acks)
+	d.arrivalGroupAccumulator.onAcks(&d.groups, acks)
 }
 
 func (d *delayController) Close() error {
-	defer d.wg.Wait()
-
-	close(d.ackPipe)
-	close(d.ackRatePipe)
-
 	return nil
 }

@@ -85,10 +85,15 @@ func (f *FeedbackAdapter) OnSent(ts time.Time, header *rtp.Header, size int, att
 	return f.onSentRFC8888(ts, header, size)
 }
 
+// unpackRunLengthChunk appends the chunk's acknowledgments to out (one per
+// status, zero for packets not in the history) and returns the extended
+// slice: one slice per feedback instead of one per chunk plus copies.
 func (f *FeedbackAdapter) unpackRunLengthChunk(
-	start uint16, refTime time.Time, chunk *rtcp.RunLengthChunk, deltas []*rtcp.RecvDelta,
+	out []Acknowledgment, start uint16, refTime time.Time, chunk *rtcp.RunLengthChunk, deltas []*rtcp.RecvDelta,
 ) (consumedDeltas int, nextRef time.Time, acks []Acknowledgment, err error) {
-	result := make([]Acknowledgment, chunk.RunLength)
+	base := len(out)
+	out = append(out, make([]Acknowledgment, chunk.RunLength)...)
+	result := out[base:]
 	deltaIndex := 0
 
 	end := start + chunk.RunLength
@@ -101,7 +106,7 @@ func (f *FeedbackAdapter) unpackRunLengthChunk(
 		if ack, ok := f.history.get(key); ok {
 			if chunk.PacketStatusSymbol != rtcp.TypeTCCPacketNotReceived {
 				if len(deltas)-1 < deltaIndex {
-					return deltaIndex, refTime, result, errInvalidFeedback
+					return deltaIndex, refTime, out, errInvalidFeedback
 				}
 				refTime = refTime.Add(time.Duration(deltas[deltaIndex].Delta) * time.Microsecond)
 				ack.Arrival = refTime
@@ -112,13 +117,16 @@ func (f *FeedbackAdapter) unpackRunLengthChunk(
 		resultIndex++
 	}
 
-	return deltaIndex, refTime, result, nil
+	return deltaIndex, refTime, out, nil
 }
 
+// unpackStatusVectorChunk appends like unpackRunLengthChunk.
 func (f *FeedbackAdapter) unpackStatusVectorChunk(
-	start uint16, refTime time.Time, chunk *rtcp.StatusVectorChunk, deltas []*rtcp.RecvDelta,
+	out []Acknowledgment, start uint16, refTime time.Time, chunk *rtcp.StatusVectorChunk, deltas []*rtcp.RecvDelta,
 ) (consumedDeltas int, nextRef time.Time, acks []Acknowledgment, err error) {
-	result := make([]Acknowledgment, len(chunk.SymbolList))
+	base := len(out)
+	out = append(out, make([]Acknowledgment, len(chunk.SymbolList))...)
+	result := out[base:]
 	deltaIndex := 0
 	resultIndex := 0
 	for i, symbol := range chunk.SymbolList {
@@ -129,7 +137,7 @@ func (f *FeedbackAdapter) unpackStatusVectorChunk(
 		if ack, ok := f.history.get(key); ok {
 			if symbol != rtcp.TypeTCCPacketNotReceived {
 				if len(deltas)-1 < deltaIndex {
-					return deltaIndex, refTime, result, errInvalidFeedback
+					return deltaIndex, refTime, out, errInvalidFeedback
 				}
 				refTime = refTime.Add(time.Duration(deltas[deltaIndex].Delta) * time.Microsecond)
 				ack.Arrival = refTime
@@ -140,7 +148,7 @@ func (f *FeedbackAdapter) unpackStatusVectorChunk(
 		resultIndex++
 	}
 
-	return deltaIndex, refTime, result, nil
+	return deltaIndex, refTime, out, nil
 }
 
 // OnTransportCCFeedback converts incoming TWCC RTCP packet feedback to
@@ -151,31 +159,34 @@ func (f *FeedbackAdapter) OnTransportCCFeedback(
 	f.lock.Lock()
 	defer f.lock.Unlock()
 
-	result := []Acknowledgment{}
+	// One slice per feedback, sized for its statuses (a malformed count
+	// only costs a regrowth).
+	result := make([]Acknowledgment, 0, min(int(feedback.PacketStatusCount), 1<<12))
 	index := feedback.BaseSequenceNumber
 	refTime := time.Time{}.Add(time.Duration(feedback.ReferenceTime) * 64 * time.Millisecond)
 	recvDeltas := feedback.RecvDeltas
 
 	for _, chunk := range feedback.PacketChunks {
+		before := len(result)
 		switch chunk := chunk.(type) {
 		case *rtcp.RunLengthChunk:
-			n, nextRefTime, acks, err := f.unpackRunLengthChunk(index, refTime, chunk, recvDeltas)
+			n, nextRefTime, acks, err := f.unpackRunLengthChunk(result, index, refTime, chunk, recvDeltas)
 			if err != nil {
 				return nil, err
 			}
 			refTime = nextRefTime
-			result = append(result, acks...)
+			result = acks
 			recvDeltas = recvDeltas[n:]
-			index = uint16(int(index) + len(acks)) //nolint:gosec // G115
+			index = uint16(int(index) + len(result) - before) //nolint:gosec // G115
 		case *rtcp.StatusVectorChunk:
-			n, nextRefTime, acks, err := f.unpackStatusVectorChunk(index, refTime, chunk, recvDeltas)
+			n, nextRefTime, acks, err := f.unpackStatusVectorChunk(result, index, refTime, chunk, recvDeltas)
 			if err != nil {
 				return nil, err
 			}
 			refTime = nextRefTime
-			result = append(result, acks...)
+			result = acks
 			recvDeltas = recvDeltas[n:]
-			index = uint16(int(index) + len(acks)) //nolint:gosec // G115
+			index = uint16(int(index) + len(result) - before) //nolint:gosec // G115
 		default:
 			return nil, errInvalidFeedback
 		}

@@ -17,48 +17,58 @@ func newRateCalculator(window time.Duration) *rateCalculator {
 	}
 }
 
-func (c *rateCalculator) run(in <-chan []Acknowledgment, onRateUpdate func(int)) {
-	var history []Acknowledgment
-	init := false
-	sum := 0
-	for acks := range in {
-		for _, next := range acks {
-			if next.Arrival.IsZero() {
-				// Ignore packet if it didn't arrive
-				continue
-			}
-			history = append(history, next)
-			sum += next.Size
+// rateState is the calculator's state between feedbacks.
+type rateState struct {
+	calc    *rateCalculator
+	history []Acknowledgment
+	init    bool
+	sum     int
+	onRate  func(int)
+}
 
-			if !init {
-				init = true
-				// Don't know any timeframe here, only arrival of last packet,
-				// which is by definition in the window that ends with the last
-				// arrival time
-				onRateUpdate(next.Size * 8)
-
-				continue
-			}
-
-			del := 0
-			for _, ack := range history {
-				deadline := next.Arrival.Add(-c.window)
-				if !ack.Arrival.Before(deadline) {
-					break
-				}
-				del++
-				sum -= ack.Size
-			}
-			history = history[del:]
-			if len(history) == 0 {
-				onRateUpdate(0)
-
-				continue
-			}
-			dt := next.Arrival.Sub(history[0].Arrival)
-			bits := 8 * sum
-			rate := int(float64(bits) / dt.Seconds())
-			onRateUpdate(rate)
+// onAcks adds one feedback's acknowledgments to the window and reports
+// the receive rate after each. The window's slice is compacted in place,
+// so it stops allocating once it has held a window's worth.
+func (c *rateCalculator) onAcks(st *rateState, acks []Acknowledgment) {
+	for _, next := range acks {
+		if next.Arrival.IsZero() {
+			// Ignore packet if it didn't arrive
+			continue
 		}
+		st.history = append(st.history, next)
+		st.sum += next.Size
+
+		if !st.init {
+			st.init = true
+			// Don't know any timeframe here, only arrival of last packet,
+			// which is by definition in the window that ends with the last
+			// arrival time
+			st.onRate(next.Size * 8)
+
+			continue
+		}
+
+		del := 0
+		deadline := next.Arrival.Add(-c.window)
+		for _, ack := range st.history {
+			if !ack.Arrival.Before(deadline) {
+				break
+			}
+			del++
+			st.sum -= ack.Size
+		}
+		if del > 0 {
+			n := copy(st.history, st.history[del:])
+			st.history = st.history[:n]
+		}
+		if len(st.history) == 0 {
+			st.onRate(0)
+
+			continue
+		}
+		dt := next.Arrival.Sub(st.history[0].Arrival)
+		bits := 8 * st.sum
+		rate := int(float64(bits) / dt.Seconds())
+		st.onRate(rate)
 	}
 }
