@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -115,8 +116,15 @@ func aliceSendsToBob(t *testing.T, id string) (a, b *testClient, call *Call) {
 
 func newTestSFU(t testing.TB) *SFU {
 	t.Helper()
+	return newTestSFUWith(t, Config{})
+}
+
+// newTestSFUWith is newTestSFU with cfg (loopback candidates added).
+func newTestSFUWith(t testing.TB, cfg Config) *SFU {
+	t.Helper()
 	verifyNoLeaks(t)
-	s, err := New(Config{IncludeLoopback: true})
+	cfg.IncludeLoopback = true
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +133,14 @@ func newTestSFU(t testing.TB) *SFU {
 }
 
 func TestCallForwardsMediaBothWays(t *testing.T) {
-	s := newTestSFU(t)
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batched-reads=%v", batched), func(t *testing.T) {
+			callForwardsMediaBothWays(t, newTestSFUWith(t, Config{BatchedReads: batched}))
+		})
+	}
+}
+
+func callForwardsMediaBothWays(t *testing.T, s *SFU) {
 	call := s.NewCall("c1")
 	defer call.Close()
 	a := join(t, s, call, "alice", true)
