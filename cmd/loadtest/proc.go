@@ -22,6 +22,9 @@ type procUsage struct {
 
 const clockTick = 10 * time.Millisecond // USER_HZ is 100 on Linux
 
+// errExited: the measured process has exited.
+var errExited = errors.New("process exited")
+
 // readProc reads /proc/<pid>/stat (utime + stime) and /proc/<pid>/status
 // (VmRSS).
 func readProc(pid int) (procUsage, error) {
@@ -39,6 +42,9 @@ func readProc(pid int) (procUsage, error) {
 	// Fields after the command: state(0) ... utime(11) stime(12).
 	if len(f) < 13 {
 		return u, errors.New("short /proc stat")
+	}
+	if f[0] == "Z" || f[0] == "X" { // exited (a child not reaped yet stays a zombie)
+		return u, errExited
 	}
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)

@@ -368,7 +368,12 @@ func measureWindow(ctx context.Context, o options, t *target, calls []call) (Row
 		row.ClientDrops = cd1 - cd0
 	}
 	if t.pid > 0 && t.pid != os.Getpid() {
-		if sd1, ok := udpDrops(t.pid); ok {
+		if _, err := readProc(t.pid); err != nil {
+			// Its numbers would be garbage (drops of sockets it no
+			// longer holds, RSS 0): say so instead.
+			return row, fmt.Errorf("%s: the server (pid %d) exited during the measurement with %d calls: %w", t.name, t.pid, len(calls), err)
+		}
+		if sd1, ok := udpDrops(t.pid); ok && sd1 >= sd0 {
 			row.ServerDrops = sd1 - sd0
 		}
 	}
