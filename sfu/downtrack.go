@@ -197,7 +197,8 @@ func (d *downTrack) readRTCP(sender *webrtc.RTPSender) {
 			return
 		}
 		now := time.Now()
-		if !last.IsZero() && now.Sub(last) >= rtcpSilence {
+		// Video only: browsers report on audio every ~5 s.
+		if d.kind == webrtc.RTPCodecTypeVideo && !last.IsZero() && now.Sub(last) >= rtcpSilence {
 			d.stats.resumes.Add(1)
 			d.requestKeyframe()
 		}

@@ -23,8 +23,9 @@ type DownStats struct {
 	Padding           uint64 // padding-only packets sent as bandwidth probes
 	PaddingBytes      uint64
 	WriteErrors       uint64
-	// Resumes counts the receiver's RTCP coming back after a silence (an
-	// outage on its downlink); each asked the source for a keyframe.
+	// Resumes counts the receiver's RTCP on a video track coming back
+	// after a silence (an outage on its downlink); each asked the source
+	// for a keyframe.
 	Resumes uint64
 }
 
