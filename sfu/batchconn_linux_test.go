@@ -215,7 +215,7 @@ func BenchmarkMediaSocketRead(b *testing.B) {
 
 // The SFU's real network opens its media sockets as batchConns.
 func TestMediaNetOpensBatchConns(t *testing.T) {
-	n, err := newMediaNet()
+	n, err := newMediaNet(nil, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ type Participant struct {
 	down   map[webrtc.RTPCodecType]*downTrack // fixed at creation
 	bwe    cc.BandwidthEstimator              // this participant's downlink; may be nil
 	repair *repairCounts                      // NACKs and retransmissions on the wire
+	fast   *fastPeer                          // the receive fast path; nil if off (rxfast_participant.go)
 
 	negMu sync.Mutex // serialises offer/answer steps
 
@@ -70,6 +71,7 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 	pc.OnICECandidate(p.onCandidate)
 	pc.OnTrack(p.onTrack)
 	pc.OnConnectionStateChange(p.onState)
+	p.fastStart()
 	// pion closes a PeerConnection whose DTLS handshake failed right after
 	// reporting it failed: remember why, so the reason is not "closed".
 	pc.SCTP().Transport().OnStateChange(func(s webrtc.DTLSTransportState) {
@@ -201,6 +203,7 @@ func (p *Participant) setRemote(t webrtc.SDPType, sdp string) error {
 	}
 	ufrag := remoteUfrag(sdp)
 	p.mu.Lock()
+	restart := p.ufrag != "" && ufrag != p.ufrag
 	p.remoteSet = true
 	p.ufrag = ufrag
 	var early []webrtc.ICECandidateInit
@@ -215,6 +218,9 @@ func (p *Participant) setRemote(t webrtc.SDPType, sdp string) error {
 	}
 	p.early = kept
 	p.mu.Unlock()
+	if restart {
+		p.fastUnregister() // until the new pair is selected
+	}
 	p.life.remoteSet()
 	for _, c := range early {
 		if err := p.addCandidate(c); err != nil {
@@ -331,7 +337,9 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 	if p.call.recorded() { // after publish: StartRecording sees up in p.up or we see its flag
 		p.startRecording(up)
 	}
+	p.fastTrack(up, track)
 	up.run()
+	p.fastUntrack(up)
 	close(stopNACKs)
 	up.close()
 }
@@ -341,6 +349,7 @@ func (p *Participant) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPRec
 // given the state as it is now, not s.
 func (p *Participant) onState(s webrtc.PeerConnectionState) {
 	p.log.Debug("peer connection state", "state", s.String())
+	p.fastState(p.pc.ConnectionState()) // s may be stale: pion calls on a goroutine per change
 	if s == webrtc.PeerConnectionStateConnected {
 		// Media can flow to this participant (again): ask for fresh
 		// keyframes; and after an outage its own video resumes with a
@@ -399,6 +408,7 @@ func (p *Participant) Close() {
 }
 
 func (p *Participant) closePC() {
+	p.fastClose()
 	p.life.close()
 	p.mu.Lock()
 	p.closed = true

@@ -67,6 +67,9 @@ type Config struct {
 	// system calls 3-15x but not the CPU per forwarded packet (README,
 	// Performance). Ignored with Net.
 	BatchedReads bool
+	// PionReceive turns the receive fast path off (rxfast.go): every
+	// RTP packet then goes through pion's readers (for comparison).
+	PionReceive bool
 	// Recorder, if set, is offered every published track.
 	Recorder Recorder
 	Logger   *slog.Logger
@@ -89,6 +92,7 @@ type SFU struct {
 	mux  *ice.MultiUDPMuxDefault
 	tcp  []*ice.TCPMuxDefault // passive ICE-TCP, one per Config.ICETCP listener
 	echo echoes               // diagnostic PeerConnections (echo.go)
+	fast *fastTable           // the receive fast path; nil if off (rxfast.go)
 	log  *slog.Logger
 
 	mu     sync.Mutex
@@ -133,15 +137,19 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.IncludeLoopback {
 		opts = append(opts, ice.UDPMuxFromPortWithLoopback())
 	}
+	var fast *fastTable
+	if !cfg.PionReceive {
+		fast = newFastTable()
+	}
 	switch {
-	case cfg.Net != nil:
-		opts = append(opts, ice.UDPMuxFromPortWithNet(cfg.Net))
-	case cfg.BatchedReads:
-		mediaNet, err := newMediaNet() // the real network, read in batches
+	case fast != nil || (cfg.BatchedReads && cfg.Net == nil):
+		mediaNet, err := newMediaNet(cfg.Net, cfg.BatchedReads && cfg.Net == nil, fast)
 		if err != nil {
 			return nil, err
 		}
 		opts = append(opts, ice.UDPMuxFromPortWithNet(mediaNet))
+	case cfg.Net != nil:
+		opts = append(opts, ice.UDPMuxFromPortWithNet(cfg.Net))
 	}
 	mux, err := ice.NewMultiUDPMuxFromPort(cfg.UDPPort, opts...)
 	if err != nil {
@@ -155,8 +163,17 @@ func New(cfg Config) (*SFU, error) {
 		closeTCPMuxes(tcp)
 		return nil, err
 	}
-	return &SFU{cfg: cfg, est: est, rep: rep, api: api, mux: mux, tcp: tcp, log: cfg.Logger, calls: map[*Call]struct{}{},
+	return &SFU{cfg: cfg, est: est, rep: rep, api: api, mux: mux, tcp: tcp, fast: fast, log: cfg.Logger, calls: map[*Call]struct{}{},
 		live: map[*Participant]struct{}{}}, nil
+}
+
+// ReceivePath counts the RTP packets received so far by the path they
+// took (all zero with Config.PionReceive).
+func (s *SFU) ReceivePath() ReceivePathStats {
+	if s.fast == nil {
+		return ReceivePathStats{}
+	}
+	return s.fast.snapshot()
 }
 
 // MediaAddrs returns the local addresses of the media socket(s).

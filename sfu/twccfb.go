@@ -33,6 +33,10 @@ type twccFeedback struct {
 
 	close chan struct{}
 	wg    sync.WaitGroup
+
+	// extID is the transport-cc extension's id on the PeerConnection's
+	// incoming streams (BUNDLE: one for all), for arrived; 0 = none.
+	extID atomic.Uint32
 }
 
 // twccInterval is pion's (and libwebrtc's) feedback interval.
@@ -91,20 +95,33 @@ func (t *twccFeedback) BindRemoteStream(info *interceptor.StreamInfo, r intercep
 	if id == 0 {
 		return r
 	}
+	t.extID.Store(uint32(id))
 	ssrc := info.SSRC
 	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		n, attr, err := r.Read(b, a)
 		if err != nil {
 			return n, attr, err
 		}
-		if seq, ok := transportSeq(rawExtension(b[:n], id)); ok {
-			at := time.Since(t.start).Microseconds()
-			t.mu.Lock()
-			t.rec.Record(ssrc, seq, at)
-			t.mu.Unlock()
-		}
+		t.record(ssrc, b[:n], id)
 		return n, attr, nil
 	})
+}
+
+// arrived records the arrival of pkt (decrypted, of stream ssrc) that
+// the receive fast path (rxfast.go) took past pion's readers.
+func (t *twccFeedback) arrived(ssrc uint32, pkt []byte) {
+	if id := uint8(t.extID.Load()); id != 0 { //nolint:gosec // stored from a uint8
+		t.record(ssrc, pkt, id)
+	}
+}
+
+func (t *twccFeedback) record(ssrc uint32, pkt []byte, id uint8) {
+	if seq, ok := transportSeq(rawExtension(pkt, id)); ok {
+		at := time.Since(t.start).Microseconds()
+		t.mu.Lock()
+		t.rec.Record(ssrc, seq, at)
+		t.mu.Unlock()
+	}
 }
 
 // Close stops the feedback goroutine.

@@ -28,15 +28,20 @@ type upTrack struct {
 	ended atomic.Bool                  // close has run
 	nack  *nackTracker                 // nil unless the track takes NACKs
 
-	// Owned by the read loop.
+	// fwd lets one goroutine at a time forward: pion's read loop (run) or
+	// the media socket's reader on the receive fast path (rxfast.go),
+	// which takes a stream over while packets may still wait in pion's
+	// buffers. It guards the fields below.
+	fwd      sync.Mutex
 	dup      dupFilter
 	viaRTX   bool // the packet being forwarded came as a retransmission
 	in       rtp.Header
 	out      rtp.Header
 	outExt   [4]rtp.Extension
-	buf      [maxPacket]byte
 	lastREMB time.Time
 	resume   mediaResume // video only
+
+	buf [maxPacket]byte // owned by run
 
 	stats upStats
 }
@@ -122,15 +127,25 @@ func (u *upTrack) run() {
 		if err != nil {
 			return
 		}
-		u.viaRTX = attrs != nil && attrs.Get(webrtc.AttributeRtxSsrc) != nil
-		if u.viaRTX {
-			u.stats.recovered.Add(1)
-		}
-		u.forward(u.buf[:n])
+		u.deliver(u.buf[:n], attrs != nil && attrs.Get(webrtc.AttributeRtxSsrc) != nil)
 	}
 }
 
-// forward parses one packet in place and writes it to every sink.
+// deliver forwards one packet; viaRTX says it came as a retransmission
+// (restored from RTX). Safe for concurrent use: pion's read loop and the
+// receive fast path both deliver.
+func (u *upTrack) deliver(pkt []byte, viaRTX bool) {
+	u.fwd.Lock()
+	u.viaRTX = viaRTX
+	if viaRTX {
+		u.stats.recovered.Add(1)
+	}
+	u.forward(pkt)
+	u.fwd.Unlock()
+}
+
+// forward parses one packet in place and writes it to every sink; u.fwd
+// is held (or the caller is the only one forwarding, as in benchmarks).
 func (u *upTrack) forward(pkt []byte) {
 	hdrLen, err := u.in.Unmarshal(pkt)
 	if err != nil {

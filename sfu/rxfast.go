@@ -1,0 +1,367 @@
+package sfu
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+)
+
+// The receive fast path (issue 11). pion hands a received RTP packet
+// through five buffers and goroutines (UDP mux, ICE, DTLS/SRTP mux, SRTP
+// session, interceptors) before the upTrack's read loop forwards it. Here
+// the goroutine that reads the media socket (fastConn, rxfast_conn.go)
+// takes an SRTP packet of a known stream from a known address, decrypts
+// it with its own srtp.Context built from the PeerConnection's keys
+// (srtpkeys.go), records its arrival for transport-wide feedback and
+// forwards it to the subscribers at once; then it reads the next datagram.
+// pion keeps everything else: STUN, DTLS, all RTCP, and RTP from
+// addresses or SSRCs not (yet) registered here (before the keys or the
+// selected candidate pair are known, an unknown SSRC, a participant
+// without keys).
+//
+// A packet of a registered stream that fails authentication is dropped
+// and counted: pion, with the same keys, would drop it too. One whose
+// stream fails fastReleaseAfter times in a row without a success is given
+// back to pion (the stream is unregistered): a sender our context cannot
+// follow (say, its rollover counter moved while pion had the stream)
+// keeps working on pion's path.
+
+// fastReleaseAfter consecutive authentication failures of a stream give
+// it back to pion. A forger who can send from the peer's address gains
+// nothing by it: pion's path checks the same keys.
+const fastReleaseAfter = 64
+
+// fastTable is the registry the socket readers consult for every
+// datagram: remote address -> peer, copy-on-write behind an atomic
+// pointer (lookups take no lock and allocate nothing).
+type fastTable struct {
+	mu    sync.Mutex // serialises writers of peers
+	peers atomic.Pointer[map[netip.AddrPort]*fastPeer]
+
+	stats fastCounters
+}
+
+// fastCounters count RTP datagrams by the path they took.
+type fastCounters struct {
+	fast, fallback, authFailures, dropped, released atomic.Uint64
+}
+
+// ReceivePathStats counts the RTP packets the media sockets received, by
+// the path they took (see Config.PionReceive).
+type ReceivePathStats struct {
+	// Fast were decrypted and forwarded by the socket reader.
+	Fast uint64
+	// Fallback went through pion (a stream or address not registered).
+	Fallback uint64
+	// AuthFailures failed SRTP authentication on the fast path and were
+	// dropped.
+	AuthFailures uint64
+	// Dropped were replays (or too short) for the fast path's SRTP
+	// context, or RTX padding, and were dropped.
+	Dropped uint64
+	// Released streams were given back to pion after repeated failures.
+	Released uint64
+}
+
+func newFastTable() *fastTable {
+	t := &fastTable{}
+	m := map[netip.AddrPort]*fastPeer{}
+	t.peers.Store(&m)
+	return t
+}
+
+func (t *fastTable) snapshot() ReceivePathStats {
+	return ReceivePathStats{Fast: t.stats.fast.Load(), Fallback: t.stats.fallback.Load(),
+		AuthFailures: t.stats.authFailures.Load(), Dropped: t.stats.dropped.Load(), Released: t.stats.released.Load()}
+}
+
+// canonical is the form addresses are kept in (pion's mux unmaps too).
+func canonical(a netip.AddrPort) netip.AddrPort {
+	if a.Addr().Is4In6() {
+		return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+	}
+	return a
+}
+
+// isRTP tells RTP from STUN, DTLS (first byte) and RTCP (packet types
+// 192-223 in the second byte, marker bit included), as pion's mux does
+// (RFC 7983, RFC 5761).
+func isRTP(b []byte) bool {
+	return len(b) >= 12 && b[0]&0xc0 == 0x80 && (b[1] < 192 || b[1] > 223)
+}
+
+// handle takes b (a datagram from from) if it belongs to the fast path;
+// false hands it to pion unchanged. b may be overwritten when it is taken.
+func (t *fastTable) handle(b []byte, from netip.AddrPort) bool {
+	if !isRTP(b) {
+		return false
+	}
+	if p := (*t.peers.Load())[canonical(from)]; p != nil && p.receive(b) {
+		return true
+	}
+	t.stats.fallback.Add(1)
+	return false
+}
+
+// add maps addr to p unless another peer has it; false if it has.
+func (t *fastTable) add(addr netip.AddrPort, p *fastPeer) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.peers.Load()
+	if q, ok := old[addr]; ok {
+		return q == p
+	}
+	next := make(map[netip.AddrPort]*fastPeer, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[addr] = p
+	t.peers.Store(&next)
+	return true
+}
+
+// remove unmaps addr if it maps to p.
+func (t *fastTable) remove(addr netip.AddrPort, p *fastPeer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.peers.Load()
+	if old[addr] != p {
+		return
+	}
+	next := make(map[netip.AddrPort]*fastPeer, len(old))
+	for k, v := range old {
+		if k != addr {
+			next[k] = v
+		}
+	}
+	t.peers.Store(&next)
+}
+
+// arrivalRecorder takes the arrival of every packet for transport-wide
+// congestion control feedback (twccFeedback).
+type arrivalRecorder interface {
+	arrived(ssrc uint32, pkt []byte)
+}
+
+// fastPeer is one PeerConnection on the fast path: its SRTP context and
+// streams. Its address in the table changes with the selected candidate
+// pair (rxfast_participant.go).
+type fastPeer struct {
+	tab *fastTable
+
+	// Set once, before the peer is first put in the table.
+	ctx  *srtp.Context
+	twcc arrivalRecorder // may be nil
+
+	mu  sync.Mutex // guards ctx's state and hdr: a decryption at a time
+	hdr rtp.Header
+
+	streams atomic.Pointer[[]*fastStream] // copy-on-write
+
+	regMu  sync.Mutex // guards the fields below
+	addr   netip.AddrPort
+	inTab  bool
+	closed bool
+}
+
+// fastStream is one SSRC of a peer: a media stream or its RTX stream.
+type fastStream struct {
+	ssrc  uint32
+	up    *upTrack
+	rtx   bool   // a repair stream (RFC 4588): unwrap before forwarding
+	media uint32 // the media SSRC an RTX packet is restored to
+	pt    uint8  // the media payload type an RTX packet is restored to
+	fails atomic.Int32
+}
+
+func newFastPeer(t *fastTable) *fastPeer { return &fastPeer{tab: t} }
+
+// stream finds ssrc's stream (nil if not registered).
+func (p *fastPeer) stream(ssrc uint32) *fastStream {
+	s := p.streams.Load()
+	if s == nil {
+		return nil
+	}
+	for _, st := range *s {
+		if st.ssrc == ssrc {
+			return st
+		}
+	}
+	return nil
+}
+
+// receive decrypts and forwards b if its SSRC is registered.
+func (p *fastPeer) receive(b []byte) bool {
+	st := p.stream(binary.BigEndian.Uint32(b[8:12]))
+	if st == nil {
+		return false
+	}
+	p.mu.Lock()
+	pkt, err := p.ctx.DecryptRTP(b, b, &p.hdr)
+	p.mu.Unlock()
+	if err != nil {
+		p.failed(st, err)
+		return true
+	}
+	st.fails.Store(0)
+	if p.twcc != nil {
+		p.twcc.arrived(st.ssrc, pkt)
+	}
+	if st.rtx {
+		if pkt = unwrapRTX(pkt, st.pt, st.media); pkt == nil {
+			p.tab.stats.dropped.Add(1) // padding only: a bandwidth probe
+			return true
+		}
+	}
+	p.tab.stats.fast.Add(1)
+	st.up.deliver(pkt, st.rtx)
+	return true
+}
+
+// failed counts a packet that did not decrypt; a stream failing too long
+// goes back to pion.
+func (p *fastPeer) failed(st *fastStream, err error) {
+	if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) {
+		p.tab.stats.dropped.Add(1)
+		return
+	}
+	p.tab.stats.authFailures.Add(1)
+	if st.fails.Add(1) == fastReleaseAfter {
+		p.tab.stats.released.Add(1)
+		p.removeStreams(func(s *fastStream) bool { return s == st })
+	}
+}
+
+// unwrapRTX restores a decrypted RTX packet (RFC 4588) to the media
+// packet it repairs, in place, as pion's RTPReceiver does: the original
+// sequence number from the payload's first two bytes, the media payload
+// type and SSRC. It returns nil for a packet without an original one
+// (padding only, a bandwidth probe), which pion drops too.
+func unwrapRTX(pkt []byte, pt uint8, ssrc uint32) []byte {
+	n := len(pkt)
+	hdr := 12 + 4*int(pkt[0]&0x0f)
+	if pkt[0]&0x10 != 0 {
+		if n < hdr+4 {
+			return nil
+		}
+		hdr += 4 * (1 + int(binary.BigEndian.Uint16(pkt[hdr+2:])))
+	}
+	pad := 0
+	if pkt[0]&0x20 != 0 {
+		pad = int(pkt[n-1])
+	}
+	if n-hdr-pad < 2 {
+		return nil
+	}
+	pkt[1] = pkt[1]&0x80 | pt&0x7f
+	pkt[2], pkt[3] = pkt[hdr], pkt[hdr+1]
+	binary.BigEndian.PutUint32(pkt[8:], ssrc)
+	copy(pkt[hdr:], pkt[hdr+2:])
+	return pkt[:n-2]
+}
+
+// addStream registers ssrc of up (rtx: its repair stream, restored to
+// media/pt). A stream already registered is replaced.
+func (p *fastPeer) addStream(st *fastStream) {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	if p.closed {
+		return
+	}
+	var old []*fastStream
+	if s := p.streams.Load(); s != nil {
+		old = *s
+	}
+	next := make([]*fastStream, 0, len(old)+1)
+	for _, s := range old {
+		if s.ssrc != st.ssrc {
+			next = append(next, s)
+		}
+	}
+	next = append(next, st)
+	p.streams.Store(&next)
+}
+
+// removeStreams unregisters the streams drop selects.
+func (p *fastPeer) removeStreams(drop func(*fastStream) bool) {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	s := p.streams.Load()
+	if s == nil {
+		return
+	}
+	next := make([]*fastStream, 0, len(*s))
+	for _, st := range *s {
+		if !drop(st) {
+			next = append(next, st)
+		}
+	}
+	p.streams.Store(&next)
+}
+
+// setKeys builds the peer's SRTP context for the remote side's packets,
+// once; later calls change nothing. The replay window is pion's
+// (srtpReplayWindow in sfu.go).
+func (p *fastPeer) setKeys(profile srtp.ProtectionProfile, key, salt []byte, twcc arrivalRecorder) error {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	if p.ctx != nil {
+		return nil
+	}
+	ctx, err := srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(srtpReplayWindow))
+	if err != nil {
+		return err
+	}
+	p.ctx, p.twcc = ctx, twcc
+	return nil
+}
+
+// register routes RTP from addr to the peer (once it has keys); an
+// earlier address is unregistered.
+func (p *fastPeer) register(addr netip.AddrPort) bool {
+	addr = canonical(addr)
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	if p.closed || p.ctx == nil {
+		return false
+	}
+	if p.inTab && p.addr == addr {
+		return true
+	}
+	if p.inTab {
+		p.tab.remove(p.addr, p)
+	}
+	p.addr, p.inTab = addr, p.tab.add(addr, p)
+	return p.inTab
+}
+
+// unregister sends the peer's packets back through pion.
+func (p *fastPeer) unregister() {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	if p.inTab {
+		p.tab.remove(p.addr, p)
+		p.inTab = false
+	}
+}
+
+// registered returns the address the peer is registered under.
+func (p *fastPeer) registered() (netip.AddrPort, bool) {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	return p.addr, p.inTab
+}
+
+// close unregisters the peer for good.
+func (p *fastPeer) close() {
+	p.unregister()
+	p.regMu.Lock()
+	p.closed = true
+	p.streams.Store(nil)
+	p.regMu.Unlock()
+}
