@@ -1,0 +1,408 @@
+package sfu
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// Unit tests of the receive fast path (rxfast.go) without PeerConnections:
+// a table with one peer whose keys the test chooses, real UDP sockets.
+
+// payloadWriter is a TrackLocalWriter that keeps what it is given.
+type payloadWriter struct {
+	mu   sync.Mutex
+	seqs []uint16
+	pays [][]byte
+}
+
+func (w *payloadWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	w.mu.Lock()
+	w.seqs = append(w.seqs, h.SequenceNumber)
+	w.pays = append(w.pays, append([]byte(nil), payload...))
+	w.mu.Unlock()
+	return len(payload), nil
+}
+
+func (w *payloadWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+func (w *payloadWriter) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pays)
+}
+
+// fastFixture is a fast path with one peer, one video stream (SSRC
+// fastSSRC, RTX fastRTXSSRC) and a subscriber writing into w.
+type fastFixture struct {
+	tab  *fastTable
+	peer *fastPeer
+	up   *upTrack
+	tx   *srtp.Context // the remote sender's
+	key  []byte
+	salt []byte
+	prof srtp.ProtectionProfile
+}
+
+const (
+	fastSSRC    = 0x1111
+	fastRTXSSRC = 0x2222
+)
+
+func newFastFixture(t testing.TB, prof srtp.ProtectionProfile, w webrtc.TrackLocalWriter) *fastFixture {
+	t.Helper()
+	kl, _ := prof.KeyLen()
+	sl, _ := prof.SaltLen()
+	f := &fastFixture{tab: newFastTable(), key: make([]byte, kl), salt: make([]byte, sl), prof: prof}
+	_, _ = rand.Read(f.key)
+	_, _ = rand.Read(f.salt)
+	var err error
+	if f.tx, err = srtp.CreateContext(f.key, f.salt, prof); err != nil {
+		t.Fatal(err)
+	}
+	f.peer = newFastPeer(f.tab)
+	if err := f.peer.setKeys(prof, f.key, f.salt, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.newTrack(w)
+	return f
+}
+
+// newTrack registers a new upTrack (with one subscriber writing to w)
+// for the fixture's streams.
+func (f *fastFixture) newTrack(w webrtc.TrackLocalWriter) {
+	f.up = &upTrack{kind: webrtc.RTPCodecTypeVideo, kf: newKeyframeThrottle(time.Hour, func() {})}
+	d := newDownTrack(webrtc.RTPCodecTypeVideo, "s", nil)
+	d.ssrc, d.pt, d.writer = 42, ptVP8, w
+	f.up.addSink(d)
+	f.peer.addStream(&fastStream{ssrc: fastSSRC, up: f.up})
+	f.peer.addStream(&fastStream{ssrc: fastRTXSSRC, up: f.up, rtx: true, media: fastSSRC, pt: ptVP8})
+}
+
+// newReceiveContext gives the peer a fresh receiving context (a benchmark
+// that replays its packets).
+func (f *fastFixture) newReceiveContext(t testing.TB) {
+	ctx, err := srtp.CreateContext(f.key, f.salt, f.prof, srtp.SRTPReplayProtection(srtpReplayWindow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.peer.ctx = ctx
+}
+
+// fastPayload is the payload of media packet seq.
+func fastPayload(seq uint16, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(int(seq) + i)
+	}
+	return b
+}
+
+// seal encrypts an RTP packet as the remote sender would.
+func (f *fastFixture) seal(t testing.TB, ssrc uint32, pt uint8, seq uint16, payload []byte) []byte {
+	t.Helper()
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, SSRC: ssrc},
+		Payload: payload}
+	_ = p.SetExtension(3, []byte{byte(seq >> 8), byte(seq)}) // a transport-cc sequence number
+	raw, err := p.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.tx.EncryptRTP(nil, raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// rtxPayload wraps a media packet's payload for RTX (RFC 4588).
+func rtxPayload(osn uint16, payload []byte) []byte {
+	return append(binary.BigEndian.AppendUint16(nil, osn), payload...)
+}
+
+func TestIsRTP(t *testing.T) {
+	pkt := func(b0, b1 byte) []byte { b := make([]byte, 12); b[0], b[1] = b0, b1; return b }
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"rtp", pkt(0x80, 96), true},
+		{"rtp marker", pkt(0x90, 0x80|96), true},
+		{"pt 95 marker looks like rtcp 223 (RFC 5761)", pkt(0x80, 0x80|95), false},
+		{"rtcp sr", pkt(0x80, 200), false},
+		{"rtcp 192", pkt(0x80, 192), false},
+		{"rtcp 223", pkt(0x80, 223), false},
+		{"pt 96 marker (224)", pkt(0x80, 224), true},
+		{"stun", pkt(0x00, 0x01), false},
+		{"dtls", pkt(22, 0xfe), false},
+		{"version 3", pkt(0xc0, 96), false},
+		{"short", []byte{0x80, 96, 0, 1}, false},
+	} {
+		if got := isRTP(c.b); got != c.want {
+			t.Errorf("%s: isRTP = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestUnwrapRTX(t *testing.T) {
+	payload := []byte("repaired payload")
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: ptVP8RTX, SequenceNumber: 7, Timestamp: 9, SSRC: fastRTXSSRC, Marker: true},
+		Payload: rtxPayload(1234, payload)}
+	_ = p.SetExtension(3, []byte{0, 1})
+	raw, _ := p.Marshal()
+	got := unwrapRTX(raw, ptVP8, fastSSRC)
+	var q rtp.Packet
+	if err := q.Unmarshal(got); err != nil {
+		t.Fatal(err)
+	}
+	if q.SequenceNumber != 1234 || q.SSRC != fastSSRC || q.PayloadType != ptVP8 || !q.Marker || q.Timestamp != 9 ||
+		!bytes.Equal(q.Payload, payload) || !bytes.Equal(q.GetExtension(3), []byte{0, 1}) {
+		t.Fatalf("unwrapped %+v payload %q", q.Header, q.Payload)
+	}
+	// Padding only (a bandwidth probe on the RTX stream): nothing to restore.
+	pad := rtp.Packet{Header: rtp.Header{Version: 2, Padding: true, PaddingSize: 200, SSRC: fastRTXSSRC}}
+	raw, _ = pad.Marshal()
+	if unwrapRTX(raw, ptVP8, fastSSRC) != nil {
+		t.Fatal("padding-only RTX packet restored")
+	}
+	// Truncated extension header.
+	if unwrapRTX([]byte{0x90, 97, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xbe}, ptVP8, fastSSRC) != nil {
+		t.Fatal("truncated packet restored")
+	}
+}
+
+// fastConnPair is a fastConn on a loopback socket and a client socket.
+func fastConnPair(t *testing.T, tab *fastTable, batched bool) (*fastConn, *net.UDPConn) {
+	t.Helper()
+	n, err := newMediaNet(nil, batched, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := n.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	fc, ok := c.(*fastConn)
+	if !ok {
+		t.Fatalf("media socket is a %T", c)
+	}
+	cl, err := net.DialUDP("udp4", nil, c.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	return fc, cl
+}
+
+// The socket reader forwards registered streams' packets (decrypted, RTX
+// restored) and returns everything else to its caller (pion) unchanged;
+// a forged packet is dropped and counted.
+func TestFastConnTakesRegisteredStreams(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		for _, prof := range []srtp.ProtectionProfile{srtp.ProtectionProfileAes128CmHmacSha1_80, srtp.ProtectionProfileAeadAes128Gcm} {
+			t.Run(map[bool]string{false: "plain", true: "batched"}[batched]+"/"+prof.String(), func(t *testing.T) {
+				fastConnTakes(t, batched, prof)
+			})
+		}
+	}
+}
+
+func fastConnTakes(t *testing.T, batched bool, prof srtp.ProtectionProfile) {
+	w := &payloadWriter{}
+	f := newFastFixture(t, prof, w)
+	fc, cl := fastConnPair(t, f.tab, batched)
+	if !f.peer.register(netip.MustParseAddrPort(cl.LocalAddr().String())) {
+		t.Fatal("register refused")
+	}
+	forged := f.seal(t, fastSSRC, ptVP8, 3, fastPayload(3, 300))
+	forged[len(forged)-1] ^= 1
+	stranger := newFastFixture(t, prof, w) // other keys, same SSRCs
+	rtcpPkt := []byte{0x80, 200, 0, 6, 0, 0, 0x11, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}
+	stun := []byte{0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	unknown := f.seal(t, 0x9999, ptVP8, 1, fastPayload(1, 100))
+	sends := [][]byte{
+		f.seal(t, fastSSRC, ptVP8, 1, fastPayload(1, 1000)),
+		stun,
+		f.seal(t, fastSSRC, ptVP8, 2, fastPayload(2, 1000)),
+		rtcpPkt,
+		forged,
+		stranger.seal(t, fastSSRC, ptVP8, 4, fastPayload(4, 100)),
+		f.seal(t, fastRTXSSRC, ptVP8RTX, 1, rtxPayload(5, fastPayload(5, 700))),
+		unknown,
+		f.seal(t, fastSSRC, ptVP8, 2, fastPayload(2, 1000)), // a replay
+		f.seal(t, fastSSRC, ptVP8, 6, fastPayload(6, 1000)),
+	}
+	for _, b := range sends {
+		if _, err := cl.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// pion would read: the STUN, the RTCP and the unknown SSRC's packet.
+	buf := make([]byte, 8192)
+	for _, want := range [][]byte{stun, rtcpPkt, unknown} {
+		_ = fc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := fc.ReadFromAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf[:n], want) || from.String() != cl.LocalAddr().String() {
+			t.Fatalf("read %x from %v, want %x", buf[:n], from, want)
+		}
+	}
+	// The rest was taken before the unknown SSRC's packet was returned,
+	// except the last one.
+	_ = fc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, _, err := fc.ReadFromAddrPort(buf); err == nil {
+		t.Fatal("a taken packet reached the caller")
+	}
+	wantSeqs := []uint16{1, 2, 5, 6}
+	if w.count() != len(wantSeqs) {
+		t.Fatalf("forwarded %d packets, want %d", w.count(), len(wantSeqs))
+	}
+	for i, seq := range wantSeqs {
+		if !bytes.Equal(w.pays[i], fastPayload(seq, len(w.pays[i]))) {
+			t.Errorf("packet %d (seq %d): payload corrupt", i, seq)
+		}
+	}
+	st := f.tab.snapshot()
+	if st.Fast != 4 || st.AuthFailures != 2 || st.Dropped != 1 || st.Fallback != 1 {
+		t.Fatalf("counters %+v, want 4 fast, 2 auth failures, 1 dropped (replay), 1 fallback", st)
+	}
+	if f.up.stats.recovered.Load() != 1 {
+		t.Fatalf("recovered %d, want 1 (the RTX packet)", f.up.stats.recovered.Load())
+	}
+}
+
+// A stream that keeps failing authentication goes back to pion.
+func TestFastStreamReleasedAfterFailures(t *testing.T) {
+	f := newFastFixture(t, srtp.ProtectionProfileAes128CmHmacSha1_80, &payloadWriter{})
+	other := newFastFixture(t, srtp.ProtectionProfileAes128CmHmacSha1_80, &payloadWriter{})
+	for i := range fastReleaseAfter - 1 {
+		if !f.peer.receive(other.seal(t, fastSSRC, ptVP8, uint16(i), fastPayload(1, 100))) {
+			t.Fatalf("packet %d not taken", i)
+		}
+	}
+	// A good packet resets the count.
+	if !f.peer.receive(f.seal(t, fastSSRC, ptVP8, 1000, fastPayload(1000, 100))) {
+		t.Fatal("good packet not taken")
+	}
+	for i := range fastReleaseAfter {
+		f.peer.receive(other.seal(t, fastSSRC, ptVP8, uint16(2000+i), fastPayload(1, 100)))
+	}
+	if f.peer.stream(fastSSRC) != nil {
+		t.Fatal("stream still registered")
+	}
+	if f.peer.stream(fastRTXSSRC) == nil {
+		t.Fatal("RTX stream released too")
+	}
+	if f.peer.receive(f.seal(t, fastSSRC, ptVP8, 1001, fastPayload(1001, 100))) {
+		t.Fatal("released stream's packet taken")
+	}
+	if r := f.tab.snapshot().Released; r != 1 {
+		t.Fatalf("released %d, want 1", r)
+	}
+}
+
+// The table: one address per peer, moves, refusals, removal.
+func TestFastTableRegistration(t *testing.T) {
+	tab := newFastTable()
+	a, b := newFastPeer(tab), newFastPeer(tab)
+	x := netip.MustParseAddrPort("[::ffff:10.0.0.1]:5000")
+	y := netip.MustParseAddrPort("10.0.0.2:5000")
+	if a.register(x) {
+		t.Fatal("registered without keys")
+	}
+	key, salt := make([]byte, 16), make([]byte, 14)
+	for _, p := range []*fastPeer{a, b} {
+		if err := p.setKeys(srtp.ProtectionProfileAes128CmHmacSha1_80, key, salt, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !a.register(x) || (*tab.peers.Load())[netip.MustParseAddrPort("10.0.0.1:5000")] != a {
+		t.Fatal("a not registered under the unmapped address")
+	}
+	if b.register(x) {
+		t.Fatal("b took a's address")
+	}
+	if !a.register(y) || len(*tab.peers.Load()) != 1 || (*tab.peers.Load())[y] != a {
+		t.Fatal("a did not move to y")
+	}
+	if !b.register(x) {
+		t.Fatal("b cannot have the freed address")
+	}
+	a.close()
+	if a.register(y) || len(*tab.peers.Load()) != 1 {
+		t.Fatal("closed peer registered")
+	}
+	b.unregister()
+	if len(*tab.peers.Load()) != 0 {
+		t.Fatal("table not empty")
+	}
+}
+
+// pion's read loop and the fast path forward into one upTrack at once;
+// the race detector checks that they never run forward together.
+func TestFastPathAndReadLoopExclusive(t *testing.T) {
+	w := &payloadWriter{}
+	f := newFastFixture(t, srtp.ProtectionProfileAes128CmHmacSha1_80, w)
+	const n = 500
+	fast := make([][]byte, n)
+	for i := range fast {
+		fast[i] = f.seal(t, fastSSRC, ptVP8, uint16(2*i), fastPayload(uint16(2*i), 200))
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for _, b := range fast {
+			f.peer.receive(b)
+		}
+	}()
+	go func() { // as run does, with what pion still had buffered
+		defer wg.Done()
+		for i := range n {
+			seq := uint16(2*i + 1)
+			p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: ptVP8, SequenceNumber: seq, SSRC: fastSSRC},
+				Payload: fastPayload(seq, 200)}
+			raw, _ := p.Marshal()
+			f.up.deliver(raw, false)
+		}
+	}()
+	wg.Wait()
+	if w.count() != 2*n {
+		t.Fatalf("forwarded %d, want %d", w.count(), 2*n)
+	}
+}
+
+// The fast path allocates nothing per packet.
+func TestFastPathAllocatesNothing(t *testing.T) {
+	f := newFastFixture(t, srtp.ProtectionProfileAeadAes128Gcm, &countingWriter{})
+	from := netip.MustParseAddrPort("10.0.0.1:5000")
+	f.peer.register(from)
+	pkts := make([][]byte, 200)
+	for i := range pkts {
+		pkts[i] = f.seal(t, fastSSRC, ptVP8, uint16(i), fastPayload(uint16(i), 1000))
+	}
+	f.tab.handle(pkts[0], from) // the SSRC's state in the SRTP context is made once
+	i := 1
+	allocs := testing.AllocsPerRun(100, func() {
+		if !f.tab.handle(pkts[i], from) {
+			t.Fatal("not taken")
+		}
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per packet", allocs)
+	}
+}
