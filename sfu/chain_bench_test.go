@@ -10,7 +10,7 @@ import (
 )
 
 // serverChain is the SFU's interceptor chain for one PeerConnection, as
-// registerInterceptors builds it, with one incoming and one outgoing video
+// newRegistry builds it, with one incoming and one outgoing video
 // stream bound and no network below: what pion's PeerConnection runs per
 // packet on the way in (after SRTP) and on the way out (before SRTP).
 type serverChain struct {
@@ -47,13 +47,9 @@ func (discardRTCP) Write(pkts []rtcp.Packet, _ interceptor.Attributes) (int, err
 
 func newServerChain(tb testing.TB) *serverChain {
 	tb.Helper()
-	m, err := newMediaEngine()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	reg := &interceptor.Registry{}
 	est, rep := &estimators{}, &repairCounters{}
-	if err := registerInterceptors(m, reg, est, rep); err != nil {
+	reg, err := newRegistry(est, rep, nil)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	ic, err := reg.Build("bench")

@@ -24,6 +24,7 @@ type Participant struct {
 	down   map[webrtc.RTPCodecType]*downTrack // fixed at creation
 	bwe    cc.BandwidthEstimator              // this participant's downlink; may be nil
 	repair *repairCounts                      // NACKs and retransmissions on the wire
+	hooks  *peerHooks                         // per-PeerConnection handles (srtpkeys.go)
 	fast   *fastPeer                          // the receive fast path; nil if off (rxfast_participant.go)
 
 	negMu sync.Mutex // serialises offer/answer steps
@@ -45,14 +46,19 @@ type Participant struct {
 }
 
 func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
-	pc, err := c.sfu.api.NewPeerConnection(webrtc.Configuration{
+	hooks := &peerHooks{}
+	api, err := c.sfu.newPeerAPI(hooks)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{
 		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sfu: new peer connection: %w", err)
 	}
-	p := &Participant{sfu: c.sfu, call: c, name: name, sig: sig, pc: pc,
+	p := &Participant{sfu: c.sfu, call: c, name: name, sig: sig, pc: pc, hooks: hooks,
 		down: map[webrtc.RTPCodecType]*downTrack{}, bwe: c.sfu.est.take(pc.ID()), repair: c.sfu.rep.take(pc.ID()),
 		life: newLifecycle(sig, c.sfu.cfg)}
 	p.log = c.log.With("participant", name)
@@ -74,14 +80,30 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 	p.fastStart()
 	// pion closes a PeerConnection whose DTLS handshake failed right after
 	// reporting it failed: remember why, so the reason is not "closed".
+	// Runs on pion's handshake goroutine under the transport's lock: only
+	// record things here.
 	pc.SCTP().Transport().OnStateChange(func(s webrtc.DTLSTransportState) {
-		if s == webrtc.DTLSTransportStateFailed {
+		switch s { //nolint:exhaustive // the others change nothing here
+		case webrtc.DTLSTransportStateFailed:
 			p.life.markDTLSFailed()
+		case webrtc.DTLSTransportStateConnected:
+			hooks.keys.connected()
 		}
 	})
 	c.sfu.track(p)
 	return p, nil
 }
+
+// sessionKeys returns the SRTP master keys of the participant's
+// PeerConnection, or nil: before its DTLS handshake completed, or if they
+// cannot be known (the SFU ended up DTLS client, an unknown cipher suite or
+// profile). They are set before pion reports the PeerConnection connected
+// and never change afterwards (an ICE restart keeps the DTLS session).
+func (p *Participant) sessionKeys() *sessionKeys { return p.hooks.keys.keys() }
+
+// twccFeedback returns the PeerConnection's transport-wide congestion
+// control feedback recorder (twccfb.go), or nil before pion built it.
+func (p *Participant) twccFeedback() *twccFeedback { return p.hooks.twcc.Load() }
 
 // Name returns the participant's name.
 func (p *Participant) Name() string { return p.name }

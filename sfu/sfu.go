@@ -16,6 +16,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/logging"
 	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
 )
@@ -83,17 +84,23 @@ type Config struct {
 // 4 MiB, 25 calls on a busy machine had a standing queue of 200 ms.
 const defaultSocketBuffer = 2 << 20
 
-// SFU owns the pion API and the shared UDP socket(s) all PeerConnections use.
+// SFU owns the pion settings and the shared UDP socket(s) all
+// PeerConnections use. Each participant gets its own webrtc.API
+// (newPeerAPI): a copy of the base SettingEngine with its own DTLS hooks
+// and its own interceptor Registry, so that per-PeerConnection state (SRTP
+// keys, interceptor instances) is reachable through its peerHooks.
 type SFU struct {
-	cfg  Config
-	est  *estimators
-	rep  *repairCounters
-	api  *webrtc.API
-	mux  *ice.MultiUDPMuxDefault
-	tcp  []*ice.TCPMuxDefault // passive ICE-TCP, one per Config.ICETCP listener
-	echo echoes               // diagnostic PeerConnections (echo.go)
-	fast *fastTable           // the receive fast path; nil if off (rxfast.go)
-	log  *slog.Logger
+	cfg   Config
+	est   *estimators
+	rep   *repairCounters
+	media *webrtc.MediaEngine  // shared; pion copies it per PeerConnection
+	se    webrtc.SettingEngine // base settings, copied per participant
+	api   *webrtc.API          // shared API of the diagnostic PeerConnections (echo.go)
+	mux   *ice.MultiUDPMuxDefault
+	tcp   []*ice.TCPMuxDefault // passive ICE-TCP, one per Config.ICETCP listener
+	echo  echoes               // diagnostic PeerConnections (echo.go)
+	fast  *fastTable           // the receive fast path; nil if off (rxfast.go)
+	log   *slog.Logger
 
 	mu     sync.Mutex
 	calls  map[*Call]struct{}
@@ -157,14 +164,17 @@ func New(cfg Config) (*SFU, error) {
 	}
 	est, rep := &estimators{}, &repairCounters{}
 	tcp := newTCPMuxes(cfg)
-	api, err := newAPI(cfg, mux, tcp, est, rep)
+	s := &SFU{cfg: cfg, est: est, rep: rep, se: newSettingEngine(cfg, mux, tcp), mux: mux, tcp: tcp, fast: fast, log: cfg.Logger,
+		calls: map[*Call]struct{}{}, live: map[*Participant]struct{}{}}
+	if s.media, err = newMediaEngine(); err == nil {
+		s.api, err = s.newPeerAPI(nil)
+	}
 	if err != nil {
 		_ = mux.Close()
 		closeTCPMuxes(tcp)
 		return nil, err
 	}
-	return &SFU{cfg: cfg, est: est, rep: rep, api: api, mux: mux, tcp: tcp, fast: fast, log: cfg.Logger, calls: map[*Call]struct{}{},
-		live: map[*Participant]struct{}{}}, nil
+	return s, nil
 }
 
 // ReceivePath counts the RTP packets received so far by the path they
@@ -209,23 +219,44 @@ func (s *SFU) Close() error {
 	return s.mux.Close()
 }
 
-func newAPI(cfg Config, mux ice.UDPMux, tcp []*ice.TCPMuxDefault, est *estimators, rep *repairCounters) (*webrtc.API, error) {
-	m, err := newMediaEngine()
+// newPeerAPI builds the API of one participant's PeerConnection: the
+// shared MediaEngine, a copy of the base SettingEngine with h's DTLS hooks,
+// and a Registry whose interceptors report their instances to h. With a
+// nil h (diagnostic PeerConnections), no hooks.
+func (s *SFU) newPeerAPI(h *peerHooks) (*webrtc.API, error) {
+	reg, err := newRegistry(s.est, s.rep, h)
 	if err != nil {
 		return nil, err
 	}
-	reg := &interceptor.Registry{}
-	if err := registerInterceptors(m, reg, est, rep); err != nil {
-		return nil, err
+	se := s.se // a copy: the hooks below are this PeerConnection's only
+	if h != nil {
+		h.keys.install(&se)
 	}
+	return webrtc.NewAPI(
+		webrtc.WithMediaEngine(s.media),
+		webrtc.WithInterceptorRegistry(reg),
+		webrtc.WithSettingEngine(se),
+	), nil
+}
 
+// newSettingEngine holds the settings every PeerConnection of the SFU
+// shares.
+func newSettingEngine(cfg Config, mux ice.UDPMux, tcp []*ice.TCPMuxDefault) webrtc.SettingEngine {
 	se := webrtc.SettingEngine{}
+	// Set once: NewAPI would otherwise build a logger factory per API.
+	se.LoggerFactory = logging.NewDefaultLoggerFactory()
 	se.SetICEUDPMux(mux)
 	se.SetLite(true) // we are reachable; clients nominate, relay pairs connect fast
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	setICETCP(&se, tcp)
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
 	se.SetDTLSRetransmissionInterval(100 * time.Millisecond)
+	// The SFU is the DTLS server whatever the side that offers: when it
+	// answers, by this setting ("a=setup:passive"); when it offers
+	// ("actpass"), browsers and pion answer "active". As the server it
+	// writes the ServerHello, whose random the SRTP key export needs
+	// (srtpkeys.go).
+	_ = se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer) // errors only for other roles
 	// Some senders (pion among them) number RTX packets when the original
 	// is sent, so a retransmission of an older packet carries an older RTX
 	// sequence number than one sent before it; with SRTP's default 64-packet
@@ -252,11 +283,7 @@ func newAPI(cfg Config, mux ice.UDPMux, tcp []*ice.TCPMuxDefault, est *estimator
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
 	}
-	return webrtc.NewAPI(
-		webrtc.WithMediaEngine(m),
-		webrtc.WithInterceptorRegistry(reg),
-		webrtc.WithSettingEngine(se),
-	), nil
+	return se
 }
 
 // Payload types match Chrome's usual choices so that SDP stays readable.
@@ -297,6 +324,15 @@ func newMediaEngine() (*webrtc.MediaEngine, error) {
 			return nil, fmt.Errorf("sfu: register %s: %w", c.c.MimeType, err)
 		}
 	}
+	// Feedback and header extensions the interceptors (newRegistry) need.
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: transportCCURI}, kind); err != nil {
+			return nil, fmt.Errorf("sfu: register transport-cc: %w", err)
+		}
+	}
 	return m, nil
 }
 
@@ -325,52 +361,34 @@ const (
 	srtpReplayWindow = 1024
 )
 
-// registerInterceptors sets up the interceptor chain. Order matters: the
-// last registered is the outermost on the write path (it sees a packet
-// first). The transport-cc extension must be on a packet before the
-// estimator sees it, and the NACK responder's retransmissions (on the RTX
-// SSRC) must not pass through the estimator, which knows media SSRCs only.
-// The repair counters go first, next to the network, to see every NACK and
-// retransmission.
-func registerInterceptors(m *webrtc.MediaEngine, reg *interceptor.Registry, est *estimators, rep *repairCounters) error {
+// newRegistry builds the interceptor chain of one PeerConnection (the
+// MediaEngine offers the feedback and extensions it needs: newMediaEngine).
+// Order matters: the last registered is the outermost on the write path
+// (it sees a packet first). The transport-cc extension must be on a packet
+// before the estimator sees it, and the NACK responder's retransmissions
+// (on the RTX SSRC) must not pass through the estimator, which knows media
+// SSRCs only. The repair counters go first, next to the network, to see
+// every NACK and retransmission.
+//
+// The NACK responder answers subscribers' NACKs from a send buffer; NACKs
+// to publishers come from the upTracks (nackgen.go), not from pion's
+// generator. Transport-wide congestion control feedback (the remote
+// senders' estimates depend on it) is our own (twccfb.go), as
+// webrtc.ConfigureTWCCSender does with pion's interceptor.
+func newRegistry(est *estimators, rep *repairCounters, h *peerHooks) (*interceptor.Registry, error) {
+	reg := &interceptor.Registry{}
 	reg.Add(rep)
-	steps := []func() error{
-		func() error { registerNACKResponder(m, reg); return nil },
-		func() error { reg.Add(newHeaderCacheFactory()); return nil },
-		func() error { return webrtc.ConfigureRTCPReports(reg) },
-		func() error { return registerTWCCFeedback(m, reg) },
-		func() error { return registerCongestionControl(reg, est) },
-		func() error { reg.Add(twccSeqFactory{}); return nil }, // extension registered by registerTWCCFeedback
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return fmt.Errorf("sfu: interceptors: %w", err)
-		}
-	}
-	return nil
-}
-
-// registerTWCCFeedback offers transport-wide congestion control feedback
-// (the remote senders' estimates depend on it) and sends it (twccfb.go),
-// as webrtc.ConfigureTWCCSender does with pion's interceptor.
-func registerTWCCFeedback(m *webrtc.MediaEngine, reg *interceptor.Registry) error {
-	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
-		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: transportCCURI}, kind); err != nil {
-			return err
-		}
-	}
-	reg.Add(twccFeedbackFactory{})
-	return nil
-}
-
-// registerNACKResponder answers subscribers' NACKs from a send buffer and
-// offers NACK feedback for video. NACKs to publishers come from the
-// upTracks (nackgen.go), not from pion's generator.
-func registerNACKResponder(m *webrtc.MediaEngine, reg *interceptor.Registry) {
-	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
-	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	reg.Add(nackResponderFactory{ringSize{minBytes: nackRingMin, maxBytes: nackRingMax, ringPackets: nackRingPackets, window: nackRepairWindow}})
+	reg.Add(newHeaderCacheFactory())
+	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+		return nil, fmt.Errorf("sfu: interceptors: %w", err)
+	}
+	reg.Add(twccFeedbackFactory{hooks: h})
+	if err := registerCongestionControl(reg, est); err != nil {
+		return nil, fmt.Errorf("sfu: interceptors: %w", err)
+	}
+	reg.Add(twccSeqFactory{}) // extension registered by newMediaEngine
+	return reg, nil
 }
 
 // ErrClosed is returned by operations on a closed call or participant.

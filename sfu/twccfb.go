@@ -42,14 +42,20 @@ type twccFeedback struct {
 // twccInterval is pion's (and libwebrtc's) feedback interval.
 const twccInterval = 100 * time.Millisecond
 
-type twccFeedbackFactory struct{}
+// twccFeedbackFactory builds one twccFeedback per PeerConnection and, with
+// hooks (a participant's own Registry), records it there.
+type twccFeedbackFactory struct{ hooks *peerHooks }
 
-func (twccFeedbackFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &twccFeedback{
+func (f twccFeedbackFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	t := &twccFeedback{
 		start: time.Now(),
 		rec:   twcc.NewRecorder(rand.Uint32()), //nolint:gosec // an SSRC, not a secret
 		close: make(chan struct{}),
-	}, nil
+	}
+	if f.hooks != nil {
+		f.hooks.twcc.Store(t)
+	}
+	return t, nil
 }
 
 // BindRTCPWriter starts the feedback goroutine (once per PeerConnection).
