@@ -189,6 +189,7 @@ func newLossyNet(t *testing.T, pct int) *lossyNet {
 // lossCall is a publisher and a subscriber in one call over a lossyNet.
 // The subscriber tracks every video sequence number. Nothing is sent yet.
 type lossCall struct {
+	sfu      *SFU
 	pub, sub *testClient
 	seqs     *rtctest.SeqTracker
 }
@@ -205,7 +206,7 @@ func newLossCall(t *testing.T, n *lossyNet) *lossCall {
 	start := time.Now()
 	call := s.NewCall(t.Name())
 	t.Cleanup(call.Close)
-	c := &lossCall{}
+	c := &lossCall{sfu: s}
 	c.pub = joinWith(t, call, "pub", true, vnetClientOptions(n.pub.net))
 	c.sub = joinPeer(t, call, "sub", false, rtctest.NewPeerWith(t, vnetClientOptions(n.sub.net), lossSubNACK))
 	// No media flows before the publisher sends, so no track has started

@@ -48,7 +48,7 @@ type fastTable struct {
 
 // fastCounters count RTP datagrams by the path they took.
 type fastCounters struct {
-	fast, fallback, authFailures, dropped, released atomic.Uint64
+	fast, repairs, fallback, authFailures, dropped, released atomic.Uint64
 }
 
 // ReceivePathStats counts the RTP packets the media sockets received, by
@@ -56,6 +56,8 @@ type fastCounters struct {
 type ReceivePathStats struct {
 	// Fast were decrypted and forwarded by the socket reader.
 	Fast uint64
+	// Repairs are the Fast ones that came as retransmissions (RTX).
+	Repairs uint64
 	// Fallback went through pion (a stream or address not registered).
 	Fallback uint64
 	// AuthFailures failed SRTP authentication on the fast path and were
@@ -76,7 +78,7 @@ func newFastTable() *fastTable {
 }
 
 func (t *fastTable) snapshot() ReceivePathStats {
-	return ReceivePathStats{Fast: t.stats.fast.Load(), Fallback: t.stats.fallback.Load(),
+	return ReceivePathStats{Fast: t.stats.fast.Load(), Repairs: t.stats.repairs.Load(), Fallback: t.stats.fallback.Load(),
 		AuthFailures: t.stats.authFailures.Load(), Dropped: t.stats.dropped.Load(), Released: t.stats.released.Load()}
 }
 
@@ -217,6 +219,7 @@ func (p *fastPeer) receive(b []byte) bool {
 			p.tab.stats.dropped.Add(1) // padding only: a bandwidth probe
 			return true
 		}
+		p.tab.stats.repairs.Add(1)
 	}
 	p.tab.stats.fast.Add(1)
 	st.up.deliver(pkt, st.rtx)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
@@ -404,5 +406,27 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per packet", allocs)
+	}
+}
+
+// Packets on the fast path are recorded for transport-wide congestion
+// control feedback, as twccFeedback's pion reader records the others.
+func TestFastPathRecordsTWCC(t *testing.T) {
+	f := newFastFixture(t, srtp.ProtectionProfileAeadAes128Gcm, &countingWriter{})
+	tw := &twccFeedback{start: time.Now(), rec: twcc.NewRecorder(1)}
+	tw.extID.Store(3) // seal's transport-cc extension
+	f.peer.twcc = tw
+	for seq := uint16(100); seq < 105; seq++ {
+		if !f.peer.receive(f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 100))) {
+			t.Fatal("not taken")
+		}
+	}
+	pkts := tw.rec.BuildFeedbackPacket()
+	if len(pkts) != 1 {
+		t.Fatalf("%d feedback packets", len(pkts))
+	}
+	fb, ok := pkts[0].(*rtcp.TransportLayerCC)
+	if !ok || fb.BaseSequenceNumber != 100 || fb.PacketStatusCount != 5 {
+		t.Fatalf("feedback %+v", pkts[0])
 	}
 }
