@@ -21,6 +21,7 @@ type Config struct {
 	UDPPort        int    // the media port
 	UDPBuffer      int    // receive/send buffer of the media socket(s), bytes
 	UDPBatchRead   bool   // read the media sockets in recvmmsg batches (Linux)
+	PionReceive    bool   // no receive fast path: all RTP through pion's readers
 	PublicIP       string // the address clients reach us at (1:1 NAT)
 	TURNAddr       string // embedded TURN (UDP+TCP); empty disables
 	TURNTLSAddr    string // embedded TURN over TLS (turns:), when a certificate is given
@@ -76,6 +77,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.IntVar(&cfg.UDPPort, "udp-port", 9090, "UDP port for all media (0 = ephemeral)")
 	fs.IntVar(&cfg.UDPBuffer, "udp-buffer", 2<<20, "receive and send buffer of the media socket in bytes (capped by net.core.rmem_max/wmem_max)")
 	fs.BoolVar(&cfg.UDPBatchRead, "udp-batch-read", false, "read the media sockets in recvmmsg batches of up to 32 datagrams (Linux; see Performance in the README)")
+	fs.BoolVar(&cfg.PionReceive, "pion-receive", false, "turn the receive fast path off: every RTP packet goes through pion's readers (for comparison; see Performance in the README)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")
 	fs.StringVar(&cfg.TURNTLSAddr, "turn-tls-addr", ":5349", "embedded TURN over TLS address, used when -tls-cert is set")

@@ -284,3 +284,45 @@ func TestFastPathRepairsUnderLoss(t *testing.T) {
 			100*res, r.Unrepaired, r.Expected, 100*lossMaxResidual)
 	}
 }
+
+// An ICE restart mid-call moves alice to a new candidate pair (pion
+// gathers new sockets): she is unregistered, then registered under her
+// new address, and media continues on the fast path.
+func TestFastPathAcrossICERestart(t *testing.T) {
+	s := newTestSFU(t)
+	a, b := fastCall(t, s, browserDTLS(rtctest.Options{}))
+	for round := range 2 {
+		old, _ := a.part.fast.registered()
+		oldUfrag := iceUfrag(a.PC.RemoteDescription())
+		if err := a.restartICE(); err != nil {
+			t.Fatalf("round %d: restart: %v", round, err)
+		}
+		newUfrag := iceUfrag(a.part.pc.LocalDescription())
+		deadline := time.Now().Add(10 * time.Second)
+		for iceUfrag(a.PC.RemoteDescription()) != newUfrag || newUfrag == oldUfrag {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the client never applied the answer", round)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		waitConnected(t, "alice", a, 10*time.Second)
+		moreVideo(t, 50, a, b) // media continues
+		now, ok := a.part.fast.registered()
+		pair, _ := a.part.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+		want, _ := pairRemote(pair)
+		if !ok || now != canonical(want) {
+			t.Fatalf("round %d: alice registered under %v (%v), her pair's address is %v", round, now, ok, want)
+		}
+		t.Logf("round %d: alice's address %v -> %v", round, old, now)
+		before := s.ReceivePath()
+		moreVideo(t, 100, a, b)
+		checkFastShare(t, before, s.ReceivePath())
+	}
+	for _, c := range []*testClient{a, b} {
+		for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+			if r := c.Received(kind); r.Corrupt != 0 {
+				t.Errorf("%s's %s: %d corrupt", c.part.name, kind, r.Corrupt)
+			}
+		}
+	}
+}
