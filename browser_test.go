@@ -161,9 +161,18 @@ func TestBrowserCall(t *testing.T) {
 	if sc.Remote.Port == se.Local.Port && sc.Remote.Address == se.Local.Address {
 		t.Error("caller's media path ends at the callee's tab")
 	}
-	// Frames keep coming.
+	// Frames keep coming, their packets read on the receive fast path
+	// (sfu/rxfast.go): Chromium answers as DTLS client, so the server has
+	// both tabs' keys.
+	rxBefore := app.sfu.ReceivePath()
 	before := sc.FramesDecoded
 	after := waitDecoding(t, caller, before+20)
+	rx := app.sfu.ReceivePath()
+	fast, all := rx.Fast-rxBefore.Fast, rx.Fast-rxBefore.Fast+rx.Fallback-rxBefore.Fallback
+	t.Logf("receive path while 20 frames were decoded: %d of %d RTP packets fast; since the start %+v", fast, all, rx)
+	if all == 0 || float64(fast) < 0.95*float64(all) || rx.AuthFailures != 0 {
+		t.Errorf("%d of %d RTP packets on the fast path (want >= 95 %%), %d authentication failures", fast, all, rx.AuthFailures)
+	}
 	t.Logf("call to first remote frame: caller %.0f ms, callee %.0f ms (from pressing Call); frames %d->%d",
 		sc.FirstRemoteFrm-sc.CallClicked,
 		se.TimeOrigin+se.FirstRemoteFrm-(sc.TimeOrigin+sc.CallClicked), before, after.FramesDecoded)
