@@ -324,23 +324,36 @@ func (p *fastPeer) setKeys(profile srtp.ProtectionProfile, key, salt []byte, twc
 	return nil
 }
 
+var (
+	errFastClosed = errors.New("sfu: fast path: peer closed")
+	errFastNoKeys = errors.New("sfu: fast path: no SRTP keys")
+	errFastTaken  = errors.New("sfu: fast path: address registered by another peer")
+)
+
 // register routes RTP from addr to the peer (once it has keys); an
-// earlier address is unregistered.
-func (p *fastPeer) register(addr netip.AddrPort) bool {
+// earlier address is unregistered. An address another peer has is
+// refused (errFastTaken): that peer's packets stay where they are, and
+// this peer's go through pion.
+func (p *fastPeer) register(addr netip.AddrPort) error {
 	addr = canonical(addr)
 	p.regMu.Lock()
 	defer p.regMu.Unlock()
-	if p.closed || p.ctx == nil {
-		return false
-	}
-	if p.inTab && p.addr == addr {
-		return true
+	switch {
+	case p.closed:
+		return errFastClosed
+	case p.ctx == nil:
+		return errFastNoKeys
+	case p.inTab && p.addr == addr:
+		return nil
 	}
 	if p.inTab {
 		p.tab.remove(p.addr, p)
 	}
 	p.addr, p.inTab = addr, p.tab.add(addr, p)
-	return p.inTab
+	if !p.inTab {
+		return errFastTaken
+	}
+	return nil
 }
 
 // unregister sends the peer's packets back through pion.
@@ -360,11 +373,15 @@ func (p *fastPeer) registered() (netip.AddrPort, bool) {
 	return p.addr, p.inTab
 }
 
-// close unregisters the peer for good.
+// close unregisters the peer for good (atomically: a register racing
+// with it cannot put it back).
 func (p *fastPeer) close() {
-	p.unregister()
 	p.regMu.Lock()
+	defer p.regMu.Unlock()
 	p.closed = true
+	if p.inTab {
+		p.tab.remove(p.addr, p)
+		p.inTab = false
+	}
 	p.streams.Store(nil)
-	p.regMu.Unlock()
 }

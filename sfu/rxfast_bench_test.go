@@ -33,8 +33,8 @@ func benchFastPath(b *testing.B, prof srtp.ProtectionProfile) {
 	tw.extID.Store(3)
 	f.peer.twcc = tw
 	from := netip.MustParseAddrPort("10.0.0.1:5000")
-	if !f.peer.register(from) {
-		b.Fatal("register")
+	if err := f.peer.register(from); err != nil {
+		b.Fatal(err)
 	}
 	const laps = 512
 	pkts := make([][]byte, laps)

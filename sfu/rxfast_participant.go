@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"errors"
 	"net/netip"
 
 	"github.com/pion/webrtc/v4"
@@ -53,7 +54,7 @@ func (p *Participant) fastRegister(pair *webrtc.ICECandidatePair) {
 		p.fast.unregister()
 		return
 	}
-	if !p.fast.register(addr) {
+	if err := p.fast.register(addr); errors.Is(err, errFastTaken) {
 		p.log.Debug("receive fast path: address taken", "addr", addr.String())
 	}
 }

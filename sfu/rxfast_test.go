@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -224,8 +225,8 @@ func fastConnTakes(t *testing.T, batched bool, prof srtp.ProtectionProfile) {
 	w := &payloadWriter{}
 	f := newFastFixture(t, prof, w)
 	fc, cl := fastConnPair(t, f.tab, batched)
-	if !f.peer.register(netip.MustParseAddrPort(cl.LocalAddr().String())) {
-		t.Fatal("register refused")
+	if err := f.peer.register(netip.MustParseAddrPort(cl.LocalAddr().String())); err != nil {
+		t.Fatal(err)
 	}
 	forged := f.seal(t, fastSSRC, ptVP8, 3, fastPayload(3, 300))
 	forged[len(forged)-1] ^= 1
@@ -322,8 +323,8 @@ func TestFastTableRegistration(t *testing.T) {
 	a, b := newFastPeer(tab), newFastPeer(tab)
 	x := netip.MustParseAddrPort("[::ffff:10.0.0.1]:5000")
 	y := netip.MustParseAddrPort("10.0.0.2:5000")
-	if a.register(x) {
-		t.Fatal("registered without keys")
+	if err := a.register(x); !errors.Is(err, errFastNoKeys) {
+		t.Fatalf("register without keys: %v", err)
 	}
 	key, salt := make([]byte, 16), make([]byte, 14)
 	for _, p := range []*fastPeer{a, b} {
@@ -331,21 +332,21 @@ func TestFastTableRegistration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !a.register(x) || (*tab.peers.Load())[netip.MustParseAddrPort("10.0.0.1:5000")] != a {
+	if a.register(x) != nil || (*tab.peers.Load())[netip.MustParseAddrPort("10.0.0.1:5000")] != a {
 		t.Fatal("a not registered under the unmapped address")
 	}
-	if b.register(x) {
-		t.Fatal("b took a's address")
+	if err := b.register(x); !errors.Is(err, errFastTaken) {
+		t.Fatalf("b took a's address: %v", err)
 	}
-	if !a.register(y) || len(*tab.peers.Load()) != 1 || (*tab.peers.Load())[y] != a {
+	if a.register(y) != nil || len(*tab.peers.Load()) != 1 || (*tab.peers.Load())[y] != a {
 		t.Fatal("a did not move to y")
 	}
-	if !b.register(x) {
+	if b.register(x) != nil {
 		t.Fatal("b cannot have the freed address")
 	}
 	a.close()
-	if a.register(y) || len(*tab.peers.Load()) != 1 {
-		t.Fatal("closed peer registered")
+	if err := a.register(y); !errors.Is(err, errFastClosed) || len(*tab.peers.Load()) != 1 {
+		t.Fatalf("closed peer registered: %v", err)
 	}
 	b.unregister()
 	if len(*tab.peers.Load()) != 0 {
@@ -391,7 +392,9 @@ func TestFastPathAndReadLoopExclusive(t *testing.T) {
 func TestFastPathAllocatesNothing(t *testing.T) {
 	f := newFastFixture(t, srtp.ProtectionProfileAeadAes128Gcm, &countingWriter{})
 	from := netip.MustParseAddrPort("10.0.0.1:5000")
-	f.peer.register(from)
+	if err := f.peer.register(from); err != nil {
+		t.Fatal(err)
+	}
 	pkts := make([][]byte, 200)
 	for i := range pkts {
 		pkts[i] = f.seal(t, fastSSRC, ptVP8, uint16(i), fastPayload(uint16(i), 1000))
@@ -428,5 +431,27 @@ func TestFastPathRecordsTWCC(t *testing.T) {
 	fb, ok := pkts[0].(*rtcp.TransportLayerCC)
 	if !ok || fb.BaseSequenceNumber != 100 || fb.PacketStatusCount != 5 {
 		t.Fatalf("feedback %+v", pkts[0])
+	}
+}
+
+// A registration racing with close (pion's state callbacks run on their
+// own goroutines) never leaves a closed peer in the table.
+func TestFastPeerCloseWinsOverRegister(t *testing.T) {
+	tab := newFastTable()
+	key, salt := make([]byte, 16), make([]byte, 14)
+	for i := range 200 {
+		p := newFastPeer(tab)
+		if err := p.setKeys(srtp.ProtectionProfileAes128CmHmacSha1_80, key, salt, nil); err != nil {
+			t.Fatal(err)
+		}
+		addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i))
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = p.register(addr) }()
+		p.close()
+		wg.Wait()
+		if len(*tab.peers.Load()) != 0 {
+			t.Fatalf("round %d: a closed peer is in the table", i)
+		}
 	}
 }
