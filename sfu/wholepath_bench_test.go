@@ -18,15 +18,21 @@ import (
 // to each other, so the difference is what the SFU adds. Both report
 // allocs/fwd-pkt and B/fwd-pkt: heap allocations of the whole process per
 // packet that arrived at bob (clients included).
+//
+// Run "sfu" has alice's media on the receive fast path (rxfast.go: she
+// offers, so the SFU is the DTLS server and knows her keys); "sfu-pion"
+// is the same with the fast path off (Config.PionReceive).
 func BenchmarkWholePath(b *testing.B) {
-	b.Run("sfu", func(b *testing.B) {
-		s := newTestSFU(b)
-		call := s.NewCall("bench")
-		b.Cleanup(call.Close)
-		a := joinWith(b, call, "alice", true, rtctest.Options{})
-		bob := joinWith(b, call, "bob", false, rtctest.Options{})
-		benchPath(b, a.Peer, bob.Peer)
-	})
+	for name, cfg := range map[string]Config{"sfu": {}, "sfu-pion": {PionReceive: true}} {
+		b.Run(name, func(b *testing.B) {
+			s := newTestSFUWith(b, cfg)
+			call := s.NewCall("bench")
+			b.Cleanup(call.Close)
+			a := joinWith(b, call, "alice", true, rtctest.Options{})
+			bob := joinWith(b, call, "bob", false, rtctest.Options{})
+			benchPath(b, a.Peer, bob.Peer)
+		})
+	}
 	b.Run("direct", func(b *testing.B) {
 		a := rtctest.NewPeer(b, rtctest.Options{})
 		bob := rtctest.NewPeer(b, rtctest.Options{})
