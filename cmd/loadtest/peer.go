@@ -64,6 +64,10 @@ func newAPI() (*webrtc.API, error) {
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetSRTPReplayProtectionWindow(1024)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	// Answer offers "a=setup:active" (DTLS client), as browsers do: pion
+	// would answer the ICE-lite server's offers "passive", making the
+	// server the DTLS client of every callee, unlike with browsers.
+	_ = se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient)
 	// pion's controlling agent waits 2 s before nominating a relayed pair
 	// (in case a direct one turns up); relay-only clients have nothing
 	// else to wait for, and browsers do not wait.
