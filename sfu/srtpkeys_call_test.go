@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,9 @@ import (
 type tapNet struct {
 	transport.Net
 	rtp chan []byte
+
+	mu    sync.Mutex
+	conns []transport.UDPConn // to write through, as the SFU would
 }
 
 func newTapNet(t *testing.T) *tapNet {
@@ -38,7 +42,22 @@ func (n *tapNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPCon
 	if err != nil {
 		return nil, err
 	}
+	n.mu.Lock()
+	n.conns = append(n.conns, c)
+	n.mu.Unlock()
 	return &tapConn{UDPConn: c, n: n}, nil
+}
+
+// conn returns the socket bound to addr:port.
+func (n *tapNet) conn(addr string, port int) transport.UDPConn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.conns {
+		if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.Port == port && a.IP.Equal(net.ParseIP(addr)) {
+			return c
+		}
+	}
+	return nil
 }
 
 type tapConn struct {
@@ -85,6 +104,13 @@ func decryptAll(t *testing.T, pkts [][]byte, key, salt []byte, p srtp.Protection
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decryptWith(t, ctx, pkts, ssrcs)
+}
+
+// decryptWith is decryptAll with a context of the caller's (which then
+// knows the streams' rollover counters).
+func decryptWith(t *testing.T, ctx *srtp.Context, pkts [][]byte, ssrcs map[uint32]bool) (decrypted, valid int) {
+	t.Helper()
 	for _, b := range pkts {
 		if ssrcs != nil && !ssrcs[binary.BigEndian.Uint32(b[8:12])] {
 			continue
@@ -125,8 +151,8 @@ func senderSSRCs(pc *webrtc.PeerConnection) map[uint32]bool {
 // the SRTP packets it sends as they arrive at the SFU's media socket, into
 // exactly the payloads it sent; a subscriber's participant keys (local key
 // and salt) decrypt the SRTP packets the SFU sends as they arrive at the
-// subscriber's socket (so the subscriber's pion accepts what they
-// encrypt). Both ways of negotiating: the publisher offers (the SFU answers
+// subscriber's socket, and a packet they encrypt, sent from the SFU's
+// socket, is accepted by the subscriber's pion. Both ways of negotiating: the publisher offers (the SFU answers
 // "a=setup:passive") or the SFU offers (the client answers "active"); the
 // SFU is the DTLS server either way.
 func TestSessionKeysDecryptRealCall(t *testing.T) {
@@ -138,7 +164,8 @@ func TestSessionKeysDecryptRealCall(t *testing.T) {
 			t.Cleanup(call.Close)
 			pub := joinWith(t, call, "pub", pubCalls, rtctest.Options{})
 			sub := joinWith(t, call, "sub", !pubCalls, rtctest.Options{Configure: func(se *webrtc.SettingEngine) { se.SetNet(subNet) }})
-			t.Cleanup(pub.StartSending())
+			stop := pub.StartSending()
+			t.Cleanup(stop)
 			if err := sub.WaitPackets(webrtc.RTPCodecTypeVideo, 20, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -159,11 +186,17 @@ func TestSessionKeysDecryptRealCall(t *testing.T) {
 			if dec < 20 || valid != dec {
 				t.Errorf("publisher's packets at the SFU: %d decrypted, %d as sent; want >= 20, all", dec, valid)
 			}
-			dec, valid = decryptAll(t, subNet.takeSRTP(), sk.localKey, sk.localSalt, sk.profile, nil)
+			subCtx, err := srtp.CreateContext(sk.localKey, sk.localSalt, sk.profile, srtp.SRTPNoReplayProtection())
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec, valid = decryptWith(t, subCtx, subNet.takeSRTP(), nil)
 			t.Logf("at the subscriber: %d packets decrypted, %d payloads as the publisher sent", dec, valid)
 			if dec < 20 || valid < 20 {
 				t.Errorf("SFU's packets at the subscriber: %d decrypted, %d as sent; want >= 20 each", dec, valid)
 			}
+			stop()
+			injectAccepted(t, sfuNet, subNet, subCtx, sub)
 		})
 	}
 }
@@ -210,5 +243,63 @@ func TestSessionKeysNoneWhenSFUIsDTLSClient(t *testing.T) {
 	}
 	if sub.part.sessionKeys() == nil {
 		t.Error("no keys for the client that offered")
+	}
+}
+
+// injectAccepted sends the subscriber one RTP packet encrypted with the
+// SFU's local keys (ctx) from the SFU's media socket, next in sequence on
+// its video stream once that has gone quiet, and checks that the
+// subscriber's pion accepts it: one more video packet, payload intact.
+func injectAccepted(t *testing.T, sfuNet, subNet *tapNet, ctx *srtp.Context, sub *testClient) {
+	t.Helper()
+	var ssrc uint32
+	for _, r := range sub.PC.GetReceivers() {
+		if tr := r.Track(); tr != nil && tr.Kind() == webrtc.RTPCodecTypeVideo {
+			ssrc = uint32(tr.SSRC())
+		}
+	}
+	pair, err := sub.part.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil || ssrc == 0 {
+		t.Fatalf("no selected pair (%v) or video ssrc %d", err, ssrc)
+	}
+	conn := sfuNet.conn(pair.Local.Address, int(pair.Local.Port))
+	if conn == nil {
+		t.Fatalf("no SFU socket at %s:%d", pair.Local.Address, pair.Local.Port)
+	}
+	// Quiet: no video packet for 500 ms after the publisher stopped (the
+	// last ones in flight arrive within milliseconds on loopback).
+	before := sub.Received(webrtc.RTPCodecTypeVideo)
+	for quiet := time.Now(); time.Since(quiet) < 500*time.Millisecond; time.Sleep(20 * time.Millisecond) {
+		if now := sub.Received(webrtc.RTPCodecTypeVideo); now.Packets != before.Packets {
+			before, quiet = now, time.Now()
+		}
+	}
+	// The context has followed the stream (rollover counter) on the
+	// packets the subscriber's socket read.
+	decryptWith(t, ctx, subNet.takeSRTP(), map[uint32]bool{ssrc: true})
+	pkt := rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, PayloadType: ptVP8, SSRC: ssrc,
+		SequenceNumber: before.LastSeq + 1, Timestamp: 123456}, Payload: rtctest.Payload(webrtc.RTPCodecTypeVideo, 777)}
+	plain, err := pkt.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := ctx.EncryptRTP(nil, plain, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raddr := &net.UDPAddr{IP: net.ParseIP(pair.Remote.Address), Port: int(pair.Remote.Port)}
+	if _, err := conn.WriteTo(enc, raddr); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := sub.Received(webrtc.RTPCodecTypeVideo)
+		if r.Packets == before.Packets+1 && r.Corrupt == before.Corrupt && r.LastSeq == pkt.SequenceNumber {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the packet encrypted with the local keys was not accepted: before %+v, now %+v", before, r)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
