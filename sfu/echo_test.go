@@ -46,6 +46,8 @@ func TestEchoLimitAndClose(t *testing.T) {
 	if _, err := s.Echo(context.Background(), offer); !errors.Is(err, ErrTooManyEchoes) {
 		t.Fatalf("echo %d: %v, want ErrTooManyEchoes", maxEchoes+1, err)
 	}
+	s.est.m.Range(func(k, _ any) bool { t.Errorf("estimator of %v left behind", k); return true })
+	s.rep.m.Range(func(k, _ any) bool { t.Errorf("repair counts of %v left behind", k); return true })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

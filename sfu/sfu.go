@@ -95,7 +95,7 @@ type SFU struct {
 	rep   *repairCounters
 	media *webrtc.MediaEngine  // shared; pion copies it per PeerConnection
 	se    webrtc.SettingEngine // base settings, copied per participant
-	api   *webrtc.API          // shared API of the diagnostic PeerConnections (echo.go)
+	api   *webrtc.API          // of the diagnostic PeerConnections (echo.go), shared
 	mux   *ice.MultiUDPMuxDefault
 	tcp   []*ice.TCPMuxDefault // passive ICE-TCP, one per Config.ICETCP listener
 	echo  echoes               // diagnostic PeerConnections (echo.go)
@@ -166,14 +166,16 @@ func New(cfg Config) (*SFU, error) {
 	tcp := newTCPMuxes(cfg)
 	s := &SFU{cfg: cfg, est: est, rep: rep, se: newSettingEngine(cfg, mux, tcp), mux: mux, tcp: tcp, fast: fast, log: cfg.Logger,
 		calls: map[*Call]struct{}{}, live: map[*Participant]struct{}{}}
-	if s.media, err = newMediaEngine(); err == nil {
-		s.api, err = s.newPeerAPI(nil)
-	}
-	if err != nil {
+	if s.media, err = newMediaEngine(); err != nil {
 		_ = mux.Close()
 		closeTCPMuxes(tcp)
 		return nil, err
 	}
+	// The diagnostic PeerConnections carry data channels only: no
+	// interceptors (the estimator and repair counters they would hand
+	// over by PeerConnection id would never be taken: a leak per echo).
+	s.api = webrtc.NewAPI(webrtc.WithMediaEngine(s.media),
+		webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(s.se))
 	return s, nil
 }
 
@@ -221,17 +223,14 @@ func (s *SFU) Close() error {
 
 // newPeerAPI builds the API of one participant's PeerConnection: the
 // shared MediaEngine, a copy of the base SettingEngine with h's DTLS hooks,
-// and a Registry whose interceptors report their instances to h. With a
-// nil h (diagnostic PeerConnections), no hooks.
+// and a Registry whose interceptors report their instances to h.
 func (s *SFU) newPeerAPI(h *peerHooks) (*webrtc.API, error) {
 	reg, err := newRegistry(s.est, s.rep, h)
 	if err != nil {
 		return nil, err
 	}
 	se := s.se // a copy: the hooks below are this PeerConnection's only
-	if h != nil {
-		h.keys.install(&se)
-	}
+	h.keys.install(&se)
 	return webrtc.NewAPI(
 		webrtc.WithMediaEngine(s.media),
 		webrtc.WithInterceptorRegistry(reg),

@@ -175,8 +175,9 @@ func (k *keyCatcher) serverHello(m handshake.MessageServerHello) handshake.Messa
 }
 
 // Write takes pion's key log ("CLIENT_RANDOM <client random> <master
-// secret>\n", one line per handshake). It never returns an error: pion
-// would only log it.
+// secret>\n", one line per handshake). The secret never leaves the
+// process: only the derived keys are kept (pion keeps the same in its SRTP
+// contexts). It never returns an error: pion would only log it.
 func (k *keyCatcher) Write(b []byte) (int, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -190,6 +191,7 @@ func (k *keyCatcher) Write(b []byte) (int, error) {
 		if !k.lineLost {
 			k.keyLogLine(k.line)
 		}
+		clear(k.line) // the master secret, in hex: keep no copy
 		k.line, k.lineLost = k.line[:0], false
 		rest = rest[i+1:]
 	}
@@ -219,6 +221,7 @@ func (k *keyCatcher) keyLogLine(line []byte) {
 		return
 	}
 	keys, err := deriveSessionKeys(master, client, k.server[:], k.suite, k.profile)
+	clear(master)
 	if err != nil {
 		return
 	}

@@ -69,6 +69,10 @@ func newAPI() (*webrtc.API, error) {
 	// receive fast path (sfu/rxfast.go), as it would a browser's.
 	_ = se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient) // errors only for other roles
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	// Answer offers "a=setup:active" (DTLS client), as browsers do: pion
+	// would answer the ICE-lite server's offers "passive", making the
+	// server the DTLS client of every callee, unlike with browsers.
+	_ = se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient)
 	// pion's controlling agent waits 2 s before nominating a relayed pair
 	// (in case a direct one turns up); relay-only clients have nothing
 	// else to wait for, and browsers do not wait.

@@ -29,6 +29,11 @@ func NewPeerWith(t testing.TB, o Options, opts ...webrtc.InterceptorOption) *Pee
 	// retransmission can arrive far behind newer ones.
 	se.SetSRTPReplayProtectionWindow(1024)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
+	// Answer offers "a=setup:active" (DTLS client), as browsers do: pion
+	// would answer an ICE-lite offerer (the SFU) "passive", making the SFU
+	// the DTLS client, which leaves it without the SRTP keys of its fast
+	// receive path (sfu/srtpkeys.go).
+	_ = se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient)
 	if o.Configure != nil {
 		o.Configure(&se)
 	}
