@@ -16,19 +16,11 @@ import (
 
 // The receive fast path (rxfast.go) in calls between real pion clients.
 
-// browserDTLS makes a pion client answer the SFU's offers as browsers do,
-// as the DTLS client ("a=setup:active"). pion's default answer to an
-// ICE-lite offer is "passive", which makes the SFU the DTLS client: it then
-// has no keys (srtpkeys.go) and the participant stays on pion's path.
-func browserDTLS(o rtctest.Options) rtctest.Options {
-	prev := o.Configure
-	o.Configure = func(se *webrtc.SettingEngine) {
-		_ = se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient)
-		if prev != nil {
-			prev(se)
-		}
-	}
-	return o
+// passiveDTLS makes a pion client answer the SFU's offers "passive", as
+// pion does by default with an ICE-lite offerer (rtctest answers "active",
+// as browsers do): the SFU is then its DTLS client and has no keys.
+func passiveDTLS() rtctest.Options {
+	return rtctest.Options{Configure: func(se *webrtc.SettingEngine) { _ = se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer) }}
 }
 
 // fastShare is the fast path's share of the RTP packets received between
@@ -76,7 +68,7 @@ func fastCall(t *testing.T, s *SFU, ob rtctest.Options) (a, b *testClient) {
 	t.Helper()
 	call := s.NewCall(t.Name())
 	t.Cleanup(call.Close)
-	a = joinWith(t, call, "alice", true, browserDTLS(rtctest.Options{}))
+	a = joinWith(t, call, "alice", true, rtctest.Options{})
 	b = joinWith(t, call, "bob", false, ob)
 	t.Cleanup(a.StartSending())
 	t.Cleanup(b.StartSending())
@@ -101,7 +93,7 @@ func TestFastPathCarriesCall(t *testing.T) {
 	for _, batched := range []bool{false, true} {
 		t.Run(fmt.Sprintf("batched-reads=%v", batched), func(t *testing.T) {
 			s := newTestSFUWith(t, Config{BatchedReads: batched})
-			a, b := fastCall(t, s, browserDTLS(rtctest.Options{}))
+			a, b := fastCall(t, s, rtctest.Options{})
 			for _, c := range []*testClient{a, b} {
 				if tw := c.part.twccFeedback(); tw == nil || tw.extID.Load() == 0 {
 					t.Fatalf("%s: no transport-cc recorder for the fast path", c.part.name)
@@ -120,7 +112,7 @@ func TestFastPathCarriesCall(t *testing.T) {
 // pion's path; the other one is on the fast path; media is intact.
 func TestFastPathWithoutKeysStaysOnPion(t *testing.T) {
 	s := newTestSFU(t)
-	a, b := fastCall(t, s, rtctest.Options{}) // bob answers "passive", as pion does
+	a, b := fastCall(t, s, passiveDTLS())
 	if b.part.sessionKeys() != nil {
 		t.Fatal("bob has keys: the SFU was the DTLS server after all")
 	}
@@ -147,7 +139,7 @@ func TestFastPathWithoutKeysStaysOnPion(t *testing.T) {
 // is counted.
 func TestPionReceiveStillWorks(t *testing.T) {
 	s := newTestSFUWith(t, Config{PionReceive: true})
-	a, b := fastCall(t, s, browserDTLS(rtctest.Options{}))
+	a, b := fastCall(t, s, rtctest.Options{})
 	moreVideo(t, 50, a, b)
 	checkClean(t, a)
 	checkClean(t, b)
@@ -161,7 +153,7 @@ func TestPionReceiveStillWorks(t *testing.T) {
 // source) is dropped and counted; the call goes on.
 func TestFastPathDropsForgedPacket(t *testing.T) {
 	s := newTestSFU(t)
-	a, b := fastCall(t, s, browserDTLS(rtctest.Options{}))
+	a, b := fastCall(t, s, rtctest.Options{})
 	pair, err := a.part.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
 	if err != nil || pair == nil {
 		t.Fatalf("no selected pair: %v", err)
@@ -290,7 +282,7 @@ func TestFastPathRepairsUnderLoss(t *testing.T) {
 // new address, and media continues on the fast path.
 func TestFastPathAcrossICERestart(t *testing.T) {
 	s := newTestSFU(t)
-	a, b := fastCall(t, s, browserDTLS(rtctest.Options{}))
+	a, b := fastCall(t, s, rtctest.Options{})
 	for round := range 2 {
 		old, _ := a.part.fast.registered()
 		oldUfrag := iceUfrag(a.PC.RemoteDescription())

@@ -63,11 +63,6 @@ func newAPI() (*webrtc.API, error) {
 	se.LoggerFactory = lf
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetSRTPReplayProtectionWindow(1024)
-	// Answer the server's offers as browsers do, as the DTLS client (pion
-	// answers an ICE-lite offer as DTLS server): the SFU then knows the
-	// SRTP keys of every participant and reads their media on its
-	// receive fast path (sfu/rxfast.go), as it would a browser's.
-	_ = se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient) // errors only for other roles
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	// Answer offers "a=setup:active" (DTLS client), as browsers do: pion
 	// would answer the ICE-lite server's offers "passive", making the
