@@ -35,7 +35,8 @@ func lint(t *testing.T, c prometheus.Collector) {
 func TestSFUCollector(t *testing.T) {
 	tot := sfu.Totals{ReceivedPackets: 10, ReceivedBytes: 1000, ForwardedPackets: 20, ForwardedBytes: 2000,
 		Lost: 1, Recovered: 2, Duplicates: 3, NACKsSent: 4, NACKsReceived: 5, PLIsSent: 6, PLIsReceived: 7,
-		Retransmissions: 8, PaddingPackets: 9, WriteErrors: 11, RecordDropped: 12}
+		Retransmissions: 8, PaddingPackets: 9, WriteErrors: 11, RecordDropped: 12,
+		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15}}
 	c := newSFUCollector(func() sfu.Totals { return tot }, func() sfu.Load { return sfu.Load{Calls: 2, Participants: 3} })
 	lint(t, c)
 	want := `
@@ -56,12 +57,20 @@ videochat_retransmissions_total 8
 # HELP videochat_sfu_participants PeerConnections in the SFU's calls.
 # TYPE videochat_sfu_participants gauge
 videochat_sfu_participants 3
+# HELP videochat_rtp_receive_path_packets_total RTP packets received on the media sockets, by the path they took: fast (decrypted and forwarded by the socket reader), pion (pion's readers).
+# TYPE videochat_rtp_receive_path_packets_total counter
+videochat_rtp_receive_path_packets_total{path="fast"} 13
+videochat_rtp_receive_path_packets_total{path="pion"} 14
+# HELP videochat_srtp_auth_failures_total RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped).
+# TYPE videochat_srtp_auth_failures_total counter
+videochat_srtp_auth_failures_total 15
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "videochat_forwarded_packets_total",
-		"videochat_nacks_total", "videochat_plis_total", "videochat_retransmissions_total", "videochat_sfu_participants"); err != nil {
+		"videochat_nacks_total", "videochat_plis_total", "videochat_retransmissions_total", "videochat_sfu_participants",
+		"videochat_rtp_receive_path_packets_total", "videochat_srtp_auth_failures_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 17 {
+	if n := testutil.CollectAndCount(c); n != 20 {
 		t.Errorf("%d series, want 17", n)
 	}
 }

@@ -14,7 +14,7 @@ type sfuCollector struct {
 	calls, participants                                   *prometheus.Desc
 	recvPackets, recvBytes, fwdPackets, fwdBytes          *prometheus.Desc
 	lost, recovered, duplicates, nacks, plis, retransmits *prometheus.Desc
-	padding, writeErrors, recordDropped                   *prometheus.Desc
+	padding, writeErrors, recordDropped, rxPath, rxAuth   *prometheus.Desc
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -38,13 +38,16 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 		padding:       desc("probe_padding_packets_total", "Padding-only packets sent to subscribers as bandwidth probes."),
 		writeErrors:   desc("forward_write_errors_total", "Packets that could not be sent to a subscriber."),
 		recordDropped: desc("recorder_dropped_packets_total", "Packets the recorder could not keep up with."),
+		rxPath: desc("rtp_receive_path_packets_total",
+			"RTP packets received on the media sockets, by the path they took: fast (decrypted and forwarded by the socket reader), pion (pion's readers).", "path"),
+		rxAuth: desc("srtp_auth_failures_total", "RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped)."),
 	}
 }
 
 func (c *sfuCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.participants, c.recvPackets, c.recvBytes, c.fwdPackets,
 		c.fwdBytes, c.lost, c.recovered, c.duplicates, c.nacks, c.plis, c.retransmits, c.padding,
-		c.writeErrors, c.recordDropped} {
+		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth} {
 		ch <- d
 	}
 }
@@ -74,4 +77,7 @@ func (c *sfuCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.padding, t.PaddingPackets)
 	counter(c.writeErrors, t.WriteErrors)
 	counter(c.recordDropped, t.RecordDropped)
+	counter(c.rxPath, t.ReceivePath.Fast, "fast")
+	counter(c.rxPath, t.ReceivePath.Fallback, "pion")
+	counter(c.rxAuth, t.ReceivePath.AuthFailures)
 }

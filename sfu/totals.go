@@ -28,6 +28,9 @@ type Totals struct {
 	WriteErrors uint64
 	// RecordDropped: packets the recorder could not keep up with.
 	RecordDropped uint64
+	// ReceivePath: received RTP by the path it took (SFU.ReceivePath;
+	// not per participant).
+	ReceivePath ReceivePathStats
 }
 
 func (t *Totals) add(o Totals) {
@@ -83,6 +86,7 @@ func (s *SFU) Totals() Totals {
 	for p := range s.live {
 		t.add(p.totals())
 	}
+	t.ReceivePath = s.ReceivePath()
 	return t
 }
 
