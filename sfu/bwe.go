@@ -52,8 +52,7 @@ func registerCongestionControl(reg *interceptor.Registry, est *estimators) error
 // maybeSendREMB runs on the read loop of a video upTrack: at most every
 // rembInterval it tells the publisher the lowest downlink estimate among
 // the subscribers of this track.
-func (u *upTrack) maybeSendREMB() {
-	now := time.Now()
+func (u *upTrack) maybeSendREMB(now time.Time) {
 	if now.Sub(u.lastREMB) < rembInterval {
 		return
 	}

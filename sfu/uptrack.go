@@ -37,18 +37,20 @@ type upTrack struct {
 	buf      [maxPacket]byte
 	lastREMB time.Time
 	resume   mediaResume // video only
+	epoch    time.Time   // arrival times are taken from it (rxStats)
 
 	stats upStats
+	rx    rxStats // for RTCP receiver reports (rxreport.go)
 }
 
 type upStats struct {
 	packets, bytes, duplicates, keyframeRequests, recovered atomic.Uint64
-	expected                                                atomic.Uint64 // sequence numbers seen so far
 	remb                                                    atomic.Uint64 // last REMB sent, bit/s
 }
 
 func newUpTrack(p *Participant, track *webrtc.TrackRemote) *upTrack {
-	u := &upTrack{track: track, kind: track.Kind(), writeRTCP: p.pc.WriteRTCP}
+	u := &upTrack{track: track, kind: track.Kind(), writeRTCP: p.pc.WriteRTCP, epoch: time.Now()}
+	u.rx.clockRate = uint64(track.Codec().ClockRate)
 	if takesNACK(track.Codec()) {
 		u.nack = newNackTracker(nackInterval, nackMaxPerPacket)
 	}
@@ -146,6 +148,10 @@ func (u *upTrack) forward(pkt []byte) {
 		end -= pad
 		u.in.PaddingSize = byte(pad)
 	}
+	now := time.Now() // the packet's arrival, once
+	if !u.viaRTX {
+		u.rx.onArrival(u.in.Timestamp, now.Sub(u.epoch))
+	}
 	jumped := u.nack != nil && u.nack.onPacket(u.in.SequenceNumber, u.viaRTX)
 	if u.resume.resumed(u.in.Timestamp) || jumped {
 		// The media comes back after a hole too long to repair (an
@@ -156,11 +162,17 @@ func (u *upTrack) forward(pkt []byte) {
 	}
 	if !u.dup.accept(u.in.SequenceNumber) {
 		u.stats.duplicates.Add(1)
+		if !u.viaRTX {
+			u.rx.onReceived() // arrived all the same (RFC 3550 counts duplicates)
+		}
 		return
+	}
+	u.rx.onAccepted(&u.dup)
+	if !u.viaRTX {
+		u.rx.onReceived()
 	}
 	u.stats.packets.Add(1)
 	u.stats.bytes.Add(uint64(len(pkt)))
-	u.stats.expected.Store(u.dup.expected())
 	if q := u.rec.Load(); q != nil {
 		q.push(pkt)
 	}
@@ -169,13 +181,13 @@ func (u *upTrack) forward(pkt []byte) {
 		_ = d.write(&u.in, &u.out, u.outExt[:], payload)
 	}
 	if u.kind == webrtc.RTPCodecTypeVideo {
-		u.maybeSendREMB()
+		u.maybeSendREMB(now)
 	}
 }
 
-// readRTCP drains the publisher's RTCP for this track, which lets the
-// receiver-report interceptor see sender reports (so the publisher can
-// measure the round trip), and hands sender reports to the recorder.
+// readRTCP drains the publisher's RTCP for this track: its sender reports
+// feed the receiver reports (so the publisher can measure the round trip)
+// and, while recording, the recorder.
 func (u *upTrack) readRTCP(r *webrtc.RTPReceiver) {
 	ssrc := uint32(u.track.SSRC())
 	buf := make([]byte, maxPacket)
@@ -184,19 +196,16 @@ func (u *upTrack) readRTCP(r *webrtc.RTPReceiver) {
 		if err != nil {
 			return
 		}
-		q := u.rec.Load()
-		if q == nil {
-			continue
-		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
-		if err != nil {
-			continue
-		}
-		for _, p := range pkts {
-			if sr, ok := p.(*rtcp.SenderReport); ok && sr.SSRC == ssrc {
-				q.pushReport(sr.NTPTime, sr.RTPTime)
+		now := time.Now()
+		senderReports(buf[:n], func(from uint32, ntp uint64, rtpTime uint32) {
+			if from != ssrc {
+				return
 			}
-		}
+			u.rx.onSenderReport(ntp, now)
+			if q := u.rec.Load(); q != nil {
+				q.pushReport(ntp, rtpTime)
+			}
+		})
 	}
 }
 
