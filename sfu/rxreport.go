@@ -52,6 +52,7 @@ type rxStats struct {
 	jitterOn    bool   // lastTransit is set
 	lastTransit uint32 // RTP units (RFC 3550 A.8)
 	jitter16    uint64 // interarrival jitter × 16
+	jitterPub   uint32 // the value last stored in jitter
 
 	// Published by forward, read by block.
 	received atomic.Uint64 // packets that arrived on the media SSRC (duplicates and late ones too, RFC 3550 6.4.1)
@@ -87,7 +88,10 @@ func (s *rxStats) onArrival(ts uint32, arrival time.Duration) {
 			}
 			if uint64(d) < 5*s.clockRate {
 				s.jitter16 += uint64(d) - (s.jitter16+8)>>4
-				s.jitter.Store(uint32(min(s.jitter16>>4, 1<<32-1)))
+				if j := uint32(min(s.jitter16>>4, 1<<32-1)); j != s.jitterPub {
+					s.jitterPub = j // most packets leave it as it was: no store
+					s.jitter.Store(j)
+				}
 			}
 		}
 		s.jitterOn, s.lastTransit = true, transit
