@@ -366,7 +366,6 @@ func newRegistry(est *estimators, rep *repairCounters, h *peerHooks) (*intercept
 	reg := &interceptor.Registry{}
 	reg.Add(rep)
 	reg.Add(nackResponderFactory{ringSize{minBytes: nackRingMin, maxBytes: nackRingMax, ringPackets: nackRingPackets, window: nackRepairWindow}})
-	reg.Add(newHeaderCacheFactory())
 	// pion's sender reports for our outgoing streams. Receiver reports
 	// for the publishers' streams are our own (rxreport.go), counted where
 	// every received packet passes.
