@@ -51,13 +51,13 @@ func registerCongestionControl(reg *interceptor.Registry, est *estimators) error
 
 // maybeSendREMB runs on the read loop of a video upTrack: at most every
 // rembInterval it tells the publisher the lowest downlink estimate among
-// the subscribers of this track.
-func (u *upTrack) maybeSendREMB() {
-	now := time.Now()
-	if now.Sub(u.lastREMB) < rembInterval {
+// the subscribers of this track. now is the packet's arrival since
+// u.epoch.
+func (u *upTrack) maybeSendREMB(now time.Duration) {
+	if u.rembSent && now-u.lastREMB < rembInterval {
 		return
 	}
-	u.lastREMB = now
+	u.lastREMB, u.rembSent = now, true
 	limit := u.subscriberLimit()
 	if limit <= 0 {
 		return

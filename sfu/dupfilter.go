@@ -14,11 +14,6 @@ type dupFilter struct {
 	seen    [dupWindow / 64]uint64
 }
 
-// expected is how many sequence numbers the stream has covered so far.
-func (d *dupFilter) expected() uint64 {
-	return d.cycles<<16 + uint64(d.highest) - uint64(d.first) + 1
-}
-
 // accept reports whether seq is new, and records it.
 func (d *dupFilter) accept(seq uint16) bool {
 	if !d.started {

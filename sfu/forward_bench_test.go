@@ -28,15 +28,29 @@ func benchPacket(seq uint16) []byte {
 }
 
 // BenchmarkForward measures the SFU's own per-packet work: parse, duplicate
-// check, rewrite and hand-off to one subscriber's write stream; for a
-// video track also the loss tracking for NACKs.
+// check, receiver-report counting (arrival time, jitter), rewrite and
+// hand-off to one subscriber's write stream; for a video track also the
+// loss tracking for NACKs.
 func BenchmarkForward(b *testing.B) {
 	b.Run("audio", func(b *testing.B) { benchForward(b, nil) })
 	b.Run("video", func(b *testing.B) { benchForward(b, newNackTracker(nackInterval, nackMaxPerPacket)) })
+	// As a video track: also the REMB timer and the resume check.
+	b.Run("video-kind", func(b *testing.B) {
+		benchForwardKind(b, webrtc.RTPCodecTypeVideo, newNackTracker(nackInterval, nackMaxPerPacket))
+	})
 }
 
 func benchForward(b *testing.B, nack *nackTracker) {
-	u := &upTrack{kind: webrtc.RTPCodecTypeAudio, kf: newKeyframeThrottle(time.Hour, func() {}), nack: nack}
+	benchForwardKind(b, webrtc.RTPCodecTypeAudio, nack)
+}
+
+func benchForwardKind(b *testing.B, kind webrtc.RTPCodecType, nack *nackTracker) {
+	u := &upTrack{kind: kind, kf: newKeyframeThrottle(time.Hour, func() {}), nack: nack, epoch: time.Now()}
+	u.rx.clockRate = 48000
+	if kind == webrtc.RTPCodecTypeVideo {
+		u.rx.clockRate = 90000
+		u.resume = newMediaResume(90000, rtcpSilence)
+	}
 	d := newDownTrack(webrtc.RTPCodecTypeAudio, "s", nil)
 	w := &countingWriter{}
 	d.ssrc, d.pt, d.writer = 42, 96, w

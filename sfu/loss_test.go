@@ -1,10 +1,12 @@
 package sfu
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -82,6 +84,21 @@ type lossyLink struct {
 	net  *vnet.Net
 	// counts[up][class][dropped]: up is 1 for packets from the client.
 	counts [2][numClasses][2]atomic.Int64
+	// upRTP[ssrc][dropped]: RTP from the client by SSRC (the SSRC is
+	// in clear in SRTP). Written on the router's goroutine only.
+	upMu  sync.Mutex
+	upRTP map[uint32]*[2]int64
+}
+
+// upCount is how many RTP packets of ssrc the client sent that passed
+// and were dropped.
+func (l *lossyLink) upCount(ssrc uint32) (passed, dropped int64) {
+	l.upMu.Lock()
+	defer l.upMu.Unlock()
+	if c := l.upRTP[ssrc]; c != nil {
+		return c[0], c[1]
+	}
+	return 0, 0
 }
 
 func (l *lossyLink) count(up bool, c pktClass) (passed, dropped int64) {
@@ -147,7 +164,7 @@ func newLossyNet(t *testing.T, pct int) *lossyNet {
 		})
 		must(err)
 		must(n.wan.AddRouter(lan))
-		l := &lossyLink{name: name}
+		l := &lossyLink{name: name, upRTP: map[uint32]*[2]int64{}}
 		l.net, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{private}})
 		must(err)
 		must(lan.AddNet(l.net))
@@ -170,6 +187,15 @@ func newLossyNet(t *testing.T, pct int) *lossyNet {
 				dropped = 1
 			}
 			l.counts[d][class][dropped].Add(1)
+			if b := c.UserData(); up && len(b) >= 12 && (class == classMedia || class == classRTX) {
+				ssrc := binary.BigEndian.Uint32(b[8:12])
+				l.upMu.Lock()
+				if l.upRTP[ssrc] == nil {
+					l.upRTP[ssrc] = new([2]int64)
+				}
+				l.upRTP[ssrc][dropped]++
+				l.upMu.Unlock()
+			}
 			return !drop
 		})
 		return l

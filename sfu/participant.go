@@ -38,7 +38,8 @@ type Participant struct {
 	descSent  bool
 	ownQueue  []webrtc.ICECandidateInit // our candidates before our description went out
 	closed    bool
-	wg        sync.WaitGroup // RTCP readers and track read loops
+	wg        sync.WaitGroup // RTCP readers, track read loops, the report loop
+	rrDone    chan struct{}  // closed by closePC: ends runReports
 
 	life      *lifecycle   // connection state, grace and connect timers
 	log       *slog.Logger // with the call's and the participant's ids
@@ -60,7 +61,7 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 	}
 	p := &Participant{sfu: c.sfu, call: c, name: name, sig: sig, pc: pc, hooks: hooks,
 		down: map[webrtc.RTPCodecType]*downTrack{}, bwe: c.sfu.est.take(pc.ID()), repair: c.sfu.rep.take(pc.ID()),
-		life: newLifecycle(sig, c.sfu.cfg)}
+		life: newLifecycle(sig, c.sfu.cfg), rrDone: make(chan struct{})}
 	p.log = c.log.With("participant", name)
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
 		d := newDownTrack(kind, "videochat", p.bwe)
@@ -74,6 +75,8 @@ func newParticipant(c *Call, name string, sig Signaler) (*Participant, error) {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); d.readRTCP(sender) }()
 	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.runReports(p.rrDone, c.sfu.cfg.reportInterval) }()
 	pc.OnICECandidate(p.onCandidate)
 	pc.OnTrack(p.onTrack)
 	pc.OnConnectionStateChange(p.onState)
@@ -433,6 +436,9 @@ func (p *Participant) closePC() {
 	p.fastClose()
 	p.life.close()
 	p.mu.Lock()
+	if !p.closed {
+		close(p.rrDone)
+	}
 	p.closed = true
 	ups := p.up
 	p.mu.Unlock()

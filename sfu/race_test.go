@@ -15,7 +15,7 @@ import (
 // read, published through Call.publish as onTrack does.
 
 func fakeUpTrack(kind webrtc.RTPCodecType) *upTrack {
-	return &upTrack{kind: kind, kf: newKeyframeThrottle(time.Hour, func() {})}
+	return &upTrack{kind: kind, kf: newKeyframeThrottle(time.Hour, func() {}), epoch: time.Now()}
 }
 
 // sinkCount is how many times up feeds d.

@@ -83,7 +83,8 @@ func newFastFixture(t testing.TB, prof srtp.ProtectionProfile, w webrtc.TrackLoc
 // newTrack registers a new upTrack (with one subscriber writing to w)
 // for the fixture's streams.
 func (f *fastFixture) newTrack(w webrtc.TrackLocalWriter) {
-	f.up = &upTrack{kind: webrtc.RTPCodecTypeVideo, kf: newKeyframeThrottle(time.Hour, func() {})}
+	f.up = &upTrack{kind: webrtc.RTPCodecTypeVideo, kf: newKeyframeThrottle(time.Hour, func() {}), epoch: time.Now()}
+	f.up.rx.clockRate = 90000
 	d := newDownTrack(webrtc.RTPCodecTypeVideo, "s", nil)
 	d.ssrc, d.pt, d.writer = 42, ptVP8, w
 	f.up.addSink(d)

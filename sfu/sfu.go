@@ -16,6 +16,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
 	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
@@ -75,7 +76,8 @@ type Config struct {
 	Recorder Recorder
 	Logger   *slog.Logger
 
-	afterFunc afterFunc // timers of the connection lifecycle; nil = time.AfterFunc (tests fake it)
+	afterFunc      afterFunc     // timers of the connection lifecycle; nil = time.AfterFunc (tests fake it)
+	reportInterval time.Duration // between receiver reports; 0 = rrInterval (tests shorten it)
 }
 
 // defaultSocketBuffer holds about 100 ms of 50 calls' packets (17,500/s,
@@ -129,6 +131,9 @@ func New(cfg Config) (*SFU, error) {
 	}
 	if cfg.KeyframeInterval <= 0 {
 		cfg.KeyframeInterval = 500 * time.Millisecond
+	}
+	if cfg.reportInterval <= 0 {
+		cfg.reportInterval = rrInterval
 	}
 	if cfg.SocketBuffer <= 0 {
 		cfg.SocketBuffer = defaultSocketBuffer
@@ -378,10 +383,14 @@ func newRegistry(est *estimators, rep *repairCounters, h *peerHooks) (*intercept
 	reg := &interceptor.Registry{}
 	reg.Add(rep)
 	reg.Add(nackResponderFactory{ringSize{minBytes: nackRingMin, maxBytes: nackRingMax, ringPackets: nackRingPackets, window: nackRepairWindow}})
-	reg.Add(newHeaderCacheFactory())
-	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+	// pion's sender reports for our outgoing streams. Receiver reports
+	// for the publishers' streams are our own (rxreport.go), counted where
+	// every received packet passes.
+	sender, err := report.NewSenderInterceptor()
+	if err != nil {
 		return nil, fmt.Errorf("sfu: interceptors: %w", err)
 	}
+	reg.Add(sender)
 	reg.Add(twccFeedbackFactory{hooks: h})
 	if err := registerCongestionControl(reg, est); err != nil {
 		return nil, fmt.Errorf("sfu: interceptors: %w", err)

@@ -77,7 +77,7 @@ func (u *upTrack) snapshot() UpStats {
 	if u.track != nil {
 		s.SSRC = uint32(u.track.SSRC())
 	}
-	if exp := u.stats.expected.Load(); exp > s.Packets {
+	if exp := u.rx.expected(); exp > s.Packets {
 		s.Lost = exp - s.Packets
 	}
 	if q := u.rec.Load(); q != nil {

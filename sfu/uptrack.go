@@ -38,22 +38,25 @@ type upTrack struct {
 	in       rtp.Header
 	out      rtp.Header
 	outExt   [4]rtp.Extension
-	lastREMB time.Time
+	lastREMB time.Duration // since epoch
+	rembSent bool
 	resume   mediaResume // video only
+	epoch    time.Time   // arrival times are taken from it (rxStats)
 
 	buf [maxPacket]byte // owned by run
 
 	stats upStats
+	rx    rxStats // for RTCP receiver reports (rxreport.go)
 }
 
 type upStats struct {
 	packets, bytes, duplicates, keyframeRequests, recovered atomic.Uint64
-	expected                                                atomic.Uint64 // sequence numbers seen so far
 	remb                                                    atomic.Uint64 // last REMB sent, bit/s
 }
 
 func newUpTrack(p *Participant, track *webrtc.TrackRemote) *upTrack {
-	u := &upTrack{track: track, kind: track.Kind(), writeRTCP: p.pc.WriteRTCP}
+	u := &upTrack{track: track, kind: track.Kind(), writeRTCP: p.pc.WriteRTCP, epoch: time.Now()}
+	u.rx.clockRate = uint64(track.Codec().ClockRate)
 	if takesNACK(track.Codec()) {
 		u.nack = newNackTracker(nackInterval, nackMaxPerPacket)
 	}
@@ -161,6 +164,12 @@ func (u *upTrack) forward(pkt []byte) {
 		end -= pad
 		u.in.PaddingSize = byte(pad)
 	}
+	// The packet's arrival, read once: time.Since reads only the
+	// monotonic clock (~45 ns here; time.Now ~70 ns).
+	now := time.Since(u.epoch)
+	if !u.viaRTX {
+		u.rx.onArrival(u.in.Timestamp, now)
+	}
 	jumped := u.nack != nil && u.nack.onPacket(u.in.SequenceNumber, u.viaRTX)
 	if u.resume.resumed(u.in.Timestamp) || jumped {
 		// The media comes back after a hole too long to repair (an
@@ -171,11 +180,17 @@ func (u *upTrack) forward(pkt []byte) {
 	}
 	if !u.dup.accept(u.in.SequenceNumber) {
 		u.stats.duplicates.Add(1)
+		if !u.viaRTX {
+			u.rx.onReceived() // arrived all the same (RFC 3550 counts duplicates)
+		}
 		return
+	}
+	u.rx.onAccepted(&u.dup)
+	if !u.viaRTX {
+		u.rx.onReceived()
 	}
 	u.stats.packets.Add(1)
 	u.stats.bytes.Add(uint64(len(pkt)))
-	u.stats.expected.Store(u.dup.expected())
 	if q := u.rec.Load(); q != nil {
 		q.push(pkt)
 	}
@@ -184,13 +199,13 @@ func (u *upTrack) forward(pkt []byte) {
 		_ = d.write(&u.in, &u.out, u.outExt[:], payload)
 	}
 	if u.kind == webrtc.RTPCodecTypeVideo {
-		u.maybeSendREMB()
+		u.maybeSendREMB(now)
 	}
 }
 
-// readRTCP drains the publisher's RTCP for this track, which lets the
-// receiver-report interceptor see sender reports (so the publisher can
-// measure the round trip), and hands sender reports to the recorder.
+// readRTCP drains the publisher's RTCP for this track: its sender reports
+// feed the receiver reports (so the publisher can measure the round trip)
+// and, while recording, the recorder.
 func (u *upTrack) readRTCP(r *webrtc.RTPReceiver) {
 	ssrc := uint32(u.track.SSRC())
 	buf := make([]byte, maxPacket)
@@ -199,19 +214,16 @@ func (u *upTrack) readRTCP(r *webrtc.RTPReceiver) {
 		if err != nil {
 			return
 		}
-		q := u.rec.Load()
-		if q == nil {
-			continue
-		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
-		if err != nil {
-			continue
-		}
-		for _, p := range pkts {
-			if sr, ok := p.(*rtcp.SenderReport); ok && sr.SSRC == ssrc {
-				q.pushReport(sr.NTPTime, sr.RTPTime)
+		now := time.Now()
+		senderReports(buf[:n], func(from uint32, ntp uint64, rtpTime uint32) {
+			if from != ssrc {
+				return
 			}
-		}
+			u.rx.onSenderReport(ntp, now)
+			if q := u.rec.Load(); q != nil {
+				q.pushReport(ntp, rtpTime)
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/stats"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -19,6 +20,13 @@ func NewPeerWith(t testing.TB, o Options, opts ...webrtc.InterceptorOption) *Pee
 		t.Fatal(err)
 	}
 	reg := &interceptor.Registry{}
+	var getter *stats.Getter
+	if o.Stats {
+		var err error
+		if getter, err = addStats(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, reg, opts...); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +55,8 @@ func NewPeerWith(t testing.TB, o Options, opts ...webrtc.InterceptorOption) *Pee
 		t.Fatal(err)
 	}
 	p := &Peer{t: t, PC: pc, stop: make(chan struct{}), changed: make(chan struct{}, 1),
-		received: map[webrtc.RTPCodecType]*Received{}, remote: map[webrtc.RTPCodecType]*webrtc.TrackRemote{}}
+		received: map[webrtc.RTPCodecType]*Received{}, remote: map[webrtc.RTPCodecType]*webrtc.TrackRemote{},
+		stats: getter}
 	p.Audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus}, "audio", "test")
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/interceptor/pkg/stats"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -22,6 +23,9 @@ type Options struct {
 	RelayOnly  bool
 	AudioOnly  bool                        // publish no video track (and offer no video)
 	Configure  func(*webrtc.SettingEngine) // e.g. SetNet for vnet tests
+	// Stats keeps pion's statistics of the outgoing streams, round trips
+	// included (OutboundStats).
+	Stats bool
 }
 
 // Peer is a test client with one PeerConnection.
@@ -42,6 +46,8 @@ type Peer struct {
 	received map[webrtc.RTPCodecType]*Received
 	remote   map[webrtc.RTPCodecType]*webrtc.TrackRemote
 	changed  chan struct{}
+	reports  []ReportAt    // reception report blocks about our streams
+	stats    *stats.Getter // nil unless Options.Stats
 }
 
 // Received summarises the packets that arrived on one remote track.
@@ -118,12 +124,17 @@ func (p *Peer) Close() {
 
 func (p *Peer) readRTCP(s *webrtc.RTPSender) {
 	defer p.wg.Done()
+	var ssrc uint32
+	if enc := s.GetParameters().Encodings; len(enc) > 0 {
+		ssrc = uint32(enc[0].SSRC)
+	}
 	for {
 		pkts, _, err := s.ReadRTCP()
 		if err != nil {
 			return
 		}
 		for _, pkt := range pkts {
+			p.noteReports(pkt, ssrc)
 			switch pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				p.plis.Add(1)
