@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
@@ -31,6 +32,19 @@ import (
 // follow (say, its rollover counter moved while pion had the stream)
 // keeps working on pion's path.
 
+// pion's ICE agent (ICE-lite) declares a connection disconnected when the
+// selected pair has received nothing for the disconnected timeout; RTP
+// the fast path takes is not seen there. RTCP and STUN usually keep it
+// fresh, but a publisher that receives nothing (alone in a call, audio
+// only) may send neither for seconds. So one RTP packet per peer is
+// handed to pion every passEvery (a quarter of the disconnected timeout,
+// at most fastPassMax): pion sees the pair alive and forwards the packet
+// as before (deliver keeps the two paths apart).
+const (
+	fastPassMax = time.Second
+	fastPassMin = 50 * time.Millisecond
+)
+
 // fastReleaseAfter consecutive authentication failures of a stream give
 // it back to pion. A forger who can send from the peer's address gains
 // nothing by it: pion's path checks the same keys.
@@ -42,6 +56,8 @@ const fastReleaseAfter = 64
 type fastTable struct {
 	mu    sync.Mutex // serialises writers of peers
 	peers atomic.Pointer[map[netip.AddrPort]*fastPeer]
+
+	passEvery time.Duration // a peer's RTP goes to pion this often (liveness)
 
 	stats fastCounters
 }
@@ -70,8 +86,9 @@ type ReceivePathStats struct {
 	Released uint64
 }
 
-func newFastTable() *fastTable {
-	t := &fastTable{}
+// newFastTable: disconnected is the ICE disconnected timeout.
+func newFastTable(disconnected time.Duration) *fastTable {
+	t := &fastTable{passEvery: min(max(disconnected/4, fastPassMin), fastPassMax)}
 	m := map[netip.AddrPort]*fastPeer{}
 	t.peers.Store(&m)
 	return t
@@ -163,7 +180,8 @@ type fastPeer struct {
 	mu  sync.Mutex // guards ctx's state and hdr: a decryption at a time
 	hdr rtp.Header
 
-	streams atomic.Pointer[[]*fastStream] // copy-on-write
+	streams  atomic.Pointer[[]*fastStream] // copy-on-write
+	passNext atomic.Bool                   // hand the next RTP packet to pion (liveness)
 
 	regMu  sync.Mutex // guards the fields below
 	addr   netip.AddrPort
@@ -179,6 +197,9 @@ type fastStream struct {
 	media uint32 // the media SSRC an RTX packet is restored to
 	pt    uint8  // the media payload type an RTX packet is restored to
 	fails atomic.Int32
+	// lastPass is when (up's arrival clock) the peer last let a packet
+	// through to pion because of this stream.
+	lastPass atomic.Int64
 }
 
 func newFastPeer(t *fastTable) *fastPeer { return &fastPeer{tab: t} }
@@ -200,7 +221,7 @@ func (p *fastPeer) stream(ssrc uint32) *fastStream {
 // receive decrypts and forwards b if its SSRC is registered.
 func (p *fastPeer) receive(b []byte) bool {
 	st := p.stream(binary.BigEndian.Uint32(b[8:12]))
-	if st == nil {
+	if st == nil || (p.passNext.Load() && p.passNext.CompareAndSwap(true, false)) {
 		return false
 	}
 	p.mu.Lock()
@@ -222,7 +243,10 @@ func (p *fastPeer) receive(b []byte) bool {
 		p.tab.stats.repairs.Add(1)
 	}
 	p.tab.stats.fast.Add(1)
-	st.up.deliver(pkt, st.rtx)
+	if at := st.up.deliver(pkt, st.rtx); at-time.Duration(st.lastPass.Load()) >= p.tab.passEvery {
+		st.lastPass.Store(int64(at))
+		p.passNext.Store(true)
+	}
 	return true
 }
 

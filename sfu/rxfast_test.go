@@ -65,13 +65,14 @@ func newFastFixture(t testing.TB, prof srtp.ProtectionProfile, w webrtc.TrackLoc
 	t.Helper()
 	kl, _ := prof.KeyLen()
 	sl, _ := prof.SaltLen()
-	f := &fastFixture{tab: newFastTable(), key: make([]byte, kl), salt: make([]byte, sl), prof: prof}
+	f := &fastFixture{tab: newFastTable(time.Hour), key: make([]byte, kl), salt: make([]byte, sl), prof: prof}
 	_, _ = rand.Read(f.key)
 	_, _ = rand.Read(f.salt)
 	var err error
 	if f.tx, err = srtp.CreateContext(f.key, f.salt, prof); err != nil {
 		t.Fatal(err)
 	}
+	f.tab.passEvery = time.Hour // no liveness pass-through unless a test asks
 	f.peer = newFastPeer(f.tab)
 	if err := f.peer.setKeys(prof, f.key, f.salt, nil); err != nil {
 		t.Fatal(err)
@@ -320,7 +321,7 @@ func TestFastStreamReleasedAfterFailures(t *testing.T) {
 
 // The table: one address per peer, moves, refusals, removal.
 func TestFastTableRegistration(t *testing.T) {
-	tab := newFastTable()
+	tab := newFastTable(time.Hour)
 	a, b := newFastPeer(tab), newFastPeer(tab)
 	x := netip.MustParseAddrPort("[::ffff:10.0.0.1]:5000")
 	y := netip.MustParseAddrPort("10.0.0.2:5000")
@@ -438,7 +439,7 @@ func TestFastPathRecordsTWCC(t *testing.T) {
 // A registration racing with close (pion's state callbacks run on their
 // own goroutines) never leaves a closed peer in the table.
 func TestFastPeerCloseWinsOverRegister(t *testing.T) {
-	tab := newFastTable()
+	tab := newFastTable(time.Hour)
 	key, salt := make([]byte, 16), make([]byte, 14)
 	for i := range 200 {
 		p := newFastPeer(tab)
@@ -453,6 +454,37 @@ func TestFastPeerCloseWinsOverRegister(t *testing.T) {
 		wg.Wait()
 		if len(*tab.peers.Load()) != 0 {
 			t.Fatalf("round %d: a closed peer is in the table", i)
+		}
+	}
+}
+
+// Every passEvery one RTP packet of a peer goes to pion, so that pion's
+// ICE agent sees the pair alive (it declares a silent pair disconnected).
+func TestFastPathPassesToPionForLiveness(t *testing.T) {
+	w := &payloadWriter{}
+	f := newFastFixture(t, srtp.ProtectionProfileAeadAes128Gcm, w)
+	f.tab.passEvery = 50 * time.Millisecond
+	if got := newFastTable(5 * time.Second).passEvery; got != time.Second {
+		t.Errorf("pass interval %v for a 5 s disconnected timeout, want 1 s", got)
+	}
+	if got := newFastTable(500 * time.Millisecond).passEvery; got != 125*time.Millisecond {
+		t.Errorf("pass interval %v for a 500 ms disconnected timeout, want 125 ms", got)
+	}
+	var passed []uint16
+	start := time.Now()
+	for seq := uint16(0); time.Since(start) < 300*time.Millisecond; seq++ {
+		if !f.peer.receive(f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 100))) {
+			passed = append(passed, seq)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// About one every 50 ms (sleeps overshoot on a busy machine: at most 6).
+	if len(passed) < 2 || len(passed) > 6 {
+		t.Fatalf("passed to pion: %v, want one every 50 ms of 300 ms", passed)
+	}
+	for i := 1; i < len(passed); i++ {
+		if passed[i] == passed[i-1]+1 {
+			t.Fatalf("consecutive packets passed: %v", passed)
 		}
 	}
 }

@@ -151,7 +151,7 @@ func New(cfg Config) (*SFU, error) {
 	}
 	var fast *fastTable
 	if !cfg.PionReceive {
-		fast = newFastTable()
+		fast = newFastTable(iceDisconnectedTimeout(cfg))
 	}
 	switch {
 	case fast != nil || (cfg.BatchedReads && cfg.Net == nil):

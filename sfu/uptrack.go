@@ -40,8 +40,9 @@ type upTrack struct {
 	outExt   [4]rtp.Extension
 	lastREMB time.Duration // since epoch
 	rembSent bool
-	resume   mediaResume // video only
-	epoch    time.Time   // arrival times are taken from it (rxStats)
+	resume   mediaResume   // video only
+	epoch    time.Time     // arrival times are taken from it (rxStats)
+	arrival  time.Duration // of the packet being forwarded, since epoch
 
 	buf [maxPacket]byte // owned by run
 
@@ -136,15 +137,19 @@ func (u *upTrack) run() {
 
 // deliver forwards one packet; viaRTX says it came as a retransmission
 // (restored from RTX). Safe for concurrent use: pion's read loop and the
-// receive fast path both deliver.
-func (u *upTrack) deliver(pkt []byte, viaRTX bool) {
+// receive fast path both deliver. It returns the packet's arrival time
+// since u.epoch (0 for a packet that does not parse).
+func (u *upTrack) deliver(pkt []byte, viaRTX bool) time.Duration {
 	u.fwd.Lock()
 	u.viaRTX = viaRTX
 	if viaRTX {
 		u.stats.recovered.Add(1)
 	}
+	u.arrival = 0
 	u.forward(pkt)
+	at := u.arrival
 	u.fwd.Unlock()
+	return at
 }
 
 // forward parses one packet in place and writes it to every sink; u.fwd
@@ -167,6 +172,7 @@ func (u *upTrack) forward(pkt []byte) {
 	// The packet's arrival, read once: time.Since reads only the
 	// monotonic clock (~45 ns here; time.Now ~70 ns).
 	now := time.Since(u.epoch)
+	u.arrival = now
 	if !u.viaRTX {
 		u.rx.onArrival(u.in.Timestamp, now)
 	}
