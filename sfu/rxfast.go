@@ -36,10 +36,13 @@ import (
 // selected pair has received nothing for the disconnected timeout; RTP
 // the fast path takes is not seen there. RTCP and STUN usually keep it
 // fresh, but a publisher that receives nothing (alone in a call, audio
-// only) may send neither for seconds. So one RTP packet per peer is
-// handed to pion every passEvery (a quarter of the disconnected timeout,
-// at most fastPassMax): pion sees the pair alive and forwards the packet
-// as before (deliver keeps the two paths apart).
+// only) may send neither for seconds. So every passEvery (a quarter of
+// the disconnected timeout, at most fastPassMax) the socket reader, after
+// forwarding a peer's packet, hands pion a STUN Binding Indication from
+// the peer's address in its place (aliveNote): pion's agent counts it as
+// traffic from the remote (the keepalive of RFC 8445 11), and nothing
+// else happens. (Handing pion the RTP packet itself would forward it
+// late, behind newer ones.)
 const (
 	fastPassMax = time.Second
 	fastPassMin = 50 * time.Millisecond
@@ -57,15 +60,31 @@ type fastTable struct {
 	mu    sync.Mutex // serialises writers of peers
 	peers atomic.Pointer[map[netip.AddrPort]*fastPeer]
 
-	passEvery time.Duration // a peer's RTP goes to pion this often (liveness)
+	passEvery time.Duration // pion hears of a peer's RTP this often (aliveNote)
 
 	stats fastCounters
 }
 
 // fastCounters count RTP datagrams by the path they took.
 type fastCounters struct {
-	fast, repairs, fallback, authFailures, dropped, released atomic.Uint64
+	fast, repairs, fallback, authFailures, dropped, released, notes atomic.Uint64
 }
+
+// verdict is what handle did with a datagram.
+type verdict int
+
+const (
+	toPion    verdict = iota // not taken: pion reads it as it came
+	taken                    // handled; read the next datagram
+	takenNote                // handled; pion reads aliveNote from its sender instead
+)
+
+// aliveNote is a STUN Binding Indication (RFC 5389: type 0x0011, no
+// attributes): pion's ICE agent takes it as traffic from the remote
+// candidate (it updates the pair's last-received time) and answers
+// nothing.
+var aliveNote = [20]byte{0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42,
+	'r', 'x', 'f', 'a', 's', 't', ' ', 'a', 'l', 'i', 'v', 'e'}
 
 // ReceivePathStats counts the RTP packets the media sockets received, by
 // the path they took (see Config.PionReceive).
@@ -84,6 +103,8 @@ type ReceivePathStats struct {
 	Dropped uint64
 	// Released streams were given back to pion after repeated failures.
 	Released uint64
+	// AliveNotes told pion's ICE agent that a peer's media arrives.
+	AliveNotes uint64
 }
 
 // newFastTable: disconnected is the ICE disconnected timeout.
@@ -96,7 +117,8 @@ func newFastTable(disconnected time.Duration) *fastTable {
 
 func (t *fastTable) snapshot() ReceivePathStats {
 	return ReceivePathStats{Fast: t.stats.fast.Load(), Repairs: t.stats.repairs.Load(), Fallback: t.stats.fallback.Load(),
-		AuthFailures: t.stats.authFailures.Load(), Dropped: t.stats.dropped.Load(), Released: t.stats.released.Load()}
+		AuthFailures: t.stats.authFailures.Load(), Dropped: t.stats.dropped.Load(), Released: t.stats.released.Load(),
+		AliveNotes: t.stats.notes.Load()}
 }
 
 // canonical is the form addresses are kept in (pion's mux unmaps too).
@@ -115,16 +137,21 @@ func isRTP(b []byte) bool {
 }
 
 // handle takes b (a datagram from from) if it belongs to the fast path;
-// false hands it to pion unchanged. b may be overwritten when it is taken.
-func (t *fastTable) handle(b []byte, from netip.AddrPort) bool {
+// toPion hands it to pion unchanged. b may be overwritten when it is
+// taken.
+func (t *fastTable) handle(b []byte, from netip.AddrPort) verdict {
 	if !isRTP(b) {
-		return false
+		return toPion
 	}
 	if p := (*t.peers.Load())[canonical(from)]; p != nil && p.receive(b) {
-		return true
+		if p.noteDue.Load() && p.noteDue.CompareAndSwap(true, false) {
+			t.stats.notes.Add(1)
+			return takenNote
+		}
+		return taken
 	}
 	t.stats.fallback.Add(1)
-	return false
+	return toPion
 }
 
 // add maps addr to p unless another peer has it; false if it has.
@@ -180,8 +207,8 @@ type fastPeer struct {
 	mu  sync.Mutex // guards ctx's state and hdr: a decryption at a time
 	hdr rtp.Header
 
-	streams  atomic.Pointer[[]*fastStream] // copy-on-write
-	passNext atomic.Bool                   // hand the next RTP packet to pion (liveness)
+	streams atomic.Pointer[[]*fastStream] // copy-on-write
+	noteDue atomic.Bool                   // pion is to hear of this peer (aliveNote)
 
 	regMu  sync.Mutex // guards the fields below
 	addr   netip.AddrPort
@@ -197,9 +224,9 @@ type fastStream struct {
 	media uint32 // the media SSRC an RTX packet is restored to
 	pt    uint8  // the media payload type an RTX packet is restored to
 	fails atomic.Int32
-	// lastPass is when (up's arrival clock) the peer last let a packet
-	// through to pion because of this stream.
-	lastPass atomic.Int64
+	// lastNote is when (up's arrival clock) pion was last told of the
+	// peer because of this stream.
+	lastNote atomic.Int64
 }
 
 func newFastPeer(t *fastTable) *fastPeer { return &fastPeer{tab: t} }
@@ -221,7 +248,7 @@ func (p *fastPeer) stream(ssrc uint32) *fastStream {
 // receive decrypts and forwards b if its SSRC is registered.
 func (p *fastPeer) receive(b []byte) bool {
 	st := p.stream(binary.BigEndian.Uint32(b[8:12]))
-	if st == nil || (p.passNext.Load() && p.passNext.CompareAndSwap(true, false)) {
+	if st == nil {
 		return false
 	}
 	p.mu.Lock()
@@ -243,9 +270,9 @@ func (p *fastPeer) receive(b []byte) bool {
 		p.tab.stats.repairs.Add(1)
 	}
 	p.tab.stats.fast.Add(1)
-	if at := st.up.deliver(pkt, st.rtx); at-time.Duration(st.lastPass.Load()) >= p.tab.passEvery {
-		st.lastPass.Store(int64(at))
-		p.passNext.Store(true)
+	if at := st.up.deliver(pkt, st.rtx); at-time.Duration(st.lastNote.Load()) >= p.tab.passEvery {
+		st.lastNote.Store(int64(at))
+		p.noteDue.Store(true)
 	}
 	return true
 }

@@ -51,12 +51,19 @@ func newFastConn(c transport.UDPConn, tab *fastTable) *fastConn {
 	return f
 }
 
-// ReadFromAddrPort returns the next datagram the fast path does not take.
+// ReadFromAddrPort returns the next datagram the fast path does not take
+// (or a note that one was taken: aliveNote).
 func (f *fastConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	for {
 		n, from, err := f.read(p)
-		if err != nil || !f.tab.handle(p[:n], from) {
+		if err != nil {
 			return n, from, err
+		}
+		switch f.tab.handle(p[:n], from) {
+		case toPion:
+			return n, from, nil
+		case takenNote:
+			return copy(p, aliveNote[:]), from, nil
 		}
 	}
 }
