@@ -318,3 +318,32 @@ func TestFastPathAcrossICERestart(t *testing.T) {
 		}
 	}
 }
+
+// A publisher who receives nothing sends the SFU little besides its RTP
+// (a sender report a second, a STUN keepalive every 2 s), and the fast
+// path hides that RTP from pion's ICE agent: with a 500 ms disconnected
+// timeout only the alive notes keep the agent from calling the pair
+// disconnected. Without them (passEvery of an hour) the publisher's
+// signaler would hear Interrupted; the test logs whether it did.
+func TestFastPathKeepsICEAlive(t *testing.T) {
+	for _, notes := range []bool{true, false} {
+		t.Run(fmt.Sprintf("alive-notes=%v", notes), func(t *testing.T) {
+			s := newTestSFUWith(t, Config{ICEDisconnectedTimeout: 500 * time.Millisecond, ICEFailedTimeout: 10 * time.Second})
+			if !notes {
+				s.fast.passEvery = time.Hour
+			}
+			call := s.NewCall(t.Name())
+			t.Cleanup(call.Close)
+			a := joinWatched(t, call, "alice", true, rtctest.Options{})
+			b := joinWatched(t, call, "bob", false, rtctest.Options{})
+			t.Cleanup(a.StartSending()) // bob sends nothing: alice receives nothing
+			waitMore(t, "bob", b.testClient, webrtc.RTPCodecTypeVideo, 0, 20, 10*time.Second)
+			time.Sleep(4 * time.Second)
+			rx := s.ReceivePath()
+			t.Logf("alive notes %v: alice's signaler saw %q; %+v", notes, a.ev.String(), rx)
+			if notes && (a.ev.String() != "" || rx.AliveNotes == 0) {
+				t.Errorf("alice's signaler saw %q with %d alive notes, want nothing", a.ev.String(), rx.AliveNotes)
+			}
+		})
+	}
+}
