@@ -36,7 +36,7 @@ func TestSFUCollector(t *testing.T) {
 	tot := sfu.Totals{ReceivedPackets: 10, ReceivedBytes: 1000, ForwardedPackets: 20, ForwardedBytes: 2000,
 		Lost: 1, Recovered: 2, Duplicates: 3, NACKsSent: 4, NACKsReceived: 5, PLIsSent: 6, PLIsReceived: 7,
 		Retransmissions: 8, PaddingPackets: 9, WriteErrors: 11, RecordDropped: 12,
-		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15}}
+		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15, Released: 16}}
 	c := newSFUCollector(func() sfu.Totals { return tot }, func() sfu.Load { return sfu.Load{Calls: 2, Participants: 3} })
 	lint(t, c)
 	want := `
@@ -64,14 +64,18 @@ videochat_rtp_receive_path_packets_total{path="pion"} 14
 # HELP videochat_srtp_auth_failures_total RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped).
 # TYPE videochat_srtp_auth_failures_total counter
 videochat_srtp_auth_failures_total 15
+# HELP videochat_receive_fast_path_released_streams_total Streams given back to pion's readers because none of their packets decrypted on the receive fast path.
+# TYPE videochat_receive_fast_path_released_streams_total counter
+videochat_receive_fast_path_released_streams_total 16
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "videochat_forwarded_packets_total",
 		"videochat_nacks_total", "videochat_plis_total", "videochat_retransmissions_total", "videochat_sfu_participants",
-		"videochat_rtp_receive_path_packets_total", "videochat_srtp_auth_failures_total"); err != nil {
+		"videochat_rtp_receive_path_packets_total", "videochat_srtp_auth_failures_total",
+		"videochat_receive_fast_path_released_streams_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 20 {
-		t.Errorf("%d series, want 17", n)
+	if n := testutil.CollectAndCount(c); n != 21 {
+		t.Errorf("%d series, want 21", n)
 	}
 }
 

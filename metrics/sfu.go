@@ -15,6 +15,7 @@ type sfuCollector struct {
 	recvPackets, recvBytes, fwdPackets, fwdBytes          *prometheus.Desc
 	lost, recovered, duplicates, nacks, plis, retransmits *prometheus.Desc
 	padding, writeErrors, recordDropped, rxPath, rxAuth   *prometheus.Desc
+	rxReleased                                            *prometheus.Desc
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -41,13 +42,15 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 		rxPath: desc("rtp_receive_path_packets_total",
 			"RTP packets received on the media sockets, by the path they took: fast (decrypted and forwarded by the socket reader), pion (pion's readers).", "path"),
 		rxAuth: desc("srtp_auth_failures_total", "RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped)."),
+		rxReleased: desc("receive_fast_path_released_streams_total",
+			"Streams given back to pion's readers because none of their packets decrypted on the receive fast path."),
 	}
 }
 
 func (c *sfuCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.participants, c.recvPackets, c.recvBytes, c.fwdPackets,
 		c.fwdBytes, c.lost, c.recovered, c.duplicates, c.nacks, c.plis, c.retransmits, c.padding,
-		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth} {
+		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased} {
 		ch <- d
 	}
 }
@@ -80,4 +83,5 @@ func (c *sfuCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.rxPath, t.ReceivePath.Fast, "fast")
 	counter(c.rxPath, t.ReceivePath.Fallback, "pion")
 	counter(c.rxAuth, t.ReceivePath.AuthFailures)
+	counter(c.rxReleased, t.ReceivePath.Released)
 }

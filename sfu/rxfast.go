@@ -26,31 +26,39 @@ import (
 // without keys).
 //
 // A packet of a registered stream that fails authentication is dropped
-// and counted: pion, with the same keys, would drop it too. One whose
-// stream fails fastReleaseAfter times in a row without a success is given
+// and counted: pion, with the same keys, would drop it too. A stream that
+// fails fastReleaseAfter times before any packet of it decrypted is given
 // back to pion (the stream is unregistered): a sender our context cannot
-// follow (say, its rollover counter moved while pion had the stream)
-// keeps working on pion's path.
+// follow from the start (say, its rollover counter moved while pion had
+// the stream) keeps working on pion's path. Once a stream has decrypted,
+// failures never release it: else a forger who can send from the peer's
+// address could push it to the slower path at will.
 
-// pion's ICE agent (ICE-lite) declares a connection disconnected when the
-// selected pair has received nothing for the disconnected timeout; RTP
-// the fast path takes is not seen there. RTCP and STUN usually keep it
-// fresh, but a publisher that receives nothing (alone in a call, audio
-// only) may send neither for seconds. So every passEvery (a quarter of
-// the disconnected timeout, at most fastPassMax) the socket reader, after
-// forwarding a peer's packet, hands pion a STUN Binding Indication from
-// the peer's address in its place (aliveNote): pion's agent counts it as
-// traffic from the remote (the keepalive of RFC 8445 11), and nothing
-// else happens. (Handing pion the RTP packet itself would forward it
-// late, behind newer ones.)
+// pion must be able to take a stream back at any time: when the pair
+// moves to a transport the fast path does not read (ICE-TCP), when a
+// stream is released, when the peer is unregistered. pion's SRTP context
+// guesses a packet's rollover counter from the last packet it decrypted
+// (within 2^15 sequence numbers, RFC 3711 3.3.1), so after 2^15 packets
+// it did not see (110 s of video) it would reject the stream for good.
+// And pion's ICE-lite agent calls a pair disconnected when nothing
+// arrived on it for the disconnected timeout; RTP the fast path takes is
+// not seen there (a publisher that receives nothing may send little else
+// for seconds). Both are served by one thing: every passEvery (a quarter
+// of the disconnected timeout, at most fastPassMax) and every
+// fastPassPackets packets of a stream, the socket reader, after
+// forwarding a packet, hands pion a copy of it as it arrived
+// (encrypted). pion decrypts it, which keeps its context in step, and its
+// agent counts it as traffic; the track's read loop and the transport-wide
+// feedback recognise the copy and drop it (upTrack.fromPion,
+// twccFeedback.fromPion), so it is neither forwarded nor counted twice.
 const (
-	fastPassMax = time.Second
-	fastPassMin = 50 * time.Millisecond
+	fastPassMax     = time.Second
+	fastPassMin     = 50 * time.Millisecond
+	fastPassPackets = 4096 // well under 2^15
 )
 
-// fastReleaseAfter consecutive authentication failures of a stream give
-// it back to pion. A forger who can send from the peer's address gains
-// nothing by it: pion's path checks the same keys.
+// fastReleaseAfter consecutive authentication failures of a stream that
+// never decrypted give it back to pion.
 const fastReleaseAfter = 64
 
 // fastTable is the registry the socket readers consult for every
@@ -60,14 +68,15 @@ type fastTable struct {
 	mu    sync.Mutex // serialises writers of peers
 	peers atomic.Pointer[map[netip.AddrPort]*fastPeer]
 
-	passEvery time.Duration // pion hears of a peer's RTP this often (aliveNote)
+	passEvery   time.Duration // pion is handed a copy of a stream's RTP this often
+	passPackets uint32        // ... and at least every passPackets packets
 
 	stats fastCounters
 }
 
 // fastCounters count RTP datagrams by the path they took.
 type fastCounters struct {
-	fast, repairs, fallback, authFailures, dropped, released, notes atomic.Uint64
+	fast, repairs, fallback, authFailures, dropped, released, passed atomic.Uint64
 }
 
 // verdict is what handle did with a datagram.
@@ -76,15 +85,8 @@ type verdict int
 const (
 	toPion    verdict = iota // not taken: pion reads it as it came
 	taken                    // handled; read the next datagram
-	takenNote                // handled; pion reads aliveNote from its sender instead
+	takenPass                // handled; pion reads the copy kept before decryption
 )
-
-// aliveNote is a STUN Binding Indication (RFC 5389: type 0x0011, no
-// attributes): pion's ICE agent takes it as traffic from the remote
-// candidate (it updates the pair's last-received time) and answers
-// nothing.
-var aliveNote = [20]byte{0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42,
-	'r', 'x', 'f', 'a', 's', 't', ' ', 'a', 'l', 'i', 'v', 'e'}
 
 // ReceivePathStats counts the RTP packets the media sockets received, by
 // the path they took (see Config.PionReceive).
@@ -103,13 +105,14 @@ type ReceivePathStats struct {
 	Dropped uint64
 	// Released streams were given back to pion after repeated failures.
 	Released uint64
-	// AliveNotes told pion's ICE agent that a peer's media arrives.
-	AliveNotes uint64
+	// Passed were Fast ones of which pion was also handed a copy (to keep
+	// its SRTP context and ICE agent in step; it drops them).
+	Passed uint64
 }
 
 // newFastTable: disconnected is the ICE disconnected timeout.
 func newFastTable(disconnected time.Duration) *fastTable {
-	t := &fastTable{passEvery: min(max(disconnected/4, fastPassMin), fastPassMax)}
+	t := &fastTable{passEvery: min(max(disconnected/4, fastPassMin), fastPassMax), passPackets: fastPassPackets}
 	m := map[netip.AddrPort]*fastPeer{}
 	t.peers.Store(&m)
 	return t
@@ -118,7 +121,7 @@ func newFastTable(disconnected time.Duration) *fastTable {
 func (t *fastTable) snapshot() ReceivePathStats {
 	return ReceivePathStats{Fast: t.stats.fast.Load(), Repairs: t.stats.repairs.Load(), Fallback: t.stats.fallback.Load(),
 		AuthFailures: t.stats.authFailures.Load(), Dropped: t.stats.dropped.Load(), Released: t.stats.released.Load(),
-		AliveNotes: t.stats.notes.Load()}
+		Passed: t.stats.passed.Load()}
 }
 
 // canonical is the form addresses are kept in (pion's mux unmaps too).
@@ -138,20 +141,21 @@ func isRTP(b []byte) bool {
 
 // handle takes b (a datagram from from) if it belongs to the fast path;
 // toPion hands it to pion unchanged. b may be overwritten when it is
-// taken.
-func (t *fastTable) handle(b []byte, from netip.AddrPort) verdict {
+// taken. With takenPass, scratch[:n] holds b as it came, for pion.
+func (t *fastTable) handle(b []byte, from netip.AddrPort, scratch []byte) (v verdict, n int) {
 	if !isRTP(b) {
-		return toPion
+		return toPion, 0
 	}
-	if p := (*t.peers.Load())[canonical(from)]; p != nil && p.receive(b) {
-		if p.noteDue.Load() && p.noteDue.CompareAndSwap(true, false) {
-			t.stats.notes.Add(1)
-			return takenNote
+	if p := (*t.peers.Load())[canonical(from)]; p != nil {
+		if ok, n := p.receive(b, scratch); ok {
+			if n > 0 {
+				return takenPass, n
+			}
+			return taken, 0
 		}
-		return taken
 	}
 	t.stats.fallback.Add(1)
-	return toPion
+	return toPion, 0
 }
 
 // add maps addr to p unless another peer has it; false if it has.
@@ -191,7 +195,8 @@ func (t *fastTable) remove(addr netip.AddrPort, p *fastPeer) {
 // arrivalRecorder takes the arrival of every packet for transport-wide
 // congestion control feedback (twccFeedback).
 type arrivalRecorder interface {
-	arrived(ssrc uint32, pkt []byte)
+	// passed: pion is handed a copy of pkt and is to ignore it.
+	arrived(ssrc uint32, pkt []byte, passed bool)
 }
 
 // fastPeer is one PeerConnection on the fast path: its SRTP context and
@@ -208,7 +213,6 @@ type fastPeer struct {
 	hdr rtp.Header
 
 	streams atomic.Pointer[[]*fastStream] // copy-on-write
-	noteDue atomic.Bool                   // pion is to hear of this peer (aliveNote)
 
 	regMu  sync.Mutex // guards the fields below
 	addr   netip.AddrPort
@@ -220,13 +224,16 @@ type fastPeer struct {
 type fastStream struct {
 	ssrc  uint32
 	up    *upTrack
-	rtx   bool   // a repair stream (RFC 4588): unwrap before forwarding
-	media uint32 // the media SSRC an RTX packet is restored to
-	pt    uint8  // the media payload type an RTX packet is restored to
-	fails atomic.Int32
-	// lastNote is when (up's arrival clock) pion was last told of the
-	// peer because of this stream.
-	lastNote atomic.Int64
+	rtx   bool         // a repair stream (RFC 4588): unwrap before forwarding
+	media uint32       // the media SSRC an RTX packet is restored to
+	pt    uint8        // the media payload type an RTX packet is restored to
+	fails atomic.Int32 // consecutive authentication failures
+	ok    atomic.Bool  // a packet decrypted
+	// pion is handed a copy of the next packet (passDue); it was last
+	// handed one at lastPass (up's arrival clock), sincePass packets ago.
+	passDue   atomic.Bool
+	lastPass  atomic.Int64
+	sincePass atomic.Uint32
 }
 
 func newFastPeer(t *fastTable) *fastPeer { return &fastPeer{tab: t} }
@@ -245,47 +252,78 @@ func (p *fastPeer) stream(ssrc uint32) *fastStream {
 	return nil
 }
 
-// receive decrypts and forwards b if its SSRC is registered.
-func (p *fastPeer) receive(b []byte) bool {
+// receive decrypts and forwards b if its SSRC is registered (ok). When a
+// copy for pion is due, b as it came is kept in scratch first and n is
+// its length.
+func (p *fastPeer) receive(b, scratch []byte) (ok bool, n int) {
 	st := p.stream(binary.BigEndian.Uint32(b[8:12]))
 	if st == nil {
-		return false
+		return false, 0
+	}
+	if st.passDue.Load() && len(b) <= len(scratch) {
+		n = copy(scratch, b)
 	}
 	p.mu.Lock()
 	pkt, err := p.ctx.DecryptRTP(b, b, &p.hdr)
 	p.mu.Unlock()
 	if err != nil {
 		p.failed(st, err)
-		return true
+		return true, 0
 	}
-	st.fails.Store(0)
+	if st.fails.Load() != 0 {
+		st.fails.Store(0)
+	}
+	if !st.ok.Load() {
+		st.ok.Store(true)
+	}
 	if p.twcc != nil {
-		p.twcc.arrived(st.ssrc, pkt)
+		p.twcc.arrived(st.ssrc, pkt, n > 0)
 	}
 	if st.rtx {
 		if pkt = unwrapRTX(pkt, st.pt, st.media); pkt == nil {
 			p.tab.stats.dropped.Add(1) // padding only: a bandwidth probe
-			return true
+			return true, p.passed(st, n, 0)
 		}
 		p.tab.stats.repairs.Add(1)
 	}
 	p.tab.stats.fast.Add(1)
-	if at := st.up.deliver(pkt, st.rtx); at-time.Duration(st.lastNote.Load()) >= p.tab.passEvery {
-		st.lastNote.Store(int64(at))
-		p.noteDue.Store(true)
+	if n > 0 {
+		// Before the copy reaches pion: its read loop is to drop it.
+		st.up.fromPion.Store(passMark | uint32(binary.BigEndian.Uint16(pkt[2:4])))
 	}
-	return true
+	return true, p.passed(st, n, st.up.deliver(pkt, st.rtx))
 }
 
-// failed counts a packet that did not decrypt; a stream failing too long
-// goes back to pion.
+// passMark marks upTrack.fromPion and twccFeedback.fromPion as set.
+const passMark = 1 << 16
+
+// passed schedules the next copy for pion after a packet of st arrived
+// at at (0: not known); n > 0 when this one is copied. It returns n.
+func (p *fastPeer) passed(st *fastStream, n int, at time.Duration) int {
+	if n > 0 {
+		p.tab.stats.passed.Add(1)
+		st.passDue.Store(false)
+		st.sincePass.Store(0)
+		if at > 0 {
+			st.lastPass.Store(int64(at))
+		}
+		return n
+	}
+	if st.sincePass.Add(1) >= p.tab.passPackets || (at > 0 && at-time.Duration(st.lastPass.Load()) >= p.tab.passEvery) {
+		st.passDue.Store(true)
+	}
+	return 0
+}
+
+// failed counts a packet that did not decrypt; a stream that never
+// decrypted and keeps failing goes back to pion.
 func (p *fastPeer) failed(st *fastStream, err error) {
 	if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) {
 		p.tab.stats.dropped.Add(1)
 		return
 	}
 	p.tab.stats.authFailures.Add(1)
-	if st.fails.Add(1) == fastReleaseAfter {
+	if !st.ok.Load() && st.fails.Add(1) == fastReleaseAfter {
 		p.tab.stats.released.Add(1)
 		p.removeStreams(func(s *fastStream) bool { return s == st })
 	}

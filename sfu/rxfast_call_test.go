@@ -256,7 +256,13 @@ func TestFastPathRepairsUnderLoss(t *testing.T) {
 	c := newLossCall(t, n)
 	stop := c.pub.StartMedia(lossVideo)
 	defer stop()
-	time.Sleep(time.Second) // setup: the first packets go through pion
+	// Set-up: the first packets go through pion, until the keys and the
+	// stream are registered.
+	for deadline := time.Now().Add(10 * time.Second); c.sfu.ReceivePath().Fast == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no packet on the fast path: %+v", c.sfu.ReceivePath())
+		}
+	}
 	before := c.sfu.ReceivePath()
 	time.Sleep(6 * time.Second)
 	cutoff := time.Now()
@@ -322,15 +328,15 @@ func TestFastPathAcrossICERestart(t *testing.T) {
 // A publisher who receives nothing sends the SFU little besides its RTP
 // (a sender report a second, a STUN keepalive every 2 s), and the fast
 // path hides that RTP from pion's ICE agent: with a 500 ms disconnected
-// timeout only the alive notes keep the agent from calling the pair
-// disconnected. Without them (passEvery of an hour) the publisher's
-// signaler would hear Interrupted; the test logs whether it did.
+// timeout only the copies handed to pion (every 125 ms) keep the agent
+// from calling the pair disconnected. The control, without copies, shows
+// that the publisher's signaler would hear Interrupted.
 func TestFastPathKeepsICEAlive(t *testing.T) {
-	for _, notes := range []bool{true, false} {
-		t.Run(fmt.Sprintf("alive-notes=%v", notes), func(t *testing.T) {
+	for _, copies := range []bool{true, false} {
+		t.Run(fmt.Sprintf("copies=%v", copies), func(t *testing.T) {
 			s := newTestSFUWith(t, Config{ICEDisconnectedTimeout: 500 * time.Millisecond, ICEFailedTimeout: 10 * time.Second})
-			if !notes {
-				s.fast.passEvery = time.Hour
+			if !copies {
+				s.fast.passEvery, s.fast.passPackets = time.Hour, 1<<31
 			}
 			call := s.NewCall(t.Name())
 			t.Cleanup(call.Close)
@@ -338,11 +344,24 @@ func TestFastPathKeepsICEAlive(t *testing.T) {
 			b := joinWatched(t, call, "bob", false, rtctest.Options{})
 			t.Cleanup(a.StartSending()) // bob sends nothing: alice receives nothing
 			waitMore(t, "bob", b.testClient, webrtc.RTPCodecTypeVideo, 0, 20, 10*time.Second)
-			time.Sleep(4 * time.Second)
+			// 8 s is 16 disconnected timeouts; the control flaps within 1-3 s.
+			window := time.NewTimer(8 * time.Second)
+			defer window.Stop()
+			for a.ev.String() == "" {
+				select {
+				case <-a.ev.changed:
+					continue
+				case <-window.C:
+				}
+				break
+			}
 			rx := s.ReceivePath()
-			t.Logf("alive notes %v: alice's signaler saw %q; %+v", notes, a.ev.String(), rx)
-			if notes && (a.ev.String() != "" || rx.AliveNotes == 0) {
-				t.Errorf("alice's signaler saw %q with %d alive notes, want nothing", a.ev.String(), rx.AliveNotes)
+			t.Logf("copies %v: alice's signaler saw %q; %+v", copies, a.ev.String(), rx)
+			if copies && (a.ev.String() != "" || rx.Passed == 0) {
+				t.Errorf("alice's signaler saw %q with %d copies to pion, want nothing", a.ev.String(), rx.Passed)
+			}
+			if !copies && a.ev.String() == "" {
+				t.Error("without copies alice was never interrupted: the test does not test")
 			}
 		})
 	}

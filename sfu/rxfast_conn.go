@@ -22,6 +22,8 @@ type fastConn struct {
 	tab   *fastTable
 	read  func([]byte) (int, netip.AddrPort, error)
 	write func([]byte, netip.AddrPort) (int, error)
+
+	scratch [maxPacket]byte // owned by the reading goroutine (pion's mux has one)
 }
 
 type addrPortReader interface {
@@ -51,19 +53,19 @@ func newFastConn(c transport.UDPConn, tab *fastTable) *fastConn {
 	return f
 }
 
-// ReadFromAddrPort returns the next datagram the fast path does not take
-// (or a note that one was taken: aliveNote).
+// ReadFromAddrPort returns the next datagram the fast path does not take,
+// or the copy of a taken one that pion is to see (rxfast.go).
 func (f *fastConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	for {
 		n, from, err := f.read(p)
 		if err != nil {
 			return n, from, err
 		}
-		switch f.tab.handle(p[:n], from) {
+		switch v, c := f.tab.handle(p[:n], from, f.scratch[:]); v {
 		case toPion:
 			return n, from, nil
-		case takenNote:
-			return copy(p, aliveNote[:]), from, nil
+		case takenPass:
+			return copy(p, f.scratch[:c]), from, nil
 		}
 	}
 }

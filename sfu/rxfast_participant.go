@@ -11,10 +11,11 @@ import (
 // PeerConnection's remote address is registered from the selected
 // candidate pair once the SRTP keys are known (DTLS connected), moved when
 // the pair changes, and removed on an ICE restart (until the new pair is
-// selected), when the connection is lost or failed, and at close. Its
-// incoming tracks are registered (media SSRC, and the RTX SSRC the
-// client's description declares) when their read loop starts, and
-// removed when it ends.
+// selected), when the connection failed or closed, and at close (a
+// disconnected peer stays: its media may come back from the same
+// address). Its incoming tracks are registered (media SSRC, and the RTX
+// SSRC the client's description declares) when their read loop starts,
+// and removed when it ends.
 
 // fastStart hooks p into the fast path (if the SFU has it).
 func (p *Participant) fastStart() {
@@ -22,15 +23,17 @@ func (p *Participant) fastStart() {
 		return
 	}
 	p.fast = newFastPeer(p.sfu.fast)
-	p.pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
-		p.fastRegister(pair)
+	p.pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(*webrtc.ICECandidatePair) {
+		p.fastRegister()
 	})
 }
 
-// fastRegister registers p under the remote address of pair (nil: the
-// selected pair) once its keys are known; without a usable pair it
-// unregisters p.
-func (p *Participant) fastRegister(pair *webrtc.ICECandidatePair) {
+// fastRegister registers p under the remote address of the selected
+// candidate pair once its keys are known; without a usable pair it
+// unregisters p. Callers race (pion calls back on its own goroutines):
+// each registers the pair selected when it looks, and looks again after,
+// so the last one to look leaves the pair selected then.
+func (p *Participant) fastRegister() {
 	if p.fast == nil {
 		return
 	}
@@ -46,16 +49,21 @@ func (p *Participant) fastRegister(pair *webrtc.ICECandidatePair) {
 		p.log.Debug("receive fast path: no SRTP context", "err", err)
 		return
 	}
-	if pair == nil {
-		pair, _ = p.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
-	}
+	ice := p.pc.SCTP().Transport().ICETransport()
+	pair, _ := ice.GetSelectedCandidatePair()
 	addr, ok := pairRemote(pair)
-	if !ok {
-		p.fast.unregister()
-		return
-	}
-	if err := p.fast.register(addr); errors.Is(err, errFastTaken) {
-		p.log.Debug("receive fast path: address taken", "addr", addr.String())
+	for range 4 {
+		if !ok {
+			p.fast.unregister()
+		} else if err := p.fast.register(addr); errors.Is(err, errFastTaken) {
+			p.log.Debug("receive fast path: address taken", "addr", addr.String())
+		}
+		now, _ := ice.GetSelectedCandidatePair()
+		again, stillOK := pairRemote(now)
+		if again == addr && stillOK == ok {
+			return
+		}
+		addr, ok = again, stillOK
 	}
 }
 
@@ -78,8 +86,8 @@ func (p *Participant) fastState(s webrtc.PeerConnectionState) {
 	}
 	switch s { //nolint:exhaustive // the others change nothing
 	case webrtc.PeerConnectionStateConnected:
-		p.fastRegister(nil)
-	case webrtc.PeerConnectionStateDisconnected, webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+		p.fastRegister()
+	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 		p.fast.unregister()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -15,7 +16,6 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
-	"github.com/pion/stun/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -73,7 +73,8 @@ func newFastFixture(t testing.TB, prof srtp.ProtectionProfile, w webrtc.TrackLoc
 	if f.tx, err = srtp.CreateContext(f.key, f.salt, prof); err != nil {
 		t.Fatal(err)
 	}
-	f.tab.passEvery = time.Hour // no alive notes unless a test asks
+	// No copies for pion unless a test asks.
+	f.tab.passEvery, f.tab.passPackets = time.Hour, 1<<31
 	f.peer = newFastPeer(f.tab)
 	if err := f.peer.setKeys(prof, f.key, f.salt, nil); err != nil {
 		t.Fatal(err)
@@ -92,6 +93,12 @@ func (f *fastFixture) newTrack(w webrtc.TrackLocalWriter) {
 	f.up.addSink(d)
 	f.peer.addStream(&fastStream{ssrc: fastSSRC, up: f.up})
 	f.peer.addStream(&fastStream{ssrc: fastRTXSSRC, up: f.up, rtx: true, media: fastSSRC, pt: ptVP8})
+}
+
+// receive hands b to the peer as the socket reader would; true if taken.
+func (f *fastFixture) receive(b []byte) bool {
+	ok, _ := f.peer.receive(b, make([]byte, maxPacket))
+	return ok
 }
 
 // newReceiveContext gives the peer a fresh receiving context (a benchmark
@@ -290,33 +297,43 @@ func fastConnTakes(t *testing.T, batched bool, prof srtp.ProtectionProfile) {
 	}
 }
 
-// A stream that keeps failing authentication goes back to pion.
+// A stream that fails authentication from the start goes back to pion; one
+// that has decrypted never does (forged packets cannot push it off the
+// fast path).
 func TestFastStreamReleasedAfterFailures(t *testing.T) {
-	f := newFastFixture(t, srtp.ProtectionProfileAes128CmHmacSha1_80, &payloadWriter{})
+	w := &payloadWriter{}
+	f := newFastFixture(t, srtp.ProtectionProfileAes128CmHmacSha1_80, w)
 	other := newFastFixture(t, srtp.ProtectionProfileAes128CmHmacSha1_80, &payloadWriter{})
-	for i := range fastReleaseAfter - 1 {
-		if !f.peer.receive(other.seal(t, fastSSRC, ptVP8, uint16(i), fastPayload(1, 100))) {
-			t.Fatalf("packet %d not taken", i)
-		}
-	}
-	// A good packet resets the count.
-	if !f.peer.receive(f.seal(t, fastSSRC, ptVP8, 1000, fastPayload(1000, 100))) {
+	if !f.receive(f.seal(t, fastSSRC, ptVP8, 1000, fastPayload(1000, 100))) {
 		t.Fatal("good packet not taken")
 	}
-	for i := range fastReleaseAfter {
-		f.peer.receive(other.seal(t, fastSSRC, ptVP8, uint16(2000+i), fastPayload(1, 100)))
+	for i := range 2 * fastReleaseAfter {
+		f.receive(other.seal(t, fastSSRC, ptVP8, uint16(2000+i), fastPayload(1, 100)))
 	}
-	if f.peer.stream(fastSSRC) != nil {
-		t.Fatal("stream still registered")
+	if f.peer.stream(fastSSRC) == nil {
+		t.Fatal("forged packets released a stream that decrypts")
+	}
+	if !f.receive(f.seal(t, fastSSRC, ptVP8, 1001, fastPayload(1001, 100))) || w.count() != 2 {
+		t.Fatalf("forwarded %d of the 2 good packets", w.count())
+	}
+	// The RTX stream has not decrypted yet.
+	for i := range fastReleaseAfter - 1 {
+		if !f.receive(other.seal(t, fastRTXSSRC, ptVP8RTX, uint16(i), fastPayload(1, 100))) {
+			t.Fatalf("RTX packet %d not taken", i)
+		}
 	}
 	if f.peer.stream(fastRTXSSRC) == nil {
-		t.Fatal("RTX stream released too")
+		t.Fatalf("RTX stream released after %d failures", fastReleaseAfter-1)
 	}
-	if f.peer.receive(f.seal(t, fastSSRC, ptVP8, 1001, fastPayload(1001, 100))) {
+	f.receive(other.seal(t, fastRTXSSRC, ptVP8RTX, 500, fastPayload(1, 100)))
+	if f.peer.stream(fastRTXSSRC) != nil || f.peer.stream(fastSSRC) == nil {
+		t.Fatal("want the RTX stream released, the media stream kept")
+	}
+	if f.receive(f.seal(t, fastRTXSSRC, ptVP8RTX, 501, fastPayload(1, 100))) {
 		t.Fatal("released stream's packet taken")
 	}
-	if r := f.tab.snapshot().Released; r != 1 {
-		t.Fatalf("released %d, want 1", r)
+	if st := f.tab.snapshot(); st.Released != 1 || st.AuthFailures != 2*fastReleaseAfter+fastReleaseAfter {
+		t.Fatalf("counters %+v, want 1 released, %d authentication failures", st, 3*fastReleaseAfter)
 	}
 }
 
@@ -372,7 +389,7 @@ func TestFastPathAndReadLoopExclusive(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for _, b := range fast {
-			f.peer.receive(b)
+			f.receive(b)
 		}
 	}()
 	go func() { // as run does, with what pion still had buffered
@@ -402,10 +419,11 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 	for i := range pkts {
 		pkts[i] = f.seal(t, fastSSRC, ptVP8, uint16(i), fastPayload(uint16(i), 1000))
 	}
-	f.tab.handle(pkts[0], from) // the SSRC's state in the SRTP context is made once
+	scratch := make([]byte, maxPacket)
+	f.tab.handle(pkts[0], from, scratch) // the SSRC's state in the SRTP context is made once
 	i := 1
 	allocs := testing.AllocsPerRun(100, func() {
-		if f.tab.handle(pkts[i], from) != taken {
+		if v, _ := f.tab.handle(pkts[i], from, scratch); v != taken {
 			t.Fatal("not taken")
 		}
 		i++
@@ -423,7 +441,7 @@ func TestFastPathRecordsTWCC(t *testing.T) {
 	tw.extID.Store(3) // seal's transport-cc extension
 	f.peer.twcc = tw
 	for seq := uint16(100); seq < 105; seq++ {
-		if !f.peer.receive(f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 100))) {
+		if !f.receive(f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 100))) {
 			t.Fatal("not taken")
 		}
 	}
@@ -459,54 +477,137 @@ func TestFastPeerCloseWinsOverRegister(t *testing.T) {
 	}
 }
 
-// Every passEvery, pion's ICE agent hears that a peer's media arrives (a
-// STUN Binding Indication from its address in place of a taken packet),
-// so that it does not call a pair silent whose RTP it no longer sees.
-func TestFastPathTellsPionThePeerIsAlive(t *testing.T) {
-	w := &payloadWriter{}
-	f := newFastFixture(t, srtp.ProtectionProfileAeadAes128Gcm, w)
-	f.tab.passEvery = 50 * time.Millisecond
+// The socket reader hands pion a copy of a taken packet every
+// passPackets packets of a stream (and every passEvery): the packet as
+// it came, which pion's own SRTP context decrypts, and which the track's
+// read loop recognises and drops.
+func TestFastPathPassesPionCopies(t *testing.T) {
 	if got := newFastTable(5 * time.Second).passEvery; got != time.Second {
-		t.Errorf("note interval %v for a 5 s disconnected timeout, want 1 s", got)
+		t.Errorf("copy interval %v for a 5 s disconnected timeout, want 1 s", got)
 	}
 	if got := newFastTable(500 * time.Millisecond).passEvery; got != 125*time.Millisecond {
-		t.Errorf("note interval %v for a 500 ms disconnected timeout, want 125 ms", got)
+		t.Errorf("copy interval %v for a 500 ms disconnected timeout, want 125 ms", got)
 	}
+	w := &payloadWriter{}
+	f := newFastFixture(t, srtp.ProtectionProfileAeadAes128Gcm, w)
+	f.tab.passPackets = 8
+	pion := f.pionContext(t)
 	fc, cl := fastConnPair(t, f.tab, false)
 	from := netip.MustParseAddrPort(cl.LocalAddr().String())
 	if err := f.peer.register(from); err != nil {
 		t.Fatal(err)
 	}
-	var seq uint16
-	send := func() {
-		if _, err := cl.Write(f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 100))); err != nil {
+	buf := make([]byte, 8192)
+	const packets = 40
+	for seq := range uint16(packets) {
+		sealed := f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 100))
+		if _, err := cl.Write(sealed); err != nil {
 			t.Fatal(err)
 		}
-		seq++
-	}
-	buf := make([]byte, 8192)
-	var notes int
-	start := time.Now()
-	for time.Since(start) < 300*time.Millisecond {
-		send()
-		time.Sleep(5 * time.Millisecond)
-		send()
-		_ = fc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if seq%9 != 8 { // 8 taken, the 9th copied
+			continue
+		}
+		_ = fc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, addr, err := fc.ReadFromAddrPort(buf)
+		if err != nil || addr != from || !bytes.Equal(buf[:n], sealed) {
+			t.Fatalf("after seq %d pion read %d bytes from %v (%v), want the packet as sent", seq, n, addr, err)
+		}
+		plain, err := pion.DecryptRTP(nil, buf[:n], nil)
 		if err != nil {
-			continue // both taken, no note due
+			t.Fatalf("pion cannot decrypt the copy of %d: %v", seq, err)
 		}
-		if !bytes.Equal(buf[:n], aliveNote[:]) || addr != from || !stun.IsMessage(buf[:n]) {
-			t.Fatalf("pion read %x from %v, want the alive note from %v", buf[:n], addr, from)
+		if !f.up.passedBack(plain) || f.up.passedBack(plain) {
+			t.Fatalf("the read loop does not drop the copy of %d exactly once", seq)
 		}
-		notes++
 	}
-	// About one every 50 ms of 300 ms (fewer on a busy machine).
-	if notes < 2 || notes > 6 {
-		t.Fatalf("%d alive notes in 300 ms, want one every 50 ms", notes)
+	// The reader takes the last packets (already sent), then times out.
+	_ = fc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, _, err := fc.ReadFromAddrPort(buf); err == nil {
+		t.Fatalf("pion read %d bytes, want nothing more", n)
 	}
-	// Every packet was forwarded (the last may still wait in the socket).
-	if st := f.tab.snapshot(); st.Fallback != 0 || st.AliveNotes != uint64(notes) || w.count() < int(seq)-1 {
-		t.Fatalf("counters %+v; %d of %d forwarded", st, w.count(), seq)
+	if st := f.tab.snapshot(); st.Fast != packets || st.Passed != packets/9 || st.Fallback != 0 {
+		t.Fatalf("counters %+v, want %d fast, %d copies", st, packets, packets/9)
+	}
+	// By time: with passEvery tiny, every other packet is copied.
+	f.tab.passPackets, f.tab.passEvery = 1<<31, time.Nanosecond
+	before := f.tab.snapshot().Passed
+	for seq := uint16(packets); seq < packets+10; seq++ {
+		f.receive(f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 100)))
+	}
+	if got := f.tab.snapshot().Passed - before; got != 5 {
+		t.Fatalf("%d copies of 10 packets by time, want 5", got)
+	}
+}
+
+// pionContext is a receiving SRTP context as pion's (replay window).
+func (f *fastFixture) pionContext(t testing.TB) *srtp.Context {
+	t.Helper()
+	c, err := srtp.CreateContext(f.key, f.salt, f.prof, srtp.SRTPReplayProtection(srtpReplayWindow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// pion can take a stream back after the fast path carried it for 70,000
+// packets (past a rollover of the sequence number): the copies kept its
+// SRTP context in step. Without them its rollover counter guess is wrong
+// and every packet fails (the control).
+func TestPionTakesBackALongFastStream(t *testing.T) {
+	for _, copies := range []bool{true, false} {
+		t.Run(fmt.Sprintf("copies=%v", copies), func(t *testing.T) {
+			f := newFastFixture(t, srtp.ProtectionProfileAeadAes128Gcm, &countingWriter{})
+			f.tab.passPackets = fastPassPackets
+			if !copies {
+				f.tab.passPackets = 1 << 31
+			}
+			pion := f.pionContext(t)
+			from := netip.MustParseAddrPort("10.0.0.1:5000")
+			buf, scratch := make([]byte, maxPacket), make([]byte, maxPacket)
+			seq := uint16(60000)
+			// pion decrypts what the fast path does not take, and the copies.
+			send := func() (verdict, error) {
+				n := copy(buf, f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 20)))
+				seq++
+				v, c := f.tab.handle(buf[:n], from, scratch)
+				switch v {
+				case toPion:
+					_, err := pion.DecryptRTP(nil, buf[:n], nil)
+					return v, err
+				case takenPass:
+					_, err := pion.DecryptRTP(nil, scratch[:c], nil)
+					return v, err
+				}
+				return v, nil
+			}
+			for range 10 { // before the peer is registered
+				if _, err := send(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := f.peer.register(from); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 70000 {
+				if v, err := send(); v == toPion || err != nil {
+					t.Fatalf("packet %d: %v, %v", i, v, err)
+				}
+			}
+			f.peer.unregister()
+			failed := 0
+			for range 100 {
+				if _, err := send(); err != nil {
+					failed++
+				}
+			}
+			t.Logf("copies %v: pion failed %d of 100 packets after the fast path's 70,000 (%d copies)",
+				copies, failed, f.tab.snapshot().Passed)
+			if copies && failed != 0 {
+				t.Fatalf("pion failed %d of 100 packets, want 0", failed)
+			}
+			if !copies && failed == 0 {
+				t.Fatal("without copies pion still decrypts: the test does not test")
+			}
+		})
 	}
 }

@@ -37,6 +37,9 @@ type twccFeedback struct {
 	// extID is the transport-cc extension's id on the PeerConnection's
 	// incoming streams (BUNDLE: one for all), for arrived; 0 = none.
 	extID atomic.Uint32
+	// fromPion is passMark|transport sequence number of a packet the fast
+	// path recorded and handed to pion as well: not recorded again.
+	fromPion atomic.Uint32
 }
 
 // twccInterval is pion's (and libwebrtc's) feedback interval.
@@ -108,26 +111,40 @@ func (t *twccFeedback) BindRemoteStream(info *interceptor.StreamInfo, r intercep
 		if err != nil {
 			return n, attr, err
 		}
-		t.record(ssrc, b[:n], id)
+		if seq, ok := transportSeq(rawExtension(b[:n], id)); ok && !t.passedBack(seq) {
+			t.record(ssrc, seq)
+		}
 		return n, attr, nil
 	})
 }
 
 // arrived records the arrival of pkt (decrypted, of stream ssrc) that
-// the receive fast path (rxfast.go) took past pion's readers.
-func (t *twccFeedback) arrived(ssrc uint32, pkt []byte) {
-	if id := uint8(t.extID.Load()); id != 0 { //nolint:gosec // stored from a uint8
-		t.record(ssrc, pkt, id)
+// the receive fast path (rxfast.go) took past pion's readers; passed:
+// pion gets a copy of it, which is not to be recorded again.
+func (t *twccFeedback) arrived(ssrc uint32, pkt []byte, passed bool) {
+	id := uint8(t.extID.Load()) //nolint:gosec // stored from a uint8
+	if id == 0 {
+		return
+	}
+	if seq, ok := transportSeq(rawExtension(pkt, id)); ok {
+		t.record(ssrc, seq)
+		if passed {
+			t.fromPion.Store(passMark | uint32(seq))
+		}
 	}
 }
 
-func (t *twccFeedback) record(ssrc uint32, pkt []byte, id uint8) {
-	if seq, ok := transportSeq(rawExtension(pkt, id)); ok {
-		at := time.Since(t.start).Microseconds()
-		t.mu.Lock()
-		t.rec.Record(ssrc, seq, at)
-		t.mu.Unlock()
-	}
+// passedBack tells the copy of a packet the fast path recorded.
+func (t *twccFeedback) passedBack(seq uint16) bool {
+	m := t.fromPion.Load()
+	return m == passMark|uint32(seq) && t.fromPion.CompareAndSwap(m, 0)
+}
+
+func (t *twccFeedback) record(ssrc uint32, seq uint16) {
+	at := time.Since(t.start).Microseconds()
+	t.mu.Lock()
+	t.rec.Record(ssrc, seq, at)
+	t.mu.Unlock()
 }
 
 // Close stops the feedback goroutine.

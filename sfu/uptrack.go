@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,12 @@ type upTrack struct {
 	// fwd lets one goroutine at a time forward: pion's read loop (run) or
 	// the media socket's reader on the receive fast path (rxfast.go),
 	// which takes a stream over while packets may still wait in pion's
-	// buffers. It guards the fields below.
+	// buffers. It guards the fields below. It is held across the writes
+	// to the subscribers (an exception to "no lock across I/O", since it
+	// serialises the forwarding itself): nothing else takes it, the writes
+	// never wait on the socket reader, and pion's read loop contends only
+	// for the packets it had buffered at the takeover (and drops the
+	// copies the fast path hands it back: passedBack).
 	fwd      sync.Mutex
 	dup      dupFilter
 	viaRTX   bool // the packet being forwarded came as a retransmission
@@ -45,6 +51,9 @@ type upTrack struct {
 	arrival  time.Duration // of the packet being forwarded, since epoch
 
 	buf [maxPacket]byte // owned by run
+	// fromPion is passMark|seq when pion was handed a copy of packet seq
+	// that the fast path forwarded (rxfast.go): run drops it.
+	fromPion atomic.Uint32
 
 	stats upStats
 	rx    rxStats // for RTCP receiver reports (rxreport.go)
@@ -131,8 +140,18 @@ func (u *upTrack) run() {
 		if err != nil {
 			return
 		}
+		if u.passedBack(u.buf[:n]) {
+			continue
+		}
 		u.deliver(u.buf[:n], attrs != nil && attrs.Get(webrtc.AttributeRtxSsrc) != nil)
 	}
+}
+
+// passedBack tells the copy of a packet the fast path forwarded (and
+// handed to pion only to keep it in step) from the rest.
+func (u *upTrack) passedBack(pkt []byte) bool {
+	m := u.fromPion.Load()
+	return m != 0 && len(pkt) >= 4 && m == passMark|uint32(binary.BigEndian.Uint16(pkt[2:4])) && u.fromPion.CompareAndSwap(m, 0)
 }
 
 // deliver forwards one packet; viaRTX says it came as a retransmission
