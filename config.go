@@ -21,6 +21,7 @@ type Config struct {
 	UDPPort        int    // the media port
 	UDPBuffer      int    // receive/send buffer of the media socket(s), bytes
 	UDPBatchRead   bool   // read the media sockets in recvmmsg batches (Linux)
+	MediaReaders   int    // sockets (and reader goroutines) per media address; 0 = auto
 	PionReceive    bool   // no receive fast path: all RTP through pion's readers
 	PublicIP       string // the address clients reach us at (1:1 NAT)
 	TURNAddr       string // embedded TURN (UDP+TCP); empty disables
@@ -77,6 +78,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.IntVar(&cfg.UDPPort, "udp-port", 9090, "UDP port for all media (0 = ephemeral)")
 	fs.IntVar(&cfg.UDPBuffer, "udp-buffer", 2<<20, "receive and send buffer of the media socket in bytes (capped by net.core.rmem_max/wmem_max)")
 	fs.BoolVar(&cfg.UDPBatchRead, "udp-batch-read", false, "read the media sockets in recvmmsg batches of up to 32 datagrams (Linux; see Performance in the README)")
+	fs.IntVar(&cfg.MediaReaders, "media-readers", 0, "sockets per media address (SO_REUSEPORT, Linux), each read by its own goroutine that forwards media; 0 = GOMAXPROCS capped at 4, 1 = one socket (see Performance in the README)")
 	fs.BoolVar(&cfg.PionReceive, "pion-receive", false, "turn the receive fast path off: every RTP packet goes through pion's readers (for comparison; see Performance in the README)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")
@@ -152,6 +154,9 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	}
 	if cfg.ShutdownDelay < 0 {
 		return cfg, errors.New("-shutdown-delay must not be negative")
+	}
+	if cfg.MediaReaders < 0 || cfg.MediaReaders > 64 {
+		return cfg, errors.New("-media-readers must be 0..64")
 	}
 	if cfg.UDPBuffer < 0 {
 		return cfg, errors.New("-udp-buffer must not be negative")

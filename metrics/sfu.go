@@ -15,7 +15,7 @@ type sfuCollector struct {
 	recvPackets, recvBytes, fwdPackets, fwdBytes          *prometheus.Desc
 	lost, recovered, duplicates, nacks, plis, retransmits *prometheus.Desc
 	padding, writeErrors, recordDropped, rxPath, rxAuth   *prometheus.Desc
-	rxReleased                                            *prometheus.Desc
+	rxReleased, rxOverflow                                *prometheus.Desc
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -42,6 +42,8 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 		rxPath: desc("rtp_receive_path_packets_total",
 			"RTP packets received on the media sockets, by the path they took: fast (decrypted and forwarded by the socket reader), pion (pion's readers).", "path"),
 		rxAuth: desc("srtp_auth_failures_total", "RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped)."),
+		rxOverflow: desc("media_reader_overflow_total",
+			"Datagrams for pion's UDP mux (STUN, DTLS, RTCP, RTP off the fast path) dropped because its queue from the media readers was full."),
 		rxReleased: desc("receive_fast_path_released_streams_total",
 			"Streams given back to pion's readers because none of their packets decrypted on the receive fast path."),
 	}
@@ -50,7 +52,7 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 func (c *sfuCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.participants, c.recvPackets, c.recvBytes, c.fwdPackets,
 		c.fwdBytes, c.lost, c.recovered, c.duplicates, c.nacks, c.plis, c.retransmits, c.padding,
-		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased} {
+		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow} {
 		ch <- d
 	}
 }
@@ -84,4 +86,5 @@ func (c *sfuCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.rxPath, t.ReceivePath.Fallback, "pion")
 	counter(c.rxAuth, t.ReceivePath.AuthFailures)
 	counter(c.rxReleased, t.ReceivePath.Released)
+	counter(c.rxOverflow, t.ReceivePath.Overflow)
 }

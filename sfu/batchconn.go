@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"errors"
 	"fmt"
 	"net"
 
@@ -13,26 +14,42 @@ import (
 // loopback option apply unchanged): the real network or Config.Net, with
 // the sockets read in batches (batched, real network on Linux:
 // batchconn_linux.go) and through the receive fast path (fast non-nil:
-// rxfast_conn.go).
+// rxfast_conn.go), by several readers per address (readers > 1, real
+// network and fast path only: readers.go).
 type mediaNet struct {
 	transport.Net
 	batched bool
 	fast    *fastTable
+	readers int
+	opened  *readerSet // the readersConns opened
 }
 
-// newMediaNet wraps n (nil: the real network).
-func newMediaNet(n transport.Net, batched bool, fast *fastTable) (transport.Net, error) {
+// newMediaNet wraps n (nil: the real network); readers > 1 opens that
+// many sockets per address when n is nil and fast is not.
+func newMediaNet(n transport.Net, batched bool, fast *fastTable, readers int) (mediaNet, error) {
+	if n != nil || fast == nil {
+		readers = 1
+	}
 	if n == nil {
 		var err error
 		if n, err = stdnet.NewNet(); err != nil {
-			return nil, fmt.Errorf("sfu: network: %w", err)
+			return mediaNet{}, fmt.Errorf("sfu: network: %w", err)
 		}
 	}
-	return mediaNet{Net: n, batched: batched, fast: fast}, nil
+	return mediaNet{Net: n, batched: batched, fast: fast, readers: readers, opened: &readerSet{}}, nil
 }
 
 // ListenUDP opens a media socket.
 func (n mediaNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	if n.readers > 1 {
+		socks, err := listenReusePort(network, laddr, n.readers)
+		if err == nil {
+			return n.readersConn(socks), nil
+		}
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return nil, err
+		}
+	}
 	c, err := n.Net.ListenUDP(network, laddr)
 	if err != nil {
 		return nil, err
@@ -44,4 +61,18 @@ func (n mediaNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPCo
 		c = newFastConn(c, n.fast)
 	}
 	return c, nil
+}
+
+// readersConn reads socks, each wrapped as ListenUDP wraps one socket.
+func (n mediaNet) readersConn(socks []*net.UDPConn) *readersConn {
+	cs := make([]transport.UDPConn, len(socks))
+	for i, u := range socks {
+		cs[i] = u
+		if n.batched {
+			cs[i] = wrapMediaConn(u)
+		}
+	}
+	r := newReadersConn(cs, n.fast)
+	n.opened.add(r)
+	return r
 }

@@ -215,7 +215,7 @@ func BenchmarkMediaSocketRead(b *testing.B) {
 
 // The SFU's real network opens its media sockets as batchConns.
 func TestMediaNetOpensBatchConns(t *testing.T) {
-	n, err := newMediaNet(nil, true, nil)
+	n, err := newMediaNet(nil, true, nil, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ type fastTable struct {
 
 // fastCounters count RTP datagrams by the path they took.
 type fastCounters struct {
-	fast, repairs, fallback, authFailures, dropped, released, passed atomic.Uint64
+	fast, repairs, fallback, authFailures, dropped, released, passed, overflow atomic.Uint64
 }
 
 // verdict is what handle did with a datagram.
@@ -108,6 +108,10 @@ type ReceivePathStats struct {
 	// Passed were Fast ones of which pion was also handed a copy (to keep
 	// its SRTP context and ICE agent in step; it drops them).
 	Passed uint64
+	// Overflow counts datagrams (of any kind) for pion that a media
+	// reader dropped because pion's read loop was handoffQueue datagrams behind
+	// (several readers per address: Config.MediaReaders, readers.go).
+	Overflow uint64
 }
 
 // newFastTable: disconnected is the ICE disconnected timeout.
@@ -121,7 +125,7 @@ func newFastTable(disconnected time.Duration) *fastTable {
 func (t *fastTable) snapshot() ReceivePathStats {
 	return ReceivePathStats{Fast: t.stats.fast.Load(), Repairs: t.stats.repairs.Load(), Fallback: t.stats.fallback.Load(),
 		AuthFailures: t.stats.authFailures.Load(), Dropped: t.stats.dropped.Load(), Released: t.stats.released.Load(),
-		Passed: t.stats.passed.Load()}
+		Passed: t.stats.passed.Load(), Overflow: t.stats.overflow.Load()}
 }
 
 // canonical is the form addresses are kept in (pion's mux unmaps too).

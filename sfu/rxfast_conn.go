@@ -3,6 +3,7 @@ package sfu
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/pion/transport/v4"
 )
@@ -24,6 +25,7 @@ type fastConn struct {
 	write func([]byte, netip.AddrPort) (int, error)
 
 	scratch [maxPacket]byte // owned by the reading goroutine (pion's mux has one)
+	taken   atomic.Uint64   // datagrams the fast path took
 }
 
 type addrPortReader interface {
@@ -61,10 +63,12 @@ func (f *fastConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 		if err != nil {
 			return n, from, err
 		}
-		switch v, c := f.tab.handle(p[:n], from, f.scratch[:]); v {
-		case toPion:
+		v, c := f.tab.handle(p[:n], from, f.scratch[:])
+		if v == toPion {
 			return n, from, nil
-		case takenPass:
+		}
+		f.taken.Add(1)
+		if v == takenPass {
 			return copy(p, f.scratch[:c]), from, nil
 		}
 	}

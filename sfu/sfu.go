@@ -69,6 +69,11 @@ type Config struct {
 	// system calls 3-15x but not the CPU per forwarded packet (README,
 	// Performance). Ignored with Net.
 	BatchedReads bool
+	// MediaReaders is the number of sockets per media address, each read
+	// by its own goroutine that runs the receive fast path (readers.go;
+	// SO_REUSEPORT, Linux): 0 is GOMAXPROCS capped at 4; 1 is one socket
+	// read by pion's UDP mux. Ignored (1) with Net or PionReceive.
+	MediaReaders int
 	// PionReceive turns the receive fast path off (rxfast.go): every
 	// RTP packet then goes through pion's readers (for comparison).
 	PionReceive bool
@@ -102,6 +107,7 @@ type SFU struct {
 	tcp   []*ice.TCPMuxDefault // passive ICE-TCP, one per Config.ICETCP listener
 	echo  echoes               // diagnostic PeerConnections (echo.go)
 	fast  *fastTable           // the receive fast path; nil if off (rxfast.go)
+	rdrs  *readerSet           // media sockets with several readers (readers.go)
 	log   *slog.Logger
 
 	mu     sync.Mutex
@@ -153,12 +159,14 @@ func New(cfg Config) (*SFU, error) {
 	if !cfg.PionReceive {
 		fast = newFastTable(iceDisconnectedTimeout(cfg))
 	}
+	rdrs := &readerSet{}
 	switch {
 	case fast != nil || (cfg.BatchedReads && cfg.Net == nil):
-		mediaNet, err := newMediaNet(cfg.Net, cfg.BatchedReads && cfg.Net == nil, fast)
+		mediaNet, err := newMediaNet(cfg.Net, cfg.BatchedReads && cfg.Net == nil, fast, mediaReaders(cfg))
 		if err != nil {
 			return nil, err
 		}
+		rdrs = mediaNet.opened
 		opts = append(opts, ice.UDPMuxFromPortWithNet(mediaNet))
 	case cfg.Net != nil:
 		opts = append(opts, ice.UDPMuxFromPortWithNet(cfg.Net))
@@ -169,7 +177,7 @@ func New(cfg Config) (*SFU, error) {
 	}
 	est, rep := &estimators{}, &repairCounters{}
 	tcp := newTCPMuxes(cfg)
-	s := &SFU{cfg: cfg, est: est, rep: rep, se: newSettingEngine(cfg, mux, tcp), mux: mux, tcp: tcp, fast: fast, log: cfg.Logger,
+	s := &SFU{cfg: cfg, est: est, rep: rep, se: newSettingEngine(cfg, mux, tcp), mux: mux, tcp: tcp, fast: fast, rdrs: rdrs, log: cfg.Logger,
 		calls: map[*Call]struct{}{}, live: map[*Participant]struct{}{}}
 	if s.media, err = newMediaEngine(); err != nil {
 		_ = mux.Close()
@@ -182,6 +190,14 @@ func New(cfg Config) (*SFU, error) {
 	s.api = webrtc.NewAPI(webrtc.WithMediaEngine(s.media),
 		webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(s.se))
 	return s, nil
+}
+
+// mediaReaders is the number of sockets per media address.
+func mediaReaders(cfg Config) int {
+	if cfg.MediaReaders > 0 {
+		return cfg.MediaReaders
+	}
+	return defaultMediaReaders()
 }
 
 // ReceivePath counts the RTP packets received so far by the path they
