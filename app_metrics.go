@@ -32,7 +32,7 @@ import (
 // buildMetrics creates the registry over the App's parts; called by build
 // once the parts exist.
 func (a *App) buildMetrics() error {
-	src := metrics.Sources{SFUTotals: a.sfu.Totals, SFULoad: a.sfu.Load, Signaling: a.sig.Stats}
+	src := metrics.Sources{SFUTotals: a.sfu.Totals, SFULoad: a.sfu.Load, SFUReaders: a.sfu.MediaReaders, Signaling: a.sig.Stats}
 	if a.turn != nil {
 		src.TURN = func() turn.Stats { return a.turn.Stats() }
 	}

@@ -33,10 +33,12 @@ const namespace = "videochat"
 type Sources struct {
 	SFUTotals func() sfu.Totals
 	SFULoad   func() sfu.Load
-	Signaling func() signaling.Stats
-	TURN      func() turn.Stats
-	Recorder  func() recorder.Stats
-	Cluster   func() cluster.Stats // a node with -redis-url
+	// SFUReaders: RTP taken by each media socket reader (optional).
+	SFUReaders func() []uint64
+	Signaling  func() signaling.Stats
+	TURN       func() turn.Stats
+	Recorder   func() recorder.Stats
+	Cluster    func() cluster.Stats // a node with -redis-url
 }
 
 // Metrics is one server's registry with its collectors.
@@ -73,7 +75,9 @@ func New(src Sources) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}),
 		collectors.NewBuildInfoCollector())
 	if src.SFUTotals != nil && src.SFULoad != nil {
-		m.reg.MustRegister(newSFUCollector(src.SFUTotals, src.SFULoad))
+		c := newSFUCollector(src.SFUTotals, src.SFULoad)
+		c.readers = src.SFUReaders
+		m.reg.MustRegister(c)
 	}
 	if src.Signaling != nil {
 		m.reg.MustRegister(newSignalingCollector(src.Signaling))

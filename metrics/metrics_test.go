@@ -36,8 +36,9 @@ func TestSFUCollector(t *testing.T) {
 	tot := sfu.Totals{ReceivedPackets: 10, ReceivedBytes: 1000, ForwardedPackets: 20, ForwardedBytes: 2000,
 		Lost: 1, Recovered: 2, Duplicates: 3, NACKsSent: 4, NACKsReceived: 5, PLIsSent: 6, PLIsReceived: 7,
 		Retransmissions: 8, PaddingPackets: 9, WriteErrors: 11, RecordDropped: 12,
-		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15, Released: 16}}
+		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15, Released: 16, Overflow: 17}}
 	c := newSFUCollector(func() sfu.Totals { return tot }, func() sfu.Load { return sfu.Load{Calls: 2, Participants: 3} })
+	c.readers = func() []uint64 { return []uint64{18, 19} }
 	lint(t, c)
 	want := `
 # HELP videochat_forwarded_packets_total RTP packets forwarded to subscribers (probe padding excluded).
@@ -67,15 +68,23 @@ videochat_srtp_auth_failures_total 15
 # HELP videochat_receive_fast_path_released_streams_total Streams given back to pion's readers because none of their packets decrypted on the receive fast path.
 # TYPE videochat_receive_fast_path_released_streams_total counter
 videochat_receive_fast_path_released_streams_total 16
+# HELP videochat_media_reader_overflow_total Datagrams for pion's UDP mux (STUN, DTLS, RTCP, RTP off the fast path) dropped because its queue from the media readers was full.
+# TYPE videochat_media_reader_overflow_total counter
+videochat_media_reader_overflow_total 17
+# HELP videochat_media_reader_packets_total RTP packets taken by each media socket reader's fast path (several sockets per address: -media-readers).
+# TYPE videochat_media_reader_packets_total counter
+videochat_media_reader_packets_total{reader="0"} 18
+videochat_media_reader_packets_total{reader="1"} 19
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "videochat_forwarded_packets_total",
 		"videochat_nacks_total", "videochat_plis_total", "videochat_retransmissions_total", "videochat_sfu_participants",
 		"videochat_rtp_receive_path_packets_total", "videochat_srtp_auth_failures_total",
-		"videochat_receive_fast_path_released_streams_total"); err != nil {
+		"videochat_receive_fast_path_released_streams_total", "videochat_media_reader_overflow_total",
+		"videochat_media_reader_packets_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 21 {
-		t.Errorf("%d series, want 21", n)
+	if n := testutil.CollectAndCount(c); n != 24 {
+		t.Errorf("%d series, want 24", n)
 	}
 }
 

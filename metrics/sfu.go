@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"videochat/sfu"
@@ -8,14 +10,15 @@ import (
 
 // sfuCollector reads the SFU's totals and load at scrape time.
 type sfuCollector struct {
-	totals func() sfu.Totals
-	load   func() sfu.Load
+	totals  func() sfu.Totals
+	readers func() []uint64 // optional
+	load    func() sfu.Load
 
 	calls, participants                                   *prometheus.Desc
 	recvPackets, recvBytes, fwdPackets, fwdBytes          *prometheus.Desc
 	lost, recovered, duplicates, nacks, plis, retransmits *prometheus.Desc
 	padding, writeErrors, recordDropped, rxPath, rxAuth   *prometheus.Desc
-	rxReleased, rxOverflow                                *prometheus.Desc
+	rxReleased, rxOverflow, rxReaders                     *prometheus.Desc
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -44,6 +47,8 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 		rxAuth: desc("srtp_auth_failures_total", "RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped)."),
 		rxOverflow: desc("media_reader_overflow_total",
 			"Datagrams for pion's UDP mux (STUN, DTLS, RTCP, RTP off the fast path) dropped because its queue from the media readers was full."),
+		rxReaders: desc("media_reader_packets_total",
+			"RTP packets taken by each media socket reader's fast path (several sockets per address: -media-readers).", "reader"),
 		rxReleased: desc("receive_fast_path_released_streams_total",
 			"Streams given back to pion's readers because none of their packets decrypted on the receive fast path."),
 	}
@@ -52,7 +57,7 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 func (c *sfuCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.participants, c.recvPackets, c.recvBytes, c.fwdPackets,
 		c.fwdBytes, c.lost, c.recovered, c.duplicates, c.nacks, c.plis, c.retransmits, c.padding,
-		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow} {
+		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow, c.rxReaders} {
 		ch <- d
 	}
 }
@@ -87,4 +92,9 @@ func (c *sfuCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.rxAuth, t.ReceivePath.AuthFailures)
 	counter(c.rxReleased, t.ReceivePath.Released)
 	counter(c.rxOverflow, t.ReceivePath.Overflow)
+	if c.readers != nil {
+		for i, n := range c.readers() {
+			counter(c.rxReaders, n, strconv.Itoa(i))
+		}
+	}
 }

@@ -40,7 +40,7 @@ func TestMediaReadersCarryCalls(t *testing.T) {
 func busyReaders(t *testing.T, s *SFU) int {
 	t.Helper()
 	busy := 0
-	taken := s.rdrs.taken()
+	taken := s.MediaReaders()
 	for _, n := range taken {
 		if n > 0 {
 			busy++

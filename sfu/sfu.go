@@ -209,6 +209,12 @@ func (s *SFU) ReceivePath() ReceivePathStats {
 	return s.fast.snapshot()
 }
 
+// MediaReaders returns the RTP packets each media socket reader's fast
+// path took: with several sockets per address (Config.MediaReaders) the
+// sockets of one address together, addresses in the order they were
+// opened; empty with one reader per address.
+func (s *SFU) MediaReaders() []uint64 { return s.rdrs.taken() }
+
 // MediaAddrs returns the local addresses of the media socket(s).
 func (s *SFU) MediaAddrs() []*net.UDPAddr {
 	var out []*net.UDPAddr
