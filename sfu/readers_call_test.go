@@ -12,8 +12,8 @@ import (
 // go over the fast path, intact, and their media is spread over several
 // readers. The kernel picks a socket per client address at random (a
 // hash), so calls are added until two readers have forwarded media: one
-// call (two clients) does with probability at least 2/3, four calls fail to with
-// probability 3^-7 (about 1 in 2,000 runs).
+// call (two clients) does with probability at least 2/3; four calls
+// (eight clients) fail to with probability at most 3^-7 (1 in 2,187).
 func TestMediaReadersCarryCalls(t *testing.T) {
 	s := newTestSFUWith(t, Config{MediaReaders: 3})
 	var clients []*testClient

@@ -331,3 +331,27 @@ func TestMediaNetSingleReader(t *testing.T) {
 		}
 	}
 }
+
+// Sockets bound to an explicit port join the port's group (as the second
+// and later sockets of an ephemeral port do); a socket without
+// SO_REUSEPORT cannot take the port.
+func TestListenReusePortExplicitPort(t *testing.T) {
+	first, err := listenReusePort("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeUDPConns(first)
+	addr := first[0].LocalAddr().(*net.UDPAddr)
+	more, err := listenReusePort("udp4", addr, 2)
+	if err != nil {
+		t.Fatalf("joining %v: %v", addr, err)
+	}
+	defer closeUDPConns(more)
+	if more[1].LocalAddr().String() != addr.String() {
+		t.Fatalf("joined at %v, want %v", more[1].LocalAddr(), addr)
+	}
+	if c, err := net.ListenUDP("udp4", addr); err == nil {
+		_ = c.Close()
+		t.Fatalf("a plain socket took %v", addr)
+	}
+}
