@@ -27,12 +27,15 @@ func TestConfigFlagsAndEnvironment(t *testing.T) {
 	cfg, err := parseWith(
 		[]string{"-record-dir", "/srv/rec", "-record-on-finish", "  /usr/bin/upload  --bucket calls ", "-udp-port", "5000"},
 		map[string]string{"VIDEOCHAT_UDP_PORT": "6000", "VIDEOCHAT_ALLOWED_ORIGINS": "https://a.example, https://b.example",
-			"VIDEOCHAT_RECORD_ON_FINISH_TIMEOUT": "30s"})
+			"VIDEOCHAT_RECORD_ON_FINISH_TIMEOUT": "30s", "VIDEOCHAT_MEDIA_READERS": "3"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.RecordDir != "/srv/rec" || !slices.Equal(cfg.RecordOnFinish, []string{"/usr/bin/upload", "--bucket", "calls"}) {
 		t.Errorf("recording: %q %q", cfg.RecordDir, cfg.RecordOnFinish)
+	}
+	if cfg.MediaReaders != 3 {
+		t.Errorf("media readers %d", cfg.MediaReaders)
 	}
 	if cfg.UDPPort != 5000 { // the flag wins over the environment
 		t.Errorf("udp port %d", cfg.UDPPort)
@@ -51,6 +54,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-record-on-finish", "upload"}, nil, "needs -record-dir"},
 		{[]string{"-record-dir", "d", "-record-on-finish-timeout", "0s"}, nil, "must be positive"},
 		{[]string{"-udp-port", "70000"}, nil, "0..65535"},
+		{[]string{"-media-readers", "-1"}, nil, "-media-readers must be 0..64"},
 		{[]string{"-tls-cert", "c.pem"}, nil, "go together"},
 		{[]string{"-public-ip", "example.com"}, nil, "not an IP address"},
 		{[]string{"-turn-relay-ports", "9-1"}, nil, "not a range"},
