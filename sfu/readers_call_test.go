@@ -12,12 +12,12 @@ import (
 // go over the fast path, intact, and their media is spread over several
 // readers. The kernel picks a socket per client address at random (a
 // hash), so calls are added until two readers have forwarded media: one
-// call (two clients) does with probability at least 2/3; four calls
-// (eight clients) fail to with probability at most 3^-7 (1 in 2,187).
+// call (two clients) does with probability at least 2/3; eight calls
+// (16 clients) fail to with probability at most 3^-15 (1 in 14 million).
 func TestMediaReadersCarryCalls(t *testing.T) {
 	s := newTestSFUWith(t, Config{MediaReaders: 3})
 	var clients []*testClient
-	for calls := 1; calls <= 4; calls++ {
+	for calls := 1; calls <= 8; calls++ {
 		a, b := fastCall(t, s, rtctest.Options{})
 		clients = append(clients, a, b)
 		before := s.ReceivePath()
@@ -33,7 +33,7 @@ func TestMediaReadersCarryCalls(t *testing.T) {
 			return
 		}
 	}
-	t.Fatal("all media of 4 calls went through one reader")
+	t.Fatal("all media of 8 calls went through one reader")
 }
 
 // busyReaders counts the readers that forwarded fast-path packets.
