@@ -28,6 +28,25 @@ func publisherBitrate(app *App, name string, window time.Duration) float64 {
 	return float64(bytes()-b0) * 8 / window.Seconds()
 }
 
+// retransmittedTo returns how many video packets the sfu resent to name,
+// and how many NACKed ones it held back (too soon, over the rate).
+func retransmittedTo(app *App, name string) (rtx, soon, over uint64) {
+	for _, c := range app.sfu.Stats() {
+		for _, p := range c {
+			if p.Name != name {
+				continue
+			}
+			for _, d := range p.Down {
+				if d.Kind == "video" {
+					rtx += d.Retransmitted
+				}
+			}
+			soon, over = p.ResendsTooSoon, p.ResendsOverRate
+		}
+	}
+	return rtx, soon, over
+}
+
 // TestBrowserBitrateFollowsSlowReceiver caps the callee's downlink at
 // 300 kbit/s while the caller's link is free: the server must slow the
 // caller down to what the callee can take (REMB from the callee's estimate),
@@ -62,6 +81,7 @@ func TestBrowserBitrateFollowsSlowReceiver(t *testing.T) {
 	t.Logf("before the cap: caller sends %.0f kbit/s (peak 1 s sample %.0f)", before/1000, peak/1000)
 
 	const limit = 300_000
+	rtx0, _, _ := retransmittedTo(app, "bob")
 	ns.LimitDownlink("300kbit")
 	capped := time.Now()
 	var rate float64
@@ -88,6 +108,16 @@ func TestBrowserBitrateFollowsSlowReceiver(t *testing.T) {
 	}
 	if capped3s > limit {
 		t.Errorf("under the 300 kbit/s cap the caller sent %.0f kbit/s of video", capped3s/1000)
+	}
+	// Nor by retransmissions: the packets the cap drops are NACKed every
+	// round trip, and resending each at every NACK (~420 a second, measured)
+	// would fill the link with them. Resends are held to one per round trip
+	// and to the estimated rate (sfu/resendlimit.go): measured 39-60 in the
+	// first 2 s under the cap.
+	rtx, soon, over := retransmittedTo(app, "bob")
+	t.Logf("under the cap the sfu resent %d packets to the callee; held back %d (too soon) and %d (over its rate)", rtx-rtx0, soon, over)
+	if d := time.Since(capped); rtx-rtx0 > uint64(60*d.Seconds()) {
+		t.Errorf("the sfu resent %d packets to the capped callee in %v", rtx-rtx0, d.Round(time.Second))
 	}
 
 	// Free again: back to three quarters of the earlier rate (the fake

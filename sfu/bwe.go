@@ -37,9 +37,15 @@ func (e *estimators) take(id string) cc.BandwidthEstimator {
 	return nil
 }
 
-func registerCongestionControl(reg *interceptor.Registry, est *estimators) error {
+// registerCongestionControl adds the cc interceptor with our estimator,
+// which also keeps lim (the NACK responder's) up to date.
+func registerCongestionControl(reg *interceptor.Registry, est *estimators, lim *resendLimit) error {
 	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-		return newProbingEstimator()
+		e, err := newProbingEstimator()
+		if e != nil {
+			e.lim = lim
+		}
+		return e, err
 	})
 	if err != nil {
 		return err

@@ -30,7 +30,8 @@ type probingEstimator struct {
 	streams []*estimatorStream
 	hist    sendHistory
 	ctl     probeController
-	padder  padder // the subscriber's video track; nil until bound
+	padder  padder       // the subscriber's video track; nil until bound
+	lim     *resendLimit // told the round trip and the estimate; may be nil
 	closed  bool
 	stop    chan struct{}
 	wg      sync.WaitGroup // the pacer of the cluster being sent
@@ -143,6 +144,7 @@ func (e *probingEstimator) WriteRTCP(pkts []rtcp.Packet, a interceptor.Attribute
 func (e *probingEstimator) afterFeedback() {
 	target := e.GetTargetBitrate()
 	e.mu.Lock()
+	e.lim.update(e.gcc.RTT(), target)
 	if e.closed {
 		e.mu.Unlock()
 		return

@@ -295,6 +295,7 @@ func (c *lossCall) logStats(t *testing.T, n *lossyNet, r rtctest.SeqReport) {
 		down.Packets, down.NACKs, down.Retransmitted, down.PLIs)
 	t.Logf("%s", n.pub)
 	t.Logf("%s", n.sub)
+	t.Logf("sfu's estimate of the subscriber's downlink: %d bit/s", c.sub.part.Stats().EstimatedBitrate)
 }
 
 const (

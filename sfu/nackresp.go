@@ -25,6 +25,7 @@ import (
 type nackResponder struct {
 	interceptor.NoOp
 	ringSize
+	lim *resendLimit // the PeerConnection's; nil: no limit
 
 	mu      sync.Mutex
 	streams map[uint32]*sendRing
@@ -39,10 +40,13 @@ type ringSize struct {
 }
 
 // nackResponderFactory makes one nackResponder per PeerConnection.
-type nackResponderFactory struct{ ringSize }
+type nackResponderFactory struct {
+	ringSize
+	lim *resendLimit
+}
 
 func (f nackResponderFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &nackResponder{ringSize: f.ringSize, streams: map[uint32]*sendRing{}}, nil
+	return &nackResponder{ringSize: f.ringSize, lim: f.lim, streams: map[uint32]*sendRing{}}, nil
 }
 
 // streamSupportsNACK reports whether the receiver asked for generic NACK.
@@ -62,7 +66,7 @@ func (n *nackResponder) BindLocalStream(info *interceptor.StreamInfo, w intercep
 		return w
 	}
 	r := newSendRing(n.ringSize, monoClock())
-	r.writer = w
+	r.writer, r.lim = w, n.lim
 	r.ssrc, r.rtxSSRC, r.rtxPT = info.SSRC, info.SSRCRetransmission, info.PayloadTypeRetransmission
 	r.rtxSeq = uint16(rand.Uint32()) //nolint:gosec // a starting sequence number, not a secret
 	n.mu.Lock()
@@ -151,6 +155,20 @@ type sendRing struct {
 	markAt  uint64
 	index   []ringEntry
 	rtxSeq  uint16
+	lim     *resendLimit
+	marks   [resendMarks]resendMark // the packets resent lately
+	nextMrk int
+}
+
+// resendMarks is how many recent resends a ring remembers, to resend a
+// packet at most once per round trip. A loss burst larger than this can
+// get one of its packets resent early; the rate limit still holds.
+const resendMarks = 64
+
+type resendMark struct {
+	at  time.Duration
+	seq uint16
+	set bool
 }
 
 // monoClock returns a monotonic clock starting now.
@@ -256,6 +274,8 @@ type resendScratch struct {
 
 // load copies packet seq into s: the header at s.buf[0:hlen], the payload
 // two bytes after it (room for RTX's original sequence number).
+// It fails for a packet the ring no longer has and for a resend the
+// limit holds back.
 func (r *sendRing) load(seq uint16, s *resendScratch) (e ringEntry, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -263,9 +283,41 @@ func (r *sendRing) load(seq uint16, s *resendScratch) (e ringEntry, ok bool) {
 	if !e.valid || e.seq != seq || e.at < r.since || r.written-e.at > uint64(len(r.buf)) {
 		return e, false // never stored, replaced, or its bytes overwritten or dropped
 	}
+	if !r.mayResend(seq, int(e.hlen)+int(e.plen)+2) {
+		return e, false
+	}
 	r.readAt(s.buf[:e.hlen], e.at)
 	r.readAt(s.buf[int(e.hlen)+2:int(e.hlen)+2+int(e.plen)], e.at+uint64(e.hlen))
 	return e, true
+}
+
+// mayResend applies the limit to a resend of seq (size bytes) and, if it
+// may go, remembers it. Called with r.mu held.
+func (r *sendRing) mayResend(seq uint16, size int) bool {
+	if r.lim == nil {
+		return true
+	}
+	now, gap := r.clock(), r.lim.gap()
+	free := -1
+	for i := range r.marks {
+		m := &r.marks[i]
+		if !m.set || m.seq != seq {
+			continue
+		}
+		if now-m.at < gap {
+			r.lim.refusedRTT.Add(1)
+			return false
+		}
+		free = i
+	}
+	if !r.lim.take(size) {
+		return false
+	}
+	if free < 0 {
+		free, r.nextMrk = r.nextMrk, (r.nextMrk+1)%len(r.marks)
+	}
+	r.marks[free] = resendMark{at: now, seq: seq, set: true}
+	return true
 }
 
 // readAt copies len(dst) bytes from absolute position a. A packet is

@@ -29,7 +29,7 @@ func (f *rtcpFeed) Read(b []byte, a interceptor.Attributes) (int, interceptor.At
 
 func newTestResponder(t *testing.T, rtxSSRC uint32, rtxPT uint8, ringBytes int) (interceptor.RTPWriter, *sentPackets, func(...uint16)) {
 	t.Helper()
-	i, _ := nackResponderFactory{ringSize{minBytes: ringBytes, maxBytes: ringBytes, ringPackets: 64}}.NewInterceptor("")
+	i, _ := nackResponderFactory{ringSize: ringSize{minBytes: ringBytes, maxBytes: ringBytes, ringPackets: 64}}.NewInterceptor("")
 	below := &sentPackets{}
 	info := &interceptor.StreamInfo{SSRC: 1000, SSRCRetransmission: rtxSSRC, PayloadTypeRetransmission: rtxPT,
 		RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}}

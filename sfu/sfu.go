@@ -404,7 +404,11 @@ const (
 func newRegistry(est *estimators, rep *repairCounters, h *peerHooks) (*interceptor.Registry, error) {
 	reg := &interceptor.Registry{}
 	reg.Add(rep)
-	reg.Add(nackResponderFactory{ringSize{minBytes: nackRingMin, maxBytes: nackRingMax, ringPackets: nackRingPackets, window: nackRepairWindow}})
+	lim := newResendLimit()
+	if h != nil {
+		h.resend = lim
+	}
+	reg.Add(nackResponderFactory{ringSize{minBytes: nackRingMin, maxBytes: nackRingMax, ringPackets: nackRingPackets, window: nackRepairWindow}, lim})
 	// pion's sender reports for our outgoing streams. Receiver reports
 	// for the publishers' streams are our own (rxreport.go), counted where
 	// every received packet passes.
@@ -414,7 +418,7 @@ func newRegistry(est *estimators, rep *repairCounters, h *peerHooks) (*intercept
 	}
 	reg.Add(sender)
 	reg.Add(twccFeedbackFactory{hooks: h})
-	if err := registerCongestionControl(reg, est); err != nil {
+	if err := registerCongestionControl(reg, est, lim); err != nil {
 		return nil, fmt.Errorf("sfu: interceptors: %w", err)
 	}
 	reg.Add(twccSeqFactory{}) // extension registered by newMediaEngine

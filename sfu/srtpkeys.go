@@ -246,6 +246,7 @@ func (k *keyCatcher) keys() *sessionKeys { return k.ready.Load() }
 // peerHooks are the handles one participant keeps on the per-PeerConnection
 // parts that its own API (newPeerAPI) builds.
 type peerHooks struct {
-	keys keyCatcher
-	twcc atomic.Pointer[twccFeedback] // set by twccFeedbackFactory
+	keys   keyCatcher
+	twcc   atomic.Pointer[twccFeedback] // set by twccFeedbackFactory
+	resend *resendLimit                 // the nackResponder's, fed by the estimator
 }

@@ -38,8 +38,12 @@ type ParticipantStats struct {
 	// ProbeClusters counts the bandwidth probes sent to this participant;
 	// ProbeRaises those that raised its estimate.
 	ProbeClusters, ProbeRaises int
-	Up                         []UpStats
-	Down                       []DownStats
+	// ResendsTooSoon and ResendsOverRate count the NACKed packets not
+	// resent to this participant: asked again within a round trip of the
+	// last resend, or over its estimated rate (resendlimit.go).
+	ResendsTooSoon, ResendsOverRate uint64
+	Up                              []UpStats
+	Down                            []DownStats
 }
 
 // Stats returns a snapshot of the participant's numbers.
@@ -51,6 +55,7 @@ func (p *Participant) Stats() ParticipantStats {
 	if pe, ok := p.bwe.(*probingEstimator); ok {
 		ps.ProbeClusters, ps.ProbeRaises = pe.probeStats()
 	}
+	ps.ResendsTooSoon, ps.ResendsOverRate = p.hooks.resend.refused()
 	for _, u := range p.upTracks() {
 		s := u.snapshot()
 		s.NACKed = p.repair.Nacked(s.SSRC)

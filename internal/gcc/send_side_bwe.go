@@ -51,6 +51,7 @@ type SendSideBWE struct {
 	lock          sync.Mutex
 	latestStats   Stats
 	latestBitrate int
+	latestRTT     time.Duration
 	minBitrate    int
 	maxBitrate    int
 
@@ -134,7 +135,7 @@ func NewSendSideBWE(opts ...Option) (*SendSideBWE, error) {
 	if send.pacer == nil {
 		send.pacer = newLeakyBucketPacer(send.latestBitrate, send.loggerFactory)
 	}
-	send.lossController = newLossBasedBWE(send.latestBitrate, send.loggerFactory)
+	send.lossController = newLossBasedBWE(send.latestBitrate, send.minBitrate, send.maxBitrate, send.loggerFactory)
 	send.delayController = newDelayController(delayControllerConfig{
 		nowFn:          time.Now,
 		initialBitrate: send.latestBitrate,
@@ -227,9 +228,12 @@ func (e *SendSideBWE) WriteRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) er
 		}
 		if feedbackMinRTT < math.MaxInt {
 			e.delayController.updateRTT(feedbackMinRTT)
+			e.lock.Lock()
+			e.latestRTT = feedbackMinRTT
+			e.lock.Unlock()
 		}
 
-		e.lossController.updateLossEstimate(acks)
+		e.lossController.updateLossEstimate(now, acks)
 		e.delayController.updateDelayEstimate(acks)
 	}
 
@@ -242,6 +246,15 @@ func (e *SendSideBWE) GetTargetBitrate() int {
 	defer e.lock.Unlock()
 
 	return e.latestBitrate
+}
+
+// RTT returns the round trip measured from the latest feedback (send to
+// feedback, less the time the receiver held the report), 0 before any.
+func (e *SendSideBWE) RTT() time.Duration {
+	e.lock.Lock()
+	defer e.lock.Unlock()
+
+	return e.latestRTT
 }
 
 // GetStats returns some internal statistics of the bandwidth estimator.
