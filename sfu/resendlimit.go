@@ -9,7 +9,11 @@ import (
 // resendLimit bounds what one subscriber's NACKs make the SFU resend, as
 // libwebrtc's sender does (RtpPacketHistory and the retransmission rate
 // limiter): a packet is resent at most once per round trip, and
-// retransmissions take at most the subscriber's estimated rate. Without
+// retransmissions take at most half the subscriber's estimated rate.
+// (libwebrtc gives them the whole target over a 1 s window, but its pacer
+// holds media and retransmissions together to the pacing rate; the SFU
+// forwards media unpaced, at up to the estimate, so resends come on top
+// of it.) Without
 // it a congested downlink collapses: every packet its queue drops is
 // NACKed again every round trip (Chromium asks up to 10 times), each
 // answer lands in the same full queue, and the retransmissions crowd out
@@ -37,9 +41,11 @@ const (
 	// again: a NACK repeated because the retransmission was lost arrives
 	// about one round trip after it was sent, give or take jitter.
 	resendGapShare = 0.75
-	// resendBurst is how much of a second at the estimated rate
-	// retransmissions may take at once (libwebrtc: a 1 s window).
-	resendBurst = time.Second
+	// resendShare of the estimated rate is what retransmissions may
+	// take; resendBurst of it at once (a lost keyframe: ~30 kB at 2
+	// Mbit/s fits).
+	resendShare = 0.5
+	resendBurst = 500 * time.Millisecond
 )
 
 func newResendLimit() *resendLimit { return &resendLimit{clock: monoClock()} }
@@ -75,7 +81,7 @@ func (l *resendLimit) take(size int) bool {
 	if rate <= 0 {
 		return true
 	}
-	perSec := float64(rate) / 8
+	perSec := resendShare * float64(rate) / 8
 	burst := perSec * resendBurst.Seconds()
 	l.mu.Lock()
 	defer l.mu.Unlock()

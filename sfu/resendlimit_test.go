@@ -51,27 +51,27 @@ func TestResendOncePerRoundTrip(t *testing.T) {
 	}
 }
 
-// Retransmissions take at most the estimated rate: 80 kbit/s is 10 kB a
-// second, so of 40 kB NACKed at once 10 go (the burst), and half a second
-// later 5 more.
+// Retransmissions take at most half the estimated rate: half of 320
+// kbit/s is 20 kB a second, so of 40 kB NACKed at once 10 go (the burst
+// of half a second), and half a second later 10 more.
 func TestResendRateLimit(t *testing.T) {
-	r, sent, now := limitedRing(t, 80, 0, 80_000)
+	r, sent, now := limitedRing(t, 80, 0, 320_000)
 	var s resendScratch
 	for seq := range uint16(40) {
 		r.resend(seq, &s)
 	}
 	if len(sent.pkts) != 10 {
-		t.Fatalf("40 packets of 1 kB NACKed at 80 kbit/s: %d resent, want 10", len(sent.pkts))
+		t.Fatalf("40 packets of 1 kB NACKed at 320 kbit/s: %d resent, want 10", len(sent.pkts))
 	}
 	*now += 500 * time.Millisecond
 	for seq := uint16(40); seq < 80; seq++ {
 		r.resend(seq, &s)
 	}
-	if len(sent.pkts) != 15 {
-		t.Fatalf("half a second later: %d resent in all, want 15", len(sent.pkts))
+	if len(sent.pkts) != 20 {
+		t.Fatalf("half a second later: %d resent in all, want 20", len(sent.pkts))
 	}
-	if _, rate := r.lim.refused(); rate != 65 {
-		t.Fatalf("%d refused over the rate, want 65", rate)
+	if _, rate := r.lim.refused(); rate != 60 {
+		t.Fatalf("%d refused over the rate, want 60", rate)
 	}
 }
 
