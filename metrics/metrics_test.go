@@ -35,7 +35,7 @@ func lint(t *testing.T, c prometheus.Collector) {
 func TestSFUCollector(t *testing.T) {
 	tot := sfu.Totals{ReceivedPackets: 10, ReceivedBytes: 1000, ForwardedPackets: 20, ForwardedBytes: 2000,
 		Lost: 1, Recovered: 2, Duplicates: 3, NACKsSent: 4, NACKsReceived: 5, PLIsSent: 6, PLIsReceived: 7,
-		Retransmissions: 8, PaddingPackets: 9, WriteErrors: 11, RecordDropped: 12,
+		Retransmissions: 8, PaddingPackets: 9, WriteErrors: 11, RecordDropped: 12, ResendsTooSoon: 20, ResendsOverRate: 21,
 		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15, Released: 16, Overflow: 17}}
 	c := newSFUCollector(func() sfu.Totals { return tot }, func() sfu.Load { return sfu.Load{Calls: 2, Participants: 3} })
 	c.readers = func() []uint64 { return []uint64{18, 19} }
@@ -55,6 +55,10 @@ videochat_plis_total{direction="to_publishers"} 6
 # HELP videochat_retransmissions_total Packets resent to subscribers (RTX) in answer to their NACKs.
 # TYPE videochat_retransmissions_total counter
 videochat_retransmissions_total 8
+# HELP videochat_resends_held_back_total NACKed packets not resent to subscribers: too_soon (asked again within a round trip of the last resend), over_rate (over half the subscriber's estimated bitrate).
+# TYPE videochat_resends_held_back_total counter
+videochat_resends_held_back_total{reason="over_rate"} 21
+videochat_resends_held_back_total{reason="too_soon"} 20
 # HELP videochat_sfu_participants PeerConnections in the SFU's calls.
 # TYPE videochat_sfu_participants gauge
 videochat_sfu_participants 3
@@ -77,14 +81,14 @@ videochat_media_reader_packets_total{reader="0"} 18
 videochat_media_reader_packets_total{reader="1"} 19
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "videochat_forwarded_packets_total",
-		"videochat_nacks_total", "videochat_plis_total", "videochat_retransmissions_total", "videochat_sfu_participants",
+		"videochat_nacks_total", "videochat_plis_total", "videochat_retransmissions_total", "videochat_resends_held_back_total", "videochat_sfu_participants",
 		"videochat_rtp_receive_path_packets_total", "videochat_srtp_auth_failures_total",
 		"videochat_receive_fast_path_released_streams_total", "videochat_media_reader_overflow_total",
 		"videochat_media_reader_packets_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 24 {
-		t.Errorf("%d series, want 24", n)
+	if n := testutil.CollectAndCount(c); n != 26 {
+		t.Errorf("%d series, want 26", n)
 	}
 }
 

@@ -18,7 +18,7 @@ type sfuCollector struct {
 	recvPackets, recvBytes, fwdPackets, fwdBytes          *prometheus.Desc
 	lost, recovered, duplicates, nacks, plis, retransmits *prometheus.Desc
 	padding, writeErrors, recordDropped, rxPath, rxAuth   *prometheus.Desc
-	rxReleased, rxOverflow, rxReaders                     *prometheus.Desc
+	rxReleased, rxOverflow, rxReaders, resendsHeld        *prometheus.Desc
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -27,18 +27,20 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollector {
 	return &sfuCollector{totals: totals, load: load,
-		calls:         desc("sfu_calls", "Calls with media sessions in the SFU (ringing or active)."),
-		participants:  desc("sfu_participants", "PeerConnections in the SFU's calls."),
-		recvPackets:   desc("received_packets_total", "RTP packets received from publishers (unique; duplicates excluded)."),
-		recvBytes:     desc("received_bytes_total", "RTP bytes received from publishers (unique packets)."),
-		fwdPackets:    desc("forwarded_packets_total", "RTP packets forwarded to subscribers (probe padding excluded)."),
-		fwdBytes:      desc("forwarded_bytes_total", "RTP bytes forwarded to subscribers."),
-		lost:          desc("packets_lost_total", "Publisher packets that never arrived, even after NACK/RTX repair."),
-		recovered:     desc("packets_recovered_total", "Publisher packets that arrived as retransmissions (loss repaired)."),
-		duplicates:    desc("duplicate_packets_total", "Publisher packets dropped as duplicates or too late."),
-		nacks:         desc("nacks_total", "Sequence numbers asked for in NACKs: from_subscribers to the SFU, to_publishers by the SFU.", "direction"),
-		plis:          desc("plis_total", "Keyframe requests: PLIs/FIRs from_subscribers, PLIs sent to_publishers (coalesced).", "direction"),
-		retransmits:   desc("retransmissions_total", "Packets resent to subscribers (RTX) in answer to their NACKs."),
+		calls:        desc("sfu_calls", "Calls with media sessions in the SFU (ringing or active)."),
+		participants: desc("sfu_participants", "PeerConnections in the SFU's calls."),
+		recvPackets:  desc("received_packets_total", "RTP packets received from publishers (unique; duplicates excluded)."),
+		recvBytes:    desc("received_bytes_total", "RTP bytes received from publishers (unique packets)."),
+		fwdPackets:   desc("forwarded_packets_total", "RTP packets forwarded to subscribers (probe padding excluded)."),
+		fwdBytes:     desc("forwarded_bytes_total", "RTP bytes forwarded to subscribers."),
+		lost:         desc("packets_lost_total", "Publisher packets that never arrived, even after NACK/RTX repair."),
+		recovered:    desc("packets_recovered_total", "Publisher packets that arrived as retransmissions (loss repaired)."),
+		duplicates:   desc("duplicate_packets_total", "Publisher packets dropped as duplicates or too late."),
+		nacks:        desc("nacks_total", "Sequence numbers asked for in NACKs: from_subscribers to the SFU, to_publishers by the SFU.", "direction"),
+		plis:         desc("plis_total", "Keyframe requests: PLIs/FIRs from_subscribers, PLIs sent to_publishers (coalesced).", "direction"),
+		retransmits:  desc("retransmissions_total", "Packets resent to subscribers (RTX) in answer to their NACKs."),
+		resendsHeld: desc("resends_held_back_total",
+			"NACKed packets not resent to subscribers: too_soon (asked again within a round trip of the last resend), over_rate (over half the subscriber's estimated bitrate).", "reason"),
 		padding:       desc("probe_padding_packets_total", "Padding-only packets sent to subscribers as bandwidth probes."),
 		writeErrors:   desc("forward_write_errors_total", "Packets that could not be sent to a subscriber."),
 		recordDropped: desc("recorder_dropped_packets_total", "Packets the recorder could not keep up with."),
@@ -57,7 +59,7 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 func (c *sfuCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.participants, c.recvPackets, c.recvBytes, c.fwdPackets,
 		c.fwdBytes, c.lost, c.recovered, c.duplicates, c.nacks, c.plis, c.retransmits, c.padding,
-		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow, c.rxReaders} {
+		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow, c.rxReaders, c.resendsHeld} {
 		ch <- d
 	}
 }
@@ -84,6 +86,8 @@ func (c *sfuCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.plis, t.PLIsReceived, "from_subscribers")
 	counter(c.plis, t.PLIsSent, "to_publishers")
 	counter(c.retransmits, t.Retransmissions)
+	counter(c.resendsHeld, t.ResendsTooSoon, "too_soon")
+	counter(c.resendsHeld, t.ResendsOverRate, "over_rate")
 	counter(c.padding, t.PaddingPackets)
 	counter(c.writeErrors, t.WriteErrors)
 	counter(c.recordDropped, t.RecordDropped)

@@ -22,6 +22,10 @@ type Totals struct {
 	PLIsSent, PLIsReceived uint64
 	// Retransmissions: packets resent to subscribers (RTX) for their NACKs.
 	Retransmissions uint64
+	// ResendsTooSoon, ResendsOverRate: NACKed packets not resent, asked
+	// again within a round trip of their last resend or over the
+	// subscriber's retransmission budget (resendlimit.go).
+	ResendsTooSoon, ResendsOverRate uint64
 	// PaddingPackets: padding-only packets sent as bandwidth probes.
 	PaddingPackets uint64
 	// WriteErrors: packets that could not be sent to a subscriber.
@@ -46,6 +50,8 @@ func (t *Totals) add(o Totals) {
 	t.PLIsSent += o.PLIsSent
 	t.PLIsReceived += o.PLIsReceived
 	t.Retransmissions += o.Retransmissions
+	t.ResendsTooSoon += o.ResendsTooSoon
+	t.ResendsOverRate += o.ResendsOverRate
 	t.PaddingPackets += o.PaddingPackets
 	t.WriteErrors += o.WriteErrors
 	t.RecordDropped += o.RecordDropped
@@ -53,7 +59,7 @@ func (t *Totals) add(o Totals) {
 
 // totalsOf sums one participant's snapshot.
 func totalsOf(ps ParticipantStats) Totals {
-	var t Totals
+	t := Totals{ResendsTooSoon: ps.ResendsTooSoon, ResendsOverRate: ps.ResendsOverRate}
 	for _, u := range ps.Up {
 		t.ReceivedPackets += u.Packets
 		t.ReceivedBytes += u.Bytes
