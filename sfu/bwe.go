@@ -42,10 +42,11 @@ func (e *estimators) take(id string) cc.BandwidthEstimator {
 func registerCongestionControl(reg *interceptor.Registry, est *estimators, lim *resendLimit) error {
 	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
 		e, err := newProbingEstimator()
-		if e != nil {
-			e.lim = lim
+		if err != nil {
+			return nil, err
 		}
-		return e, err
+		e.lim = lim
+		return e, nil
 	})
 	if err != nil {
 		return err
