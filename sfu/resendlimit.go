@@ -10,15 +10,20 @@ import (
 // libwebrtc's sender does (RtpPacketHistory and the retransmission rate
 // limiter): a packet is resent at most once per round trip, and
 // retransmissions take at most half the subscriber's estimated rate.
-// (libwebrtc gives them the whole target over a 1 s window, but its pacer
-// holds media and retransmissions together to the pacing rate; the SFU
-// forwards media unpaced, at up to the estimate, so resends come on top
-// of it.) Without
-// it a congested downlink collapses: every packet its queue drops is
-// NACKed again every round trip (Chromium asks up to 10 times), each
+// Without it a congested downlink collapses: every packet its queue drops
+// is NACKed again every round trip (Chromium asks up to 10 times), each
 // answer lands in the same full queue, and the retransmissions crowd out
 // the media and audio (measured with Chromium behind a 300 kbit/s cap:
 // ~420 retransmissions a second against ~30 video packets).
+//
+// libwebrtc gives retransmissions the whole target over a 1 s window, but
+// its pacer holds media and retransmissions together to the pacing rate;
+// the SFU forwards media unpaced, at up to the estimate, so resends come
+// on top of it. The cost: a receiver that NACKs faster than its round
+// trip (pion's generator at a fixed interval with a retry limit) gets one
+// resend where it asked several times, and a lost resend stays lost; a
+// publisher that ignores REMB sends more than the estimate, and half the
+// estimate then repairs less (README, loss table).
 //
 // The subscriber's estimator sets the round trip and the rate after each
 // transport-cc feedback; until then nothing is limited. A nil
