@@ -192,7 +192,7 @@ func (d *downTrack) readRTCP(sender *webrtc.RTPSender) {
 	buf := make([]byte, 1500)
 	var last time.Time
 	for {
-		n, _, err := sender.Read(buf)
+		n, attrs, err := sender.Read(buf)
 		if err != nil {
 			return
 		}
@@ -203,7 +203,9 @@ func (d *downTrack) readRTCP(sender *webrtc.RTPSender) {
 			d.requestKeyframe()
 		}
 		last = now
-		pkts, err := rtcp.Unmarshal(buf[:n])
+		// Parsed once: the interceptors below (congestion control, the
+		// NACK responder) cache what they parsed in the attributes.
+		pkts, err := attrs.GetRTCPPackets(buf[:n])
 		if err != nil {
 			continue
 		}

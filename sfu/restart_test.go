@@ -589,6 +589,24 @@ func TestShortOutageWithoutRestart(t *testing.T) {
 	}
 }
 
+// keyframesSettled reports whether no keyframe request for c's tracks
+// waits in the SFU's throttle and c received every one the SFU sent.
+func keyframesSettled(c *watchedClient) bool {
+	for _, up := range c.part.upTracks() {
+		up.kf.mu.Lock()
+		pending := up.kf.pending != nil
+		up.kf.mu.Unlock()
+		if pending {
+			return false
+		}
+	}
+	var sent uint64
+	for _, u := range c.part.Stats().Up {
+		sent += u.KeyframeRequests
+	}
+	return uint64(c.KeyframeRequests()) == sent //nolint:gosec // a count
+}
+
 // TestOutageUnnoticedByICEAsksForKeyframes: an outage shorter than the
 // SFU's ICE disconnected timeout changes no connection state, yet the
 // frames sent meanwhile are lost both ways. When the lost client's media
@@ -600,6 +618,11 @@ func TestOutageUnnoticedByICEAsksForKeyframes(t *testing.T) {
 	o, lost, peer, _, _ := startOutageCalls(t, Config{ICEFailedTimeout: 30 * time.Second, ICEDisconnectedTimeout: 20 * time.Second})
 
 	// As long a stretch without an outage first: no keyframe requests.
+	// The set-up's own requests are out first: one the throttle deferred
+	// (KeyframeInterval) would land in the stretch.
+	if _, ok := waitUntil(func() bool { return keyframesSettled(lost) && keyframesSettled(peer) }, 5*time.Second); !ok {
+		t.Fatal("the set-up's keyframe requests never settled")
+	}
 	kLost, kPeer := lost.KeyframeRequests(), peer.KeyframeRequests()
 	time.Sleep(outage + time.Second)
 	if dl, dp := lost.KeyframeRequests()-kLost, peer.KeyframeRequests()-kPeer; dl != 0 || dp != 0 {
