@@ -87,7 +87,7 @@ func (a *App) build() error {
 		publicIPs = []string{cfg.PublicIP}
 	}
 	sfuCfg := sfu.Config{
-		UDPPort: cfg.UDPPort, PublicIPs: publicIPs, SocketBuffer: cfg.UDPBuffer, BatchedReads: cfg.UDPBatchRead, PionReceive: cfg.PionReceive,
+		UDPPort: cfg.UDPPort, PublicIPs: publicIPs, SocketBuffer: cfg.UDPBuffer, BatchedReads: cfg.UDPBatchRead, PionReceive: cfg.PionReceive, PionSend: cfg.PionSend,
 		MediaReaders:     cfg.MediaReaders,
 		IncludeLoopback:  cfg.IncludeLoopback || onlyLoopback(),
 		ICEFailedTimeout: cfg.Grace,

@@ -164,10 +164,16 @@ func TestBrowserCall(t *testing.T) {
 	// Frames keep coming, their packets read on the receive fast path
 	// (sfu/rxfast.go): Chromium answers as DTLS client, so the server has
 	// both tabs' keys.
-	rxBefore := app.sfu.ReceivePath()
+	// Sent on the send fast path (sfu/txfast.go) too: the frames decode.
+	rxBefore, txBefore := app.sfu.ReceivePath(), app.sfu.SendPath()
 	before := sc.FramesDecoded
 	after := waitDecoding(t, caller, before+20)
-	rx := app.sfu.ReceivePath()
+	rx, tx := app.sfu.ReceivePath(), app.sfu.SendPath()
+	txFast, txAll := tx.Fast-txBefore.Fast, tx.Fast-txBefore.Fast+tx.Pion-txBefore.Pion
+	t.Logf("send path while 20 frames were decoded: %d of %d RTP packets fast; since the start %+v", txFast, txAll, tx)
+	if txAll == 0 || float64(txFast) < 0.95*float64(txAll) || tx.Errors != 0 {
+		t.Errorf("%d of %d RTP packets sent on the fast path (want >= 95 %%), %d errors", txFast, txAll, tx.Errors)
+	}
 	fast, all := rx.Fast-rxBefore.Fast, rx.Fast-rxBefore.Fast+rx.Fallback-rxBefore.Fallback
 	t.Logf("receive path while 20 frames were decoded: %d of %d RTP packets fast; since the start %+v", fast, all, rx)
 	if all == 0 || float64(fast) < 0.95*float64(all) || rx.AuthFailures != 0 {

@@ -36,7 +36,8 @@ func TestSFUCollector(t *testing.T) {
 	tot := sfu.Totals{ReceivedPackets: 10, ReceivedBytes: 1000, ForwardedPackets: 20, ForwardedBytes: 2000,
 		Lost: 1, Recovered: 2, Duplicates: 3, NACKsSent: 4, NACKsReceived: 5, PLIsSent: 6, PLIsReceived: 7,
 		Retransmissions: 8, PaddingPackets: 9, WriteErrors: 11, RecordDropped: 12, ResendsTooSoon: 20, ResendsOverRate: 21,
-		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15, Released: 16, Overflow: 17}}
+		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15, Released: 16, Overflow: 17},
+		SendPath:    sfu.SendPathStats{Fast: 22, Pion: 23}}
 	c := newSFUCollector(func() sfu.Totals { return tot }, func() sfu.Load { return sfu.Load{Calls: 2, Participants: 3} })
 	c.readers = func() []uint64 { return []uint64{18, 19} }
 	lint(t, c)
@@ -79,16 +80,20 @@ videochat_media_reader_overflow_total 17
 # TYPE videochat_media_reader_packets_total counter
 videochat_media_reader_packets_total{reader="0"} 18
 videochat_media_reader_packets_total{reader="1"} 19
+# HELP videochat_rtp_send_path_packets_total RTP packets sent to subscribers, by the path they took: fast (encrypted and written by the SFU), pion (pion's SRTP session and ICE connection).
+# TYPE videochat_rtp_send_path_packets_total counter
+videochat_rtp_send_path_packets_total{path="fast"} 22
+videochat_rtp_send_path_packets_total{path="pion"} 23
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "videochat_forwarded_packets_total",
 		"videochat_nacks_total", "videochat_plis_total", "videochat_retransmissions_total", "videochat_resends_held_back_total", "videochat_sfu_participants",
 		"videochat_rtp_receive_path_packets_total", "videochat_srtp_auth_failures_total",
 		"videochat_receive_fast_path_released_streams_total", "videochat_media_reader_overflow_total",
-		"videochat_media_reader_packets_total"); err != nil {
+		"videochat_media_reader_packets_total", "videochat_rtp_send_path_packets_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 26 {
-		t.Errorf("%d series, want 26", n)
+	if n := testutil.CollectAndCount(c); n != 28 {
+		t.Errorf("%d series, want 28", n)
 	}
 }
 

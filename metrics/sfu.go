@@ -18,6 +18,7 @@ type sfuCollector struct {
 	recvPackets, recvBytes, fwdPackets, fwdBytes          *prometheus.Desc
 	lost, recovered, duplicates, nacks, plis, retransmits *prometheus.Desc
 	padding, writeErrors, recordDropped, rxPath, rxAuth   *prometheus.Desc
+	txPath                                                *prometheus.Desc
 	rxReleased, rxOverflow, rxReaders, resendsHeld        *prometheus.Desc
 }
 
@@ -46,6 +47,8 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 		recordDropped: desc("recorder_dropped_packets_total", "Packets the recorder could not keep up with."),
 		rxPath: desc("rtp_receive_path_packets_total",
 			"RTP packets received on the media sockets, by the path they took: fast (decrypted and forwarded by the socket reader), pion (pion's readers).", "path"),
+		txPath: desc("rtp_send_path_packets_total",
+			"RTP packets sent to subscribers, by the path they took: fast (encrypted and written by the SFU), pion (pion's SRTP session and ICE connection).", "path"),
 		rxAuth: desc("srtp_auth_failures_total", "RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped)."),
 		rxOverflow: desc("media_reader_overflow_total",
 			"Datagrams for pion's UDP mux (STUN, DTLS, RTCP, RTP off the fast path) dropped because its queue from the media readers was full."),
@@ -59,7 +62,7 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 func (c *sfuCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.participants, c.recvPackets, c.recvBytes, c.fwdPackets,
 		c.fwdBytes, c.lost, c.recovered, c.duplicates, c.nacks, c.plis, c.retransmits, c.padding,
-		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow, c.rxReaders, c.resendsHeld} {
+		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow, c.rxReaders, c.resendsHeld, c.txPath} {
 		ch <- d
 	}
 }
@@ -93,6 +96,8 @@ func (c *sfuCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.recordDropped, t.RecordDropped)
 	counter(c.rxPath, t.ReceivePath.Fast, "fast")
 	counter(c.rxPath, t.ReceivePath.Fallback, "pion")
+	counter(c.txPath, t.SendPath.Fast, "fast")
+	counter(c.txPath, t.SendPath.Pion, "pion")
 	counter(c.rxAuth, t.ReceivePath.AuthFailures)
 	counter(c.rxReleased, t.ReceivePath.Released)
 	counter(c.rxOverflow, t.ReceivePath.Overflow)

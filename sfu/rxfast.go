@@ -72,6 +72,8 @@ type fastTable struct {
 	passPackets uint32        // ... and at least every passPackets packets
 
 	stats fastCounters
+	tx    txCounters // the send fast path's (txfast.go)
+	bufs  sync.Pool  // of *[txBufSize]byte, for the send fast path
 }
 
 // fastCounters count RTP datagrams by the path they took.
@@ -143,14 +145,30 @@ func isRTP(b []byte) bool {
 	return len(b) >= 12 && b[0]&0xc0 == 0x80 && (b[1] < 192 || b[1] > 223)
 }
 
+// isRTCP tells RTCP (packet types 192-223) from the rest.
+func isRTCP(b []byte) bool {
+	return len(b) >= 8 && b[0]&0xc0 == 0x80 && b[1] >= 192 && b[1] <= 223
+}
+
 // handle takes b (a datagram from from) if it belongs to the fast path;
 // toPion hands it to pion unchanged. b may be overwritten when it is
 // taken. With takenPass, scratch[:n] holds b as it came, for pion.
-func (t *fastTable) handle(b []byte, from netip.AddrPort, scratch []byte) (v verdict, n int) {
-	if !isRTP(b) {
+func (t *fastTable) handle(b []byte, from netip.AddrPort, scratch []byte, via *fastConn) (v verdict, n int) {
+	rtp := isRTP(b)
+	if !rtp && !isRTCP(b) {
 		return toPion, 0
 	}
-	if p := (*t.peers.Load())[canonical(from)]; p != nil {
+	p := (*t.peers.Load())[canonical(from)]
+	if p != nil && via != nil {
+		// RTCP too: a peer that only receives sends nothing else.
+		if r := p.tx.Load(); r == nil || r.conn != via || r.to != from {
+			t.route(p, via, from)
+		}
+	}
+	if !rtp {
+		return toPion, 0
+	}
+	if p != nil {
 		if ok, n := p.receive(b, scratch); ok {
 			if n > 0 {
 				return takenPass, n
@@ -160,6 +178,33 @@ func (t *fastTable) handle(b []byte, from netip.AddrPort, scratch []byte) (v ver
 	}
 	t.stats.fallback.Add(1)
 	return toPion, 0
+}
+
+// route makes p's packets go out through via to from, the socket and
+// address its media arrives on (the send fast path, txfast.go). A peer
+// unregistered meanwhile (it clears the route after leaving the table)
+// keeps none.
+func (t *fastTable) route(p *fastPeer, via *fastConn, from netip.AddrPort) {
+	r := &txRoute{conn: via, to: from}
+	p.tx.Store(r)
+	if (*t.peers.Load())[canonical(from)] != p {
+		p.tx.CompareAndSwap(r, nil)
+	}
+}
+
+// getBuf returns a buffer for one packet of the send fast path.
+func (t *fastTable) getBuf() *[]byte {
+	if b, ok := t.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, txBufSize)
+	return &b
+}
+
+func (t *fastTable) putBuf(b *[]byte) { t.bufs.Put(b) }
+
+func (t *fastTable) txSnapshot() SendPathStats {
+	return SendPathStats{Fast: t.tx.fast.Load(), Pion: t.tx.pion.Load(), Passed: t.tx.passed.Load(), Errors: t.tx.errors.Load()}
 }
 
 // add maps addr to p unless another peer has it; false if it has.
@@ -215,6 +260,8 @@ type fastPeer struct {
 
 	mu  sync.Mutex // guards ctx's state and hdr: a decryption at a time
 	hdr rtp.Header
+
+	tx atomic.Pointer[txRoute] // where the send fast path writes; nil: pion's path
 
 	streams atomic.Pointer[[]*fastStream] // copy-on-write
 
@@ -441,6 +488,7 @@ func (p *fastPeer) register(addr netip.AddrPort) error {
 	}
 	if p.inTab {
 		p.tab.remove(p.addr, p)
+		p.tx.Store(nil) // until media comes from the new address
 	}
 	p.addr, p.inTab = addr, p.tab.add(addr, p)
 	if !p.inTab {
@@ -457,6 +505,7 @@ func (p *fastPeer) unregister() {
 		p.tab.remove(p.addr, p)
 		p.inTab = false
 	}
+	p.tx.Store(nil)
 }
 
 // registered returns the address the peer is registered under.
@@ -476,5 +525,6 @@ func (p *fastPeer) close() {
 		p.tab.remove(p.addr, p)
 		p.inTab = false
 	}
+	p.tx.Store(nil)
 	p.streams.Store(nil)
 }

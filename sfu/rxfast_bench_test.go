@@ -55,7 +55,7 @@ func benchFastPath(b *testing.B, prof srtp.ProtectionProfile) {
 		}
 		pkt := pkts[i%laps]
 		n := copy(buf, pkt)
-		if v, _ := f.tab.handle(buf[:n], from, scratch); v != taken {
+		if v, _ := f.tab.handle(buf[:n], from, scratch, nil); v != taken {
 			b.Fatal("not taken")
 		}
 	}

@@ -46,6 +46,21 @@ func checkFastShare(t *testing.T, before, after ReceivePathStats) {
 	}
 }
 
+// checkSendShare fails the test if less than 95 % of the RTP packets the
+// SFU sent between before and after took the send fast path, or if any
+// failed.
+func checkSendShare(t *testing.T, before, after SendPathStats) {
+	t.Helper()
+	fast, all := after.Fast-before.Fast, after.Fast+after.Pion-before.Fast-before.Pion
+	t.Logf("send path: %d of %d RTP packets fast; since the start %+v", fast, all, after)
+	if all == 0 || float64(fast) < 0.95*float64(all) {
+		t.Errorf("%d of %d RTP packets took the send fast path, want >= 95 %%", fast, all)
+	}
+	if after.Errors != 0 {
+		t.Errorf("%d send errors", after.Errors)
+	}
+}
+
 // checkClean fails the test if a client's media arrived damaged or lost.
 func checkClean(t *testing.T, c *testClient) {
 	t.Helper()
@@ -99,9 +114,10 @@ func TestFastPathCarriesCall(t *testing.T) {
 					t.Fatalf("%s: no transport-cc recorder for the fast path", c.part.name)
 				}
 			}
-			before := s.ReceivePath()
+			before, sent := s.ReceivePath(), s.SendPath()
 			moreVideo(t, 100, a, b)
 			checkFastShare(t, before, s.ReceivePath())
+			checkSendShare(t, sent, s.SendPath())
 			checkClean(t, a)
 			checkClean(t, b)
 		})
@@ -312,9 +328,10 @@ func TestFastPathAcrossICERestart(t *testing.T) {
 			t.Fatalf("round %d: alice registered under %v (%v), her pair's address is %v", round, now, ok, want)
 		}
 		t.Logf("round %d: alice's address %v -> %v", round, old, now)
-		before := s.ReceivePath()
+		before, sent := s.ReceivePath(), s.SendPath()
 		moreVideo(t, 100, a, b)
 		checkFastShare(t, before, s.ReceivePath())
+		checkSendShare(t, sent, s.SendPath())
 	}
 	for _, c := range []*testClient{a, b} {
 		for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {

@@ -63,7 +63,7 @@ func (f *fastConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 		if err != nil {
 			return n, from, err
 		}
-		v, c := f.tab.handle(p[:n], from, f.scratch[:])
+		v, c := f.tab.handle(p[:n], from, f.scratch[:], f)
 		if v == toPion {
 			return n, from, nil
 		}

@@ -49,6 +49,9 @@ func (p *Participant) fastRegister() {
 		p.log.Debug("receive fast path: no SRTP context", "err", err)
 		return
 	}
+	if tx := p.hooks.tx.Load(); tx != nil {
+		tx.enable(k, p.fast)
+	}
 	ice := p.pc.SCTP().Transport().ICETransport()
 	pair, _ := ice.GetSelectedCandidatePair()
 	addr, ok := pairRemote(pair)

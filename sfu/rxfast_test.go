@@ -420,10 +420,10 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 		pkts[i] = f.seal(t, fastSSRC, ptVP8, uint16(i), fastPayload(uint16(i), 1000))
 	}
 	scratch := make([]byte, maxPacket)
-	f.tab.handle(pkts[0], from, scratch) // the SSRC's state in the SRTP context is made once
+	f.tab.handle(pkts[0], from, scratch, nil) // the SSRC's state in the SRTP context is made once
 	i := 1
 	allocs := testing.AllocsPerRun(100, func() {
-		if v, _ := f.tab.handle(pkts[i], from, scratch); v != taken {
+		if v, _ := f.tab.handle(pkts[i], from, scratch, nil); v != taken {
 			t.Fatal("not taken")
 		}
 		i++
@@ -569,7 +569,7 @@ func TestPionTakesBackALongFastStream(t *testing.T) {
 			send := func() (verdict, error) {
 				n := copy(buf, f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 20)))
 				seq++
-				v, c := f.tab.handle(buf[:n], from, scratch)
+				v, c := f.tab.handle(buf[:n], from, scratch, nil)
 				switch v {
 				case toPion:
 					_, err := pion.DecryptRTP(nil, buf[:n], nil)

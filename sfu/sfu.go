@@ -77,6 +77,11 @@ type Config struct {
 	// PionReceive turns the receive fast path off (rxfast.go): every
 	// RTP packet then goes through pion's readers (for comparison).
 	PionReceive bool
+	// PionSend turns the send fast path off (txfast.go): every RTP packet
+	// then goes out through pion's SRTP session and ICE connection (for
+	// comparison). The send fast path follows the receive fast path's
+	// routes, so PionReceive turns it off too.
+	PionSend bool
 	// Recorder, if set, is offered every published track.
 	Recorder Recorder
 	Logger   *slog.Logger
@@ -209,6 +214,15 @@ func (s *SFU) ReceivePath() ReceivePathStats {
 	return s.fast.snapshot()
 }
 
+// SendPath counts the RTP packets sent so far by the path they took (all
+// zero with Config.PionSend or PionReceive).
+func (s *SFU) SendPath() SendPathStats {
+	if s.fast == nil {
+		return SendPathStats{}
+	}
+	return s.fast.txSnapshot()
+}
+
 // MediaReaders returns the RTP packets each media socket reader's fast
 // path took: with several sockets per address (Config.MediaReaders) the
 // sockets of one address together, addresses in the order they were
@@ -252,7 +266,11 @@ func (s *SFU) Close() error {
 // shared MediaEngine, a copy of the base SettingEngine with h's DTLS hooks,
 // and a Registry whose interceptors report their instances to h.
 func (s *SFU) newPeerAPI(h *peerHooks) (*webrtc.API, error) {
-	reg, err := newRegistry(s.est, s.rep, h)
+	var tx *fastTable
+	if !s.cfg.PionSend {
+		tx = s.fast
+	}
+	reg, err := newRegistry(s.est, s.rep, h, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -401,8 +419,12 @@ const (
 // generator. Transport-wide congestion control feedback (the remote
 // senders' estimates depend on it) is our own (twccfb.go), as
 // webrtc.ConfigureTWCCSender does with pion's interceptor.
-func newRegistry(est *estimators, rep *repairCounters, h *peerHooks) (*interceptor.Registry, error) {
+func newRegistry(est *estimators, rep *repairCounters, h *peerHooks, tx *fastTable) (*interceptor.Registry, error) {
 	reg := &interceptor.Registry{}
+	if tx != nil {
+		// First: its writer wraps pion's and sees every packet sent.
+		reg.Add(txSenderFactory{hooks: h, tab: tx})
+	}
 	reg.Add(rep)
 	lim := newResendLimit()
 	if h != nil {

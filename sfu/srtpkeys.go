@@ -249,4 +249,5 @@ type peerHooks struct {
 	keys   keyCatcher
 	twcc   atomic.Pointer[twccFeedback] // set by twccFeedbackFactory
 	resend *resendLimit                 // the nackResponder's, fed by the estimator
+	tx     atomic.Pointer[txSender]     // the send fast path (txfast.go); nil: off
 }

@@ -35,6 +35,9 @@ type Totals struct {
 	// ReceivePath: received RTP by the path it took (SFU.ReceivePath;
 	// not per participant).
 	ReceivePath ReceivePathStats
+	// SendPath: sent RTP by the path it took (SFU.SendPath; not per
+	// participant).
+	SendPath SendPathStats
 }
 
 func (t *Totals) add(o Totals) {
@@ -93,6 +96,7 @@ func (s *SFU) Totals() Totals {
 		t.add(p.totals())
 	}
 	t.ReceivePath = s.ReceivePath()
+	t.SendPath = s.SendPath()
 	return t
 }
 

@@ -20,10 +20,13 @@ import (
 // packet that arrived at bob (clients included).
 //
 // Run "sfu" has alice's media on the receive fast path (rxfast.go: she
-// offers, so the SFU is the DTLS server and knows her keys); "sfu-pion"
-// is the same with the fast path off (Config.PionReceive).
+// offers, so the SFU is the DTLS server and knows her keys) and bob's on
+// the send fast path (txfast.go); "sfu-pion-send" has the send fast path
+// off (Config.PionSend), "sfu-pion" both (Config.PionReceive). They also
+// report cpu-µs/fwd-pkt: the process's CPU time (user and system, clients
+// included) per forwarded packet.
 func BenchmarkWholePath(b *testing.B) {
-	for name, cfg := range map[string]Config{"sfu": {}, "sfu-pion": {PionReceive: true}} {
+	for name, cfg := range map[string]Config{"sfu": {}, "sfu-pion-send": {PionSend: true}, "sfu-pion": {PionReceive: true}} {
 		b.Run(name, func(b *testing.B) {
 			s := newTestSFUWith(b, cfg)
 			call := s.NewCall("bench")
@@ -92,6 +95,7 @@ func benchPath(b *testing.B, a, bob *rtctest.Peer) {
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	r0 := received()
+	cpu0 := processCPU()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		send()
@@ -108,6 +112,7 @@ func benchPath(b *testing.B, a, bob *rtctest.Peer) {
 		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
+	cpu := processCPU() - cpu0
 	runtime.ReadMemStats(&m1)
 	fwd := received() - r0
 	if fwd <= 0 {
@@ -116,4 +121,5 @@ func benchPath(b *testing.B, a, bob *rtctest.Peer) {
 	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(fwd), "allocs/fwd-pkt")
 	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(fwd), "B/fwd-pkt")
 	b.ReportMetric(100*float64(b.N-fwd)/float64(b.N), "%lost")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(fwd), "cpu-µs/fwd-pkt")
 }
