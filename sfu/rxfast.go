@@ -73,7 +73,7 @@ type fastTable struct {
 
 	stats fastCounters
 	tx    txCounters // the send fast path's (txfast.go)
-	bufs  sync.Pool  // of *[txBufSize]byte, for the send fast path
+	bufs  sync.Pool  // of *[]byte (txBufSize), for the send fast path
 }
 
 // fastCounters count RTP datagrams by the path they took.
@@ -145,31 +145,15 @@ func isRTP(b []byte) bool {
 	return len(b) >= 12 && b[0]&0xc0 == 0x80 && (b[1] < 192 || b[1] > 223)
 }
 
-// isRTCP tells RTCP (packet types 192-223) from the rest.
-func isRTCP(b []byte) bool {
-	return len(b) >= 8 && b[0]&0xc0 == 0x80 && b[1] >= 192 && b[1] <= 223
-}
-
 // handle takes b (a datagram from from) if it belongs to the fast path;
 // toPion hands it to pion unchanged. b may be overwritten when it is
 // taken. With takenPass, scratch[:n] holds b as it came, for pion.
 func (t *fastTable) handle(b []byte, from netip.AddrPort, scratch []byte, via *fastConn) (v verdict, n int) {
-	rtp := isRTP(b)
-	if !rtp && !isRTCP(b) {
+	if !isRTP(b) {
 		return toPion, 0
 	}
-	p := (*t.peers.Load())[canonical(from)]
-	if p != nil && via != nil {
-		// RTCP too: a peer that only receives sends nothing else.
-		if r := p.tx.Load(); r == nil || r.conn != via || r.to != from {
-			t.route(p, via, from)
-		}
-	}
-	if !rtp {
-		return toPion, 0
-	}
-	if p != nil {
-		if ok, n := p.receive(b, scratch); ok {
+	if p := (*t.peers.Load())[canonical(from)]; p != nil {
+		if ok, n := p.receive(b, scratch, via, from); ok {
 			if n > 0 {
 				return takenPass, n
 			}
@@ -204,7 +188,8 @@ func (t *fastTable) getBuf() *[]byte {
 func (t *fastTable) putBuf(b *[]byte) { t.bufs.Put(b) }
 
 func (t *fastTable) txSnapshot() SendPathStats {
-	return SendPathStats{Fast: t.tx.fast.Load(), Pion: t.tx.pion.Load(), Passed: t.tx.passed.Load(), Errors: t.tx.errors.Load()}
+	return SendPathStats{Fast: t.tx.fast.Load(), Pion: t.tx.pion.Load(), Passed: t.tx.passed.Load(), Errors: t.tx.errors.Load(),
+		Dropped: t.tx.dropped.Load()}
 }
 
 // add maps addr to p unless another peer has it; false if it has.
@@ -305,8 +290,11 @@ func (p *fastPeer) stream(ssrc uint32) *fastStream {
 
 // receive decrypts and forwards b if its SSRC is registered (ok). When a
 // copy for pion is due, b as it came is kept in scratch first and n is
-// its length.
-func (p *fastPeer) receive(b, scratch []byte) (ok bool, n int) {
+// its length. A packet that decrypts makes via and from the peer's send
+// route (txfast.go): only an authenticated packet may move it, so a
+// datagram forged with the peer's address cannot send its media to a
+// socket or address it does not use.
+func (p *fastPeer) receive(b, scratch []byte, via *fastConn, from netip.AddrPort) (ok bool, n int) {
 	st := p.stream(binary.BigEndian.Uint32(b[8:12]))
 	if st == nil {
 		return false, 0
@@ -323,6 +311,9 @@ func (p *fastPeer) receive(b, scratch []byte) (ok bool, n int) {
 	}
 	if st.fails.Load() != 0 {
 		st.fails.Store(0)
+	}
+	if r := p.tx.Load(); via != nil && (r == nil || r.conn != via || r.to != from) {
+		p.tab.route(p, via, from)
 	}
 	if !st.ok.Load() {
 		st.ok.Store(true)

@@ -97,7 +97,7 @@ func (f *fastFixture) newTrack(w webrtc.TrackLocalWriter) {
 
 // receive hands b to the peer as the socket reader would; true if taken.
 func (f *fastFixture) receive(b []byte) bool {
-	ok, _ := f.peer.receive(b, make([]byte, maxPacket))
+	ok, _ := f.peer.receive(b, make([]byte, maxPacket), nil, netip.AddrPort{})
 	return ok
 }
 

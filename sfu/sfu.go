@@ -411,8 +411,9 @@ const (
 // (it sees a packet first). The transport-cc extension must be on a packet
 // before the estimator sees it, and the NACK responder's retransmissions
 // (on the RTX SSRC) must not pass through the estimator, which knows media
-// SSRCs only. The repair counters go first, next to the network, to see
-// every NACK and retransmission.
+// SSRCs only. The send fast path goes first, next to pion's writer, to see
+// every packet sent; then the repair counters, to see every NACK and
+// retransmission.
 //
 // The NACK responder answers subscribers' NACKs from a send buffer; NACKs
 // to publishers come from the upTracks (nackgen.go), not from pion's

@@ -34,13 +34,20 @@ import (
 // pion must be able to take a stream back at any time (the route goes
 // away on an ICE restart). Its SRTP context guesses each packet's
 // rollover counter (ROC) from the last packet it encrypted, within 2^15
-// sequence numbers, and starts a stream it has not seen at ROC 0. So the
-// first packet of every stream goes through pion, and at least every
-// txPassPackets after it: pion's guess then always holds. Our context is
-// told the ROC (SetROC) whenever pion sent the stream's previous packet,
-// from the extended sequence number the writer keeps for every packet of
-// the stream, whichever way it went; in between it guesses from its own
-// last packet, as pion's does.
+// sequence numbers, and starts a stream it has not seen at ROC 0, as the
+// receiver does. So a stream starts with the first packet pion actually
+// encrypts (before DTLS is up it drops what it is given), everything
+// before that goes to pion, and at least one packet in every
+// txPassPackets after it goes to pion too; a packet from before the
+// start is dropped (no receiver could decrypt it, and pion's context,
+// which cannot tell it from a jump ahead while its counter is small,
+// would be thrown off by it). Our context is told the ROC (SetROC)
+// whenever pion sent the stream's previous packet, from the extended
+// sequence number the writer keeps for every packet of the stream,
+// whichever way it went; in between it guesses from its own last packet,
+// as pion's does. Only a packet that authenticated on the receive fast
+// path sets or moves the route (rxfast.go), so a forged datagram cannot
+// turn a peer's media to another socket or address.
 
 // txPassPackets: pion encrypts and sends at least one packet of a stream
 // in this many sequence numbers (well under 2^15).
@@ -63,15 +70,17 @@ type SendPathStats struct {
 	// yet (or any more), or an unknown SSRC.
 	Pion uint64
 	// Passed are the Pion ones sent that way only to keep pion's SRTP
-	// context in step (a stream's first packet, then every
-	// txPassPackets).
+	// context in step (one in every txPassPackets).
 	Passed uint64
 	// Errors were not sent: encryption or the socket write failed.
 	Errors uint64
+	// Dropped came from before their stream's first packet (reordered
+	// late): no receiver could decrypt them.
+	Dropped uint64
 }
 
 type txCounters struct {
-	fast, pion, passed, errors atomic.Uint64
+	fast, pion, passed, errors, dropped atomic.Uint64
 }
 
 // txSender is one PeerConnection's send fast path: an interceptor whose
@@ -82,7 +91,7 @@ type txSender struct {
 	keys atomic.Pointer[sessionKeys]
 	peer atomic.Pointer[fastPeer]
 	tab  *fastTable // buffers and counters, SFU-wide
-	pass uint64     // txPassPackets; tests shorten it
+	pass uint64     // txPassPackets
 }
 
 // txSenderFactory builds the PeerConnection's txSender and hands it to
@@ -144,7 +153,7 @@ type txStream struct {
 	mu      sync.Mutex
 	ctx     *srtp.Context // our encryption state; nil until the first fast packet
 	hdr     rtp.Header    // EncryptRTP's scratch
-	started bool          // a packet was written
+	started bool          // pion encrypted the stream's first packet
 	ext     uint64        // highest extended sequence number written
 	pionExt uint64        // extended sequence number of pion's last packet
 	inStep  bool          // ctx encrypted the stream's previous packet
@@ -164,9 +173,11 @@ func (w *txWriter) stream(ssrc uint32) *txStream {
 type txPath int
 
 const (
-	txViaPion txPath = iota // no route (or no keys, or too long): pion sends it
-	txViaPass               // pion sends it to keep its context in step
-	txViaFast               // encrypted here; the caller writes it
+	txViaPion  txPath = iota // no route (or no keys, or too long): pion sends it
+	txViaFirst               // pion sends it; once pion has encrypted one, the stream starts there
+	txViaPass                // pion sends it to keep its context in step
+	txViaFast                // encrypted here; the caller writes it
+	txDrop                   // from before the stream's first packet: no receiver could decrypt it
 )
 
 // txBufSize holds any packet pion would send (its receive MTU) and the
@@ -182,7 +193,7 @@ func (w *txWriter) Write(h *rtp.Header, payload []byte, a interceptor.Attributes
 	}
 	var keys *sessionKeys
 	r := w.t.route()
-	if r != nil && h.MarshalSize()+len(payload) <= handoffSize {
+	if r != nil && h.MarshalSize()+len(payload)+int(h.PaddingSize) <= handoffSize {
 		keys = w.t.keys.Load()
 	}
 	var buf *[]byte
@@ -191,14 +202,15 @@ func (w *txWriter) Write(h *rtp.Header, payload []byte, a interceptor.Attributes
 		defer w.t.tab.putBuf(buf)
 	}
 	pkt, path, err := st.prepare(h, payload, buf, keys, w.t.pass)
-	switch {
-	case path != txViaFast:
-		w.t.tab.tx.pion.Add(1)
-		if path == txViaPass {
-			w.t.tab.tx.passed.Add(1)
-		}
-		return w.next.Write(h, payload, a)
-	case err != nil:
+	switch path {
+	case txDrop:
+		w.t.tab.tx.dropped.Add(1)
+		return 0, nil
+	case txViaFast:
+	default:
+		return w.viaPion(st, path, h, payload, a)
+	}
+	if err != nil {
 		w.t.tab.tx.errors.Add(1)
 		return 0, err
 	}
@@ -210,18 +222,37 @@ func (w *txWriter) Write(h *rtp.Header, payload []byte, a interceptor.Attributes
 	return len(pkt), nil
 }
 
+// viaPion hands the packet to pion's writer. Before its DTLS transport is
+// up pion drops what it is given (0 bytes, no error) without encrypting
+// it: only a packet pion wrote starts the stream (st.start), so that the
+// stream's rollover counter counts from pion's first packet, as pion's
+// context and the receiver's do.
+func (w *txWriter) viaPion(st *txStream, path txPath, h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+	w.t.tab.tx.pion.Add(1)
+	if path == txViaPass {
+		w.t.tab.tx.passed.Add(1)
+	}
+	n, err := w.next.Write(h, payload, a)
+	if path == txViaFirst && n > 0 && err == nil {
+		st.start(h.SequenceNumber)
+	}
+	return n, err
+}
+
 // prepare records the packet in the stream's sequence and decides its
 // path; on ours (keys set: a route, and it fits buf) it marshals and
 // encrypts the packet into buf.
 func (st *txStream) prepare(h *rtp.Header, payload []byte, buf *[]byte, keys *sessionKeys, passEvery uint64) ([]byte, txPath, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	ext, first, ok := st.extend(h.SequenceNumber)
+	if !st.started {
+		return nil, txViaFirst, nil
+	}
+	ext, ok := st.extend(h.SequenceNumber)
 	switch {
-	case first:
-		st.pionExt, st.inStep = ext, false
-		return nil, txViaPass, nil
-	case !ok || keys == nil:
+	case !ok:
+		return nil, txDrop, nil
+	case keys == nil:
 		st.inStep = false
 		return nil, txViaPion, nil
 	case ext >= st.pionExt+passEvery:
@@ -229,7 +260,22 @@ func (st *txStream) prepare(h *rtp.Header, payload []byte, buf *[]byte, keys *se
 		return nil, txViaPass, nil
 	}
 	pkt, err := st.seal(h, payload, *buf, keys, ext)
+	if err != nil {
+		st.inStep = false // its state may be half-updated: tell it the counter again
+	}
 	return pkt, txViaFast, err
+}
+
+// start begins the stream at seq (rollover counter 0), the first packet
+// pion encrypted; later calls change nothing. Two first packets in flight
+// at once could start it at the later one of the two: they would disagree
+// only if the sequence number wrapped between them.
+func (st *txStream) start(seq uint16) {
+	st.mu.Lock()
+	if !st.started {
+		st.started, st.ext, st.pionExt, st.inStep = true, uint64(seq), uint64(seq), false
+	}
+	st.mu.Unlock()
 }
 
 // seal encrypts the packet with ext's rollover counter into buf (st.mu
@@ -255,20 +301,16 @@ func (st *txStream) seal(h *rtp.Header, payload, buf []byte, keys *sessionKeys, 
 }
 
 // extend returns seq's extended sequence number (with its rollovers) and
-// records it; first for the stream's first packet; !ok for one from
-// before it (its extension is not known).
-func (st *txStream) extend(seq uint16) (ext uint64, first, ok bool) {
-	if !st.started {
-		st.started, st.ext = true, uint64(seq)
-		return st.ext, true, true
-	}
+// records it (the stream started); !ok for a packet from before the
+// stream's first one.
+func (st *txStream) extend(seq uint16) (ext uint64, ok bool) {
 	d := int64(int16(seq - uint16(st.ext))) //nolint:gosec // the wrap-around difference
 	e := int64(st.ext) + d                  //nolint:gosec // far below 2^63
 	if e < 0 {
-		return 0, false, false
+		return 0, false
 	}
 	if e > int64(st.ext) { //nolint:gosec // as above
 		st.ext = uint64(e)
 	}
-	return uint64(e), false, true
+	return uint64(e), true
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ type txFixture struct {
 	peer *fastPeer
 	conn *fastConn
 	to   netip.AddrPort
+
+	pionDown atomic.Bool // pion's transport is not up: it drops what it is given
 
 	mu   sync.Mutex
 	wire []txWire
@@ -70,6 +73,9 @@ func (f *txFixture) pion(t *testing.T) interceptor.RTPWriter {
 	}
 	var mu sync.Mutex
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, _ interceptor.Attributes) (int, error) {
+		if f.pionDown.Load() {
+			return 0, nil // as pion's srtpWriterFuture before DTLS is up
+		}
 		raw, err := (&rtp.Packet{Header: *h, Payload: payload}).Marshal()
 		if err != nil {
 			return 0, err
@@ -213,49 +219,104 @@ func TestSendFastPathFirstPacketAndOrder(t *testing.T) {
 	}
 }
 
-// The route follows the peer's registration: set from the socket and
-// address its media arrives on, cleared when it is unregistered or moves,
-// and never left behind by a packet racing with the unregistration.
-func TestSendRouteFollowsRegistration(t *testing.T) {
+// A stream starts with the first packet pion actually encrypts: before
+// its DTLS transport is up pion drops what it is given, and the packets
+// it dropped must not count (here the sequence number wraps among them:
+// counted from the first one written, every later fast packet would carry
+// a rollover counter one too high). A packet from before the start is
+// dropped.
+func TestSendFastPathStartsWithPionsFirstPacket(t *testing.T) {
 	f := newTxFixture(t, srtp.ProtectionProfileAeadAes128Gcm)
-	if err := f.peer.setKeys(srtp.ProtectionProfileAeadAes128Gcm, make([]byte, 16), make([]byte, 12), nil); err != nil {
-		t.Fatal(err)
+	w := f.tx.BindLocalStream(&interceptor.StreamInfo{SSRC: 1}, f.pion(t))
+	r := f.receiver(t)
+	f.fast(true)
+	f.pionDown.Store(true)
+	ext := uint64(65400)
+	for ; ext < 65700; ext++ {
+		txSend(t, w, 1, ext)
 	}
+	f.pionDown.Store(false)
+	for end := ext + 140000; ext < end; ext++ {
+		txSend(t, w, 1, ext)
+	}
+	fast, pion := r.check(t, f)
+	t.Logf("%d fast, %d through pion; %+v", fast, pion, f.tab.txSnapshot())
+
+	w2 := f.tx.BindLocalStream(&interceptor.StreamInfo{SSRC: 5}, f.pion(t))
+	r2 := f.receiver(t)
+	f.mu.Lock()
+	r2.seen = len(f.wire)
+	f.mu.Unlock()
+	txSend(t, w2, 5, 2)
+	txSend(t, w2, 5, 65534) // reordered from before the first
+	for ext := uint64(3); ext < 20000; ext++ {
+		txSend(t, w2, 5, ext)
+	}
+	f.fast(false) // pion takes it back
+	for ext := uint64(20000); ext < 20100; ext++ {
+		txSend(t, w2, 5, ext)
+	}
+	if fast, pion := r2.check(t, f); fast+pion != 20098 {
+		t.Errorf("%d packets on the wire, want 20,098", fast+pion)
+	}
+	if st := f.tab.txSnapshot(); st.Dropped != 1 {
+		t.Errorf("%d dropped, want 1", st.Dropped)
+	}
+}
+
+// The route follows the peer's registration: set from the socket and
+// address its media arrives on, by a packet that authenticated only (not
+// a forged one, not RTCP), cleared when the peer is unregistered or
+// moves, and never left behind by a packet racing with the
+// unregistration.
+func TestSendRouteFollowsRegistration(t *testing.T) {
+	f := newFastFixture(t, srtp.ProtectionProfileAeadAes128Gcm, &countingWriter{})
+	conn, other := &fastConn{tab: f.tab}, &fastConn{tab: f.tab}
 	from := netip.MustParseAddrPort("10.0.0.2:4000")
 	if err := f.peer.register(from); err != nil {
 		t.Fatal(err)
 	}
-	pkt := make([]byte, 40)
-	pkt[0], pkt[1] = 0x80, 96
+	seq := uint16(100)
+	pkt := func() []byte {
+		seq++
+		return f.seal(t, fastSSRC, ptVP8, seq, fastPayload(seq, 100))
+	}
 	scratch := make([]byte, maxPacket)
-	if f.tx.route() != nil {
-		t.Fatal("a route before any packet")
+	forged := pkt()
+	forged[len(forged)-1] ^= 1
+	rr := []byte{0x80, 201, 0, 1, 0, 0, 0, 1}
+	f.tab.handle(forged, from, scratch, conn)
+	f.tab.handle(rr, from, scratch, conn)
+	if r := f.peer.tx.Load(); r != nil {
+		t.Fatalf("route %+v from a forged packet or RTCP", r)
 	}
-	rr := []byte{0x80, 201, 0, 1, 0, 0, 0, 1} // a receiver report: a peer that only receives sends RTCP
-	if v, _ := f.tab.handle(rr, from, scratch, f.conn); v != toPion {
-		t.Fatal("RTCP not left to pion")
-	}
-	if r := f.tx.route(); r == nil || r.conn != f.conn || r.to != from {
+	f.tab.handle(pkt(), from, scratch, conn)
+	if r := f.peer.tx.Load(); r == nil || r.conn != conn || r.to != from {
 		t.Fatalf("route %+v, want %v via the socket it came on", r, from)
 	}
-	other := &fastConn{tab: f.tab}
-	f.tab.handle(pkt, from, scratch, other)
-	if r := f.tx.route(); r == nil || r.conn != other {
+	forged = pkt()
+	forged[len(forged)-1] ^= 1
+	f.tab.handle(forged, from, scratch, other)
+	if r := f.peer.tx.Load(); r == nil || r.conn != conn {
+		t.Fatal("a forged packet moved the route")
+	}
+	f.tab.handle(pkt(), from, scratch, other)
+	if r := f.peer.tx.Load(); r == nil || r.conn != other {
 		t.Fatal("route did not follow the socket")
 	}
 	if err := f.peer.register(netip.MustParseAddrPort("10.0.0.3:4000")); err != nil {
 		t.Fatal(err)
 	}
-	if f.tx.route() != nil {
+	if f.peer.tx.Load() != nil {
 		t.Fatal("route kept after the address moved")
 	}
-	f.tab.handle(pkt, from, scratch, f.conn) // the old address: not the peer's any more
-	if f.tx.route() != nil {
+	f.tab.handle(pkt(), from, scratch, conn) // the old address: not the peer's any more
+	if f.peer.tx.Load() != nil {
 		t.Fatal("route set from an address the peer left")
 	}
 	f.peer.unregister()
-	f.tab.route(f.peer, f.conn, from) // a reader that looked the peer up before
-	if f.tx.route() != nil {
+	f.tab.route(f.peer, conn, from) // a reader that looked the peer up before
+	if f.peer.tx.Load() != nil {
 		t.Fatal("route left behind by a racing packet")
 	}
 }
