@@ -41,6 +41,9 @@ func New(t testing.TB) *NS {
 		}
 	}
 	n := int(counter.Add(1))
+	if n == 1 {
+		sweepDead()
+	}
 	ns := &NS{Name: fmt.Sprintf("vc%d-%d", os.Getpid(), n), t: t}
 	// A namespace of this name is a leftover of a dead process whose pid
 	// we now have.
@@ -79,6 +82,24 @@ func New(t testing.TB) *NS {
 	ns.Exec("ip", "link", "set", peer, "up")
 	ns.Exec("ip", "route", "add", "default", "via", ns.HostIP)
 	return ns
+}
+
+// sweepDead deletes the namespaces (and with them their veths) that test
+// processes no longer alive left behind (killed before their cleanup):
+// they would hold veth ids and addresses for good.
+func sweepDead() {
+	names, _ := filepath.Glob("/var/run/netns/vc*-*")
+	for _, path := range names {
+		name := filepath.Base(path)
+		pid, _, ok := strings.Cut(strings.TrimPrefix(name, "vc"), "-")
+		if !ok || pid == "" || strings.Trim(pid, "0123456789") != "" {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			continue // alive (or a new process with its pid: leave it)
+		}
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	}
 }
 
 // Exec runs a command inside the namespace, failing the test on error.
