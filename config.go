@@ -24,6 +24,7 @@ type Config struct {
 	MediaReaders   int    // sockets (and reader goroutines) per media address; 0 = auto
 	PionReceive    bool   // no receive fast path: all RTP through pion's readers
 	PionSend       bool   // no send fast path: all RTP out through pion's SRTP session
+	PionRTCP       bool   // no RTCP fast path: all RTCP through pion's readers
 	PublicIP       string // the address clients reach us at (1:1 NAT)
 	TURNAddr       string // embedded TURN (UDP+TCP); empty disables
 	TURNTLSAddr    string // embedded TURN over TLS (turns:), when a certificate is given
@@ -81,6 +82,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.BoolVar(&cfg.UDPBatchRead, "udp-batch-read", false, "read the media sockets in recvmmsg batches of up to 32 datagrams (Linux; see Performance in the README)")
 	fs.IntVar(&cfg.MediaReaders, "media-readers", 0, "sockets per media address (SO_REUSEPORT, Linux), each read by its own goroutine that forwards media; 0 = GOMAXPROCS capped at 4, 1 = one socket (see Performance in the README)")
 	fs.BoolVar(&cfg.PionSend, "pion-send", false, "turn the send fast path off: every RTP packet goes out through pion's SRTP session and ICE connection (for comparison; see Performance in the README)")
+	fs.BoolVar(&cfg.PionRTCP, "pion-rtcp", false, "turn the RTCP fast path off: every RTCP packet goes through pion's readers (for comparison; see Performance in the README)")
 	fs.BoolVar(&cfg.PionReceive, "pion-receive", false, "turn the receive fast path off: every RTP packet goes through pion's readers (for comparison; see Performance in the README)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")
 	fs.StringVar(&cfg.TURNAddr, "turn-addr", ":3478", "embedded TURN server address, UDP and TCP (empty disables)")

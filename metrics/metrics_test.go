@@ -36,7 +36,7 @@ func TestSFUCollector(t *testing.T) {
 	tot := sfu.Totals{ReceivedPackets: 10, ReceivedBytes: 1000, ForwardedPackets: 20, ForwardedBytes: 2000,
 		Lost: 1, Recovered: 2, Duplicates: 3, NACKsSent: 4, NACKsReceived: 5, PLIsSent: 6, PLIsReceived: 7,
 		Retransmissions: 8, PaddingPackets: 9, WriteErrors: 11, RecordDropped: 12, ResendsTooSoon: 20, ResendsOverRate: 21,
-		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15, Released: 16, Overflow: 17},
+		ReceivePath: sfu.ReceivePathStats{Fast: 13, Fallback: 14, AuthFailures: 15, Released: 16, Overflow: 17, RTCP: 24, RTCPFailures: 2},
 		SendPath:    sfu.SendPathStats{Fast: 22, Pion: 23}}
 	c := newSFUCollector(func() sfu.Totals { return tot }, func() sfu.Load { return sfu.Load{Calls: 2, Participants: 3} })
 	c.readers = func() []uint64 { return []uint64{18, 19} }
@@ -67,16 +67,16 @@ videochat_sfu_participants 3
 # TYPE videochat_rtp_receive_path_packets_total counter
 videochat_rtp_receive_path_packets_total{path="fast"} 13
 videochat_rtp_receive_path_packets_total{path="pion"} 14
-# HELP videochat_srtp_auth_failures_total RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped).
+# HELP videochat_srtp_auth_failures_total RTP packets of registered streams, and RTCP packets of registered peers, that failed SRTP/SRTCP authentication on the receive fast path (dropped).
 # TYPE videochat_srtp_auth_failures_total counter
-videochat_srtp_auth_failures_total 15
+videochat_srtp_auth_failures_total 17
 # HELP videochat_receive_fast_path_released_streams_total Streams given back to pion's readers because none of their packets decrypted on the receive fast path.
 # TYPE videochat_receive_fast_path_released_streams_total counter
 videochat_receive_fast_path_released_streams_total 16
 # HELP videochat_media_reader_overflow_total Datagrams for pion's UDP mux (STUN, DTLS, RTCP, RTP off the fast path) dropped because its queue from the media readers was full.
 # TYPE videochat_media_reader_overflow_total counter
 videochat_media_reader_overflow_total 17
-# HELP videochat_media_reader_packets_total RTP packets taken by each media socket reader's fast path (several sockets per address: -media-readers).
+# HELP videochat_media_reader_packets_total RTP and RTCP packets taken by each media socket reader's fast paths (several sockets per address: -media-readers).
 # TYPE videochat_media_reader_packets_total counter
 videochat_media_reader_packets_total{reader="0"} 18
 videochat_media_reader_packets_total{reader="1"} 19
@@ -84,16 +84,20 @@ videochat_media_reader_packets_total{reader="1"} 19
 # TYPE videochat_rtp_send_path_packets_total counter
 videochat_rtp_send_path_packets_total{path="fast"} 22
 videochat_rtp_send_path_packets_total{path="pion"} 23
+# HELP videochat_rtcp_receive_fast_packets_total RTCP packets decrypted and handled by the media socket reader (the RTCP fast path); the rest go through pion's readers.
+# TYPE videochat_rtcp_receive_fast_packets_total counter
+videochat_rtcp_receive_fast_packets_total 24
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "videochat_forwarded_packets_total",
 		"videochat_nacks_total", "videochat_plis_total", "videochat_retransmissions_total", "videochat_resends_held_back_total", "videochat_sfu_participants",
 		"videochat_rtp_receive_path_packets_total", "videochat_srtp_auth_failures_total",
 		"videochat_receive_fast_path_released_streams_total", "videochat_media_reader_overflow_total",
-		"videochat_media_reader_packets_total", "videochat_rtp_send_path_packets_total"); err != nil {
+		"videochat_media_reader_packets_total", "videochat_rtp_send_path_packets_total",
+		"videochat_rtcp_receive_fast_packets_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 28 {
-		t.Errorf("%d series, want 28", n)
+	if n := testutil.CollectAndCount(c); n != 29 {
+		t.Errorf("%d series, want 29", n)
 	}
 }
 

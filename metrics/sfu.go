@@ -18,7 +18,7 @@ type sfuCollector struct {
 	recvPackets, recvBytes, fwdPackets, fwdBytes          *prometheus.Desc
 	lost, recovered, duplicates, nacks, plis, retransmits *prometheus.Desc
 	padding, writeErrors, recordDropped, rxPath, rxAuth   *prometheus.Desc
-	txPath                                                *prometheus.Desc
+	txPath, rtcpFast                                      *prometheus.Desc
 	rxReleased, rxOverflow, rxReaders, resendsHeld        *prometheus.Desc
 }
 
@@ -49,11 +49,13 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 			"RTP packets received on the media sockets, by the path they took: fast (decrypted and forwarded by the socket reader), pion (pion's readers).", "path"),
 		txPath: desc("rtp_send_path_packets_total",
 			"RTP packets sent to subscribers, by the path they took: fast (encrypted and written by the SFU), pion (pion's SRTP session and ICE connection).", "path"),
-		rxAuth: desc("srtp_auth_failures_total", "RTP packets of registered streams that failed SRTP authentication on the receive fast path (dropped)."),
+		rxAuth: desc("srtp_auth_failures_total", "RTP packets of registered streams, and RTCP packets of registered peers, that failed SRTP/SRTCP authentication on the receive fast path (dropped)."),
+		rtcpFast: desc("rtcp_receive_fast_packets_total",
+			"RTCP packets decrypted and handled by the media socket reader (the RTCP fast path); the rest go through pion's readers."),
 		rxOverflow: desc("media_reader_overflow_total",
 			"Datagrams for pion's UDP mux (STUN, DTLS, RTCP, RTP off the fast path) dropped because its queue from the media readers was full."),
 		rxReaders: desc("media_reader_packets_total",
-			"RTP packets taken by each media socket reader's fast path (several sockets per address: -media-readers).", "reader"),
+			"RTP and RTCP packets taken by each media socket reader's fast paths (several sockets per address: -media-readers).", "reader"),
 		rxReleased: desc("receive_fast_path_released_streams_total",
 			"Streams given back to pion's readers because none of their packets decrypted on the receive fast path."),
 	}
@@ -62,7 +64,7 @@ func newSFUCollector(totals func() sfu.Totals, load func() sfu.Load) *sfuCollect
 func (c *sfuCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.participants, c.recvPackets, c.recvBytes, c.fwdPackets,
 		c.fwdBytes, c.lost, c.recovered, c.duplicates, c.nacks, c.plis, c.retransmits, c.padding,
-		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow, c.rxReaders, c.resendsHeld, c.txPath} {
+		c.writeErrors, c.recordDropped, c.rxPath, c.rxAuth, c.rxReleased, c.rxOverflow, c.rxReaders, c.resendsHeld, c.txPath, c.rtcpFast} {
 		ch <- d
 	}
 }
@@ -98,7 +100,8 @@ func (c *sfuCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.rxPath, t.ReceivePath.Fallback, "pion")
 	counter(c.txPath, t.SendPath.Fast, "fast")
 	counter(c.txPath, t.SendPath.Pion, "pion")
-	counter(c.rxAuth, t.ReceivePath.AuthFailures)
+	counter(c.rxAuth, t.ReceivePath.AuthFailures+t.ReceivePath.RTCPFailures)
+	counter(c.rtcpFast, t.ReceivePath.RTCP)
 	counter(c.rxReleased, t.ReceivePath.Released)
 	counter(c.rxOverflow, t.ReceivePath.Overflow)
 	if c.readers != nil {

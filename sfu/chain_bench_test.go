@@ -48,7 +48,7 @@ func (discardRTCP) Write(pkts []rtcp.Packet, _ interceptor.Attributes) (int, err
 func newServerChain(tb testing.TB) *serverChain {
 	tb.Helper()
 	est, rep := &estimators{}, &repairCounters{}
-	reg, err := newRegistry(est, rep, nil, nil)
+	reg, err := newRegistry(est, rep, nil, nil, false)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -29,6 +29,9 @@ type downTrack struct {
 	source atomic.Pointer[upTrack] // feeds this track; target of keyframe requests
 	bwe    cc.BandwidthEstimator   // the subscriber's downlink estimate; may be nil
 
+	epoch    time.Time
+	lastRTCP atomic.Int64 // since epoch (0: none yet): the receiver's last RTCP about it
+
 	stats downStats
 }
 
@@ -39,7 +42,7 @@ type downStats struct {
 }
 
 func newDownTrack(kind webrtc.RTPCodecType, streamID string, bwe cc.BandwidthEstimator) *downTrack {
-	d := &downTrack{id: kind.String(), streamID: streamID, kind: kind, bwe: bwe}
+	d := &downTrack{id: kind.String(), streamID: streamID, kind: kind, bwe: bwe, epoch: time.Now()}
 	switch kind {
 	case webrtc.RTPCodecTypeAudio:
 		d.mime, d.rw = webrtc.MimeTypeOpus, newRewriter(960) // 20 ms at 48 kHz
@@ -190,27 +193,32 @@ const rtcpSilence = 2500 * time.Millisecond
 // receiver's decoder gives up (Chromium waits 3 s for a decodable frame).
 func (d *downTrack) readRTCP(sender *webrtc.RTPSender) {
 	buf := make([]byte, 1500)
-	var last time.Time
 	for {
 		n, attrs, err := sender.Read(buf)
 		if err != nil {
 			return
 		}
-		now := time.Now()
-		// Video only: browsers report on audio every ~5 s.
-		if d.kind == webrtc.RTPCodecTypeVideo && !last.IsZero() && now.Sub(last) >= rtcpSilence {
-			d.stats.resumes.Add(1)
-			d.requestKeyframe()
-		}
-		last = now
 		// Parsed once: the interceptors below (congestion control, the
 		// NACK responder) cache what they parsed in the attributes.
 		pkts, err := attrs.GetRTCPPackets(buf[:n])
 		if err != nil {
 			continue
 		}
-		d.handleRTCP(pkts)
+		d.onRTCP(pkts, time.Now())
 	}
+}
+
+// onRTCP takes RTCP from the receiver that names this track, from
+// readRTCP or the RTCP fast path (rtcpfast.go), on any goroutine.
+func (d *downTrack) onRTCP(pkts []rtcp.Packet, now time.Time) {
+	at := max(int64(now.Sub(d.epoch)), 1)
+	last := d.lastRTCP.Swap(at)
+	// Video only: browsers report on audio every ~5 s.
+	if d.kind == webrtc.RTPCodecTypeVideo && last != 0 && at-last >= int64(rtcpSilence) {
+		d.stats.resumes.Add(1)
+		d.requestKeyframe()
+	}
+	d.handleRTCP(pkts)
 }
 
 func (d *downTrack) handleRTCP(pkts []rtcp.Packet) {

@@ -96,9 +96,14 @@ func (n *nackResponder) Close() error {
 }
 
 // BindRTCPReader answers NACKs as they are read. Each reader (one per
-// RTPSender) has its own scratch space, used only by its goroutine.
+// RTPSender and RTPReceiver) has its own scratch space: used by its
+// goroutine and, for the reader the RTCP fast path calls, by media
+// readers (rtcpfast.go); hence the lock.
 func (n *nackResponder) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
-	var scratch resendScratch
+	var (
+		mu      sync.Mutex
+		scratch resendScratch
+	)
 	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		i, attr, err := reader.Read(b, a)
 		if err != nil {
@@ -113,7 +118,9 @@ func (n *nackResponder) BindRTCPReader(reader interceptor.RTCPReader) intercepto
 		}
 		for _, p := range pkts {
 			if nack, ok := p.(*rtcp.TransportLayerNack); ok {
+				mu.Lock()
 				n.resend(nack, &scratch)
+				mu.Unlock()
 			}
 		}
 		return i, attr, nil

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 )
@@ -68,8 +69,9 @@ type fastTable struct {
 	mu    sync.Mutex // serialises writers of peers
 	peers atomic.Pointer[map[netip.AddrPort]*fastPeer]
 
-	passEvery   time.Duration // pion is handed a copy of a stream's RTP this often
-	passPackets uint32        // ... and at least every passPackets packets
+	passEvery     time.Duration // pion is handed a copy of a stream's RTP this often
+	passPackets   uint32        // ... and at least every passPackets packets
+	rtcpPassEvery time.Duration // pion is left a peer's RTCP packet this often (rtcpfast.go)
 
 	stats fastCounters
 	tx    txCounters // the send fast path's (txfast.go)
@@ -79,6 +81,7 @@ type fastTable struct {
 // fastCounters count RTP datagrams by the path they took.
 type fastCounters struct {
 	fast, repairs, fallback, authFailures, dropped, released, passed, overflow atomic.Uint64
+	rtcp, rtcpPassed, rtcpFailures                                             atomic.Uint64
 }
 
 // verdict is what handle did with a datagram.
@@ -114,11 +117,21 @@ type ReceivePathStats struct {
 	// reader dropped because pion's read loop was handoffQueue datagrams behind
 	// (several readers per address: Config.MediaReaders, readers.go).
 	Overflow uint64
+	// RTCP counts SRTCP packets the socket reader decrypted and handled
+	// itself (rtcpfast.go; not with Config.PionRTCP).
+	RTCP uint64
+	// RTCPPassed are RTCP packets of registered peers left to pion to keep
+	// its ICE agent counting their traffic.
+	RTCPPassed uint64
+	// RTCPFailures failed SRTCP authentication on the fast path and were
+	// dropped.
+	RTCPFailures uint64
 }
 
 // newFastTable: disconnected is the ICE disconnected timeout.
 func newFastTable(disconnected time.Duration) *fastTable {
-	t := &fastTable{passEvery: min(max(disconnected/4, fastPassMin), fastPassMax), passPackets: fastPassPackets}
+	every := min(max(disconnected/4, fastPassMin), fastPassMax)
+	t := &fastTable{passEvery: every, passPackets: fastPassPackets, rtcpPassEvery: every}
 	m := map[netip.AddrPort]*fastPeer{}
 	t.peers.Store(&m)
 	return t
@@ -127,7 +140,8 @@ func newFastTable(disconnected time.Duration) *fastTable {
 func (t *fastTable) snapshot() ReceivePathStats {
 	return ReceivePathStats{Fast: t.stats.fast.Load(), Repairs: t.stats.repairs.Load(), Fallback: t.stats.fallback.Load(),
 		AuthFailures: t.stats.authFailures.Load(), Dropped: t.stats.dropped.Load(), Released: t.stats.released.Load(),
-		Passed: t.stats.passed.Load(), Overflow: t.stats.overflow.Load()}
+		Passed: t.stats.passed.Load(), Overflow: t.stats.overflow.Load(),
+		RTCP: t.stats.rtcp.Load(), RTCPPassed: t.stats.rtcpPassed.Load(), RTCPFailures: t.stats.rtcpFailures.Load()}
 }
 
 // canonical is the form addresses are kept in (pion's mux unmaps too).
@@ -150,6 +164,11 @@ func isRTP(b []byte) bool {
 // taken. With takenPass, scratch[:n] holds b as it came, for pion.
 func (t *fastTable) handle(b []byte, from netip.AddrPort, scratch []byte, via *fastConn) (v verdict, n int) {
 	if !isRTP(b) {
+		if isRTCP(b) {
+			if p := (*t.peers.Load())[canonical(from)]; p != nil && p.receiveRTCP(b) {
+				return taken, 0
+			}
+		}
 		return toPion, 0
 	}
 	if p := (*t.peers.Load())[canonical(from)]; p != nil {
@@ -243,8 +262,14 @@ type fastPeer struct {
 	ctx  *srtp.Context
 	twcc arrivalRecorder // may be nil
 
-	mu  sync.Mutex // guards ctx's state and hdr: a decryption at a time
-	hdr rtp.Header
+	mu      sync.Mutex // guards ctx's state, hdr and rtcpHdr: a decryption at a time
+	hdr     rtp.Header
+	rtcpHdr rtcp.Header
+
+	// The RTCP fast path (rtcpfast.go); rtcp is nil if it is off.
+	rtcp     *rtcpTargets
+	epoch    time.Time
+	rtcpPass atomic.Int64 // since epoch: when pion was last left an RTCP packet
 
 	tx atomic.Pointer[txRoute] // where the send fast path writes; nil: pion's path
 
@@ -272,7 +297,7 @@ type fastStream struct {
 	sincePass atomic.Uint32
 }
 
-func newFastPeer(t *fastTable) *fastPeer { return &fastPeer{tab: t} }
+func newFastPeer(t *fastTable) *fastPeer { return &fastPeer{tab: t, epoch: time.Now()} }
 
 // stream finds ssrc's stream (nil if not registered).
 func (p *fastPeer) stream(ssrc uint32) *fastStream {

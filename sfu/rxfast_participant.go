@@ -23,6 +23,9 @@ func (p *Participant) fastStart() {
 		return
 	}
 	p.fast = newFastPeer(p.sfu.fast)
+	if !p.sfu.cfg.PionRTCP {
+		p.fast.rtcp = &rtcpTargets{chain: p.hooks.rtcp.Load, down: []*downTrack{p.down[webrtc.RTPCodecTypeAudio], p.down[webrtc.RTPCodecTypeVideo]}}
+	}
 	p.pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(*webrtc.ICECandidatePair) {
 		p.fastRegister()
 	})

@@ -74,7 +74,7 @@ func newFastFixture(t testing.TB, prof srtp.ProtectionProfile, w webrtc.TrackLoc
 		t.Fatal(err)
 	}
 	// No copies for pion unless a test asks.
-	f.tab.passEvery, f.tab.passPackets = time.Hour, 1<<31
+	f.tab.passEvery, f.tab.passPackets, f.tab.rtcpPassEvery = time.Hour, 1<<31, time.Hour
 	f.peer = newFastPeer(f.tab)
 	if err := f.peer.setKeys(prof, f.key, f.salt, nil); err != nil {
 		t.Fatal(err)

@@ -82,6 +82,9 @@ type Config struct {
 	// comparison). The send fast path follows the receive fast path's
 	// routes, so PionReceive turns it off too.
 	PionSend bool
+	// PionRTCP turns the RTCP fast path off (rtcpfast.go): all RTCP goes
+	// through pion's readers. PionReceive turns it off too.
+	PionRTCP bool
 	// Recorder, if set, is offered every published track.
 	Recorder Recorder
 	Logger   *slog.Logger
@@ -223,10 +226,10 @@ func (s *SFU) SendPath() SendPathStats {
 	return s.fast.txSnapshot()
 }
 
-// MediaReaders returns the RTP packets each media socket reader's fast
-// path took: with several sockets per address (Config.MediaReaders) the
-// sockets of one address together, addresses in the order they were
-// opened; empty with one reader per address.
+// MediaReaders returns the RTP and RTCP packets each media socket
+// reader's fast paths took: with several sockets per address
+// (Config.MediaReaders) the sockets of one address together, addresses
+// in the order they were opened; empty with one reader per address.
 func (s *SFU) MediaReaders() []uint64 { return s.rdrs.taken() }
 
 // MediaAddrs returns the local addresses of the media socket(s).
@@ -270,7 +273,7 @@ func (s *SFU) newPeerAPI(h *peerHooks) (*webrtc.API, error) {
 	if !s.cfg.PionSend {
 		tx = s.fast
 	}
-	reg, err := newRegistry(s.est, s.rep, h, tx)
+	reg, err := newRegistry(s.est, s.rep, h, tx, s.fast != nil && !s.cfg.PionRTCP)
 	if err != nil {
 		return nil, err
 	}
@@ -420,8 +423,13 @@ const (
 // generator. Transport-wide congestion control feedback (the remote
 // senders' estimates depend on it) is our own (twccfb.go), as
 // webrtc.ConfigureTWCCSender does with pion's interceptor.
-func newRegistry(est *estimators, rep *repairCounters, h *peerHooks, tx *fastTable) (*interceptor.Registry, error) {
+func newRegistry(est *estimators, rep *repairCounters, h *peerHooks, tx *fastTable, rtcpFast bool) (*interceptor.Registry, error) {
 	reg := &interceptor.Registry{}
+	if rtcpFast {
+		// First, and the catcher last: the RTCP fast path calls the
+		// chain in between.
+		reg.Add(rtcpInjectorFactory{})
+	}
 	if tx != nil {
 		// First: its writer wraps pion's and sees every packet sent.
 		reg.Add(txSenderFactory{hooks: h, tab: tx})
@@ -445,6 +453,9 @@ func newRegistry(est *estimators, rep *repairCounters, h *peerHooks, tx *fastTab
 		return nil, fmt.Errorf("sfu: interceptors: %w", err)
 	}
 	reg.Add(twccSeqFactory{}) // extension registered by newMediaEngine
+	if rtcpFast {
+		reg.Add(rtcpCatcherFactory{hooks: h})
+	}
 	return reg, nil
 }
 

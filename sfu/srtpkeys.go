@@ -250,4 +250,5 @@ type peerHooks struct {
 	twcc   atomic.Pointer[twccFeedback] // set by twccFeedbackFactory
 	resend *resendLimit                 // the nackResponder's, fed by the estimator
 	tx     atomic.Pointer[txSender]     // the send fast path (txfast.go); nil: off
+	rtcp   atomic.Pointer[rtcpChain]    // the interceptors' RTCP chain (rtcpfast.go); nil: off or not bound yet
 }

@@ -239,17 +239,23 @@ func (u *upTrack) readRTCP(r *webrtc.RTPReceiver) {
 		if err != nil {
 			return
 		}
-		now := time.Now()
-		senderReports(buf[:n], func(from uint32, ntp uint64, rtpTime uint32) {
-			if from != ssrc {
-				return
-			}
-			u.rx.onSenderReport(ntp, now)
-			if q := u.rec.Load(); q != nil {
-				q.pushReport(ntp, rtpTime)
-			}
-		})
+		u.onRTCP(buf[:n], ssrc, time.Now())
 	}
+}
+
+// onRTCP takes RTCP from the publisher that names this track (whose
+// media SSRC is ssrc), from readRTCP or the RTCP fast path (rtcpfast.go),
+// on any goroutine.
+func (u *upTrack) onRTCP(b []byte, ssrc uint32, now time.Time) {
+	senderReports(b, func(from uint32, ntp uint64, rtpTime uint32) {
+		if from != ssrc {
+			return
+		}
+		u.rx.onSenderReport(ntp, now)
+		if q := u.rec.Load(); q != nil {
+			q.pushReport(ntp, rtpTime)
+		}
+	})
 }
 
 func (u *upTrack) close() {
