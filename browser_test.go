@@ -179,6 +179,11 @@ func TestBrowserCall(t *testing.T) {
 	if all == 0 || float64(fast) < 0.95*float64(all) || rx.AuthFailures != 0 {
 		t.Errorf("%d of %d RTP packets on the fast path (want >= 95 %%), %d authentication failures", fast, all, rx.AuthFailures)
 	}
+	// Chromium's RTCP (transport-wide feedback, reports) on the RTCP fast
+	// path (sfu/rtcpfast.go), all of it authenticated.
+	if rtcp := rx.RTCP - rxBefore.RTCP; rtcp == 0 || rx.RTCPFailures != 0 {
+		t.Errorf("%d RTCP packets on the RTCP fast path while 20 frames were decoded, %d failures", rtcp, rx.RTCPFailures)
+	}
 	t.Logf("call to first remote frame: caller %.0f ms, callee %.0f ms (from pressing Call); frames %d->%d",
 		sc.FirstRemoteFrm-sc.CallClicked,
 		se.TimeOrigin+se.FirstRemoteFrm-(sc.TimeOrigin+sc.CallClicked), before, after.FramesDecoded)
