@@ -83,31 +83,15 @@ func (e *probingEstimator) AddStream(info *interceptor.StreamInfo, writer interc
 	s.inner.Store(&w)
 	e.streams = append(e.streams, s)
 	e.mu.Unlock()
-	// pion's GCC writer stores the extension id in the packet's attributes,
-	// making a map when there is none (every packet: pion's track writer
-	// passes nil). Give it one that already holds the id, reused while
-	// no other packet of the stream is on its way down.
-	var busy atomic.Bool
-	attrs := interceptor.Attributes{gccExtIDKey: s.extID}
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		if s.extID != 0 {
 			if seq, ok := transportSeq(h.GetExtension(s.extID)); ok {
 				e.onSent(seq, h.MarshalSize()+len(payload)+int(h.PaddingSize))
 			}
 		}
-		if a == nil && busy.CompareAndSwap(false, true) {
-			defer busy.Store(false)
-			attrs[gccExtIDKey] = s.extID
-			a = attrs
-		}
 		return (*s.inner.Load()).Write(h, payload, a)
 	})
 }
-
-// gccExtIDKey is the attribute key pion's GCC writer keeps the
-// transport-cc extension id under (cc.TwccExtensionAttributesKey, an
-// untyped 0 in an internal package).
-const gccExtIDKey = 0
 
 func (e *probingEstimator) onSent(seq uint16, size int) {
 	e.mu.Lock()

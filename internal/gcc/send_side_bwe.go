@@ -161,13 +161,15 @@ func (e *SendSideBWE) AddStream(info *interceptor.StreamInfo, writer interceptor
 
 	e.pacer.AddStream(info.SSRC, interceptor.RTPWriterFunc(
 		func(header *rtp.Header, payload []byte, attributes interceptor.Attributes) (int, error) {
+			// The stream's extension id is known here: no attributes map
+			// per packet to carry it to the adapter (pion's writer made one).
+			var err error
 			if hdrExtID != 0 {
-				if attributes == nil {
-					attributes = make(interceptor.Attributes)
-				}
-				attributes.Set(TwccExtensionAttributesKey, hdrExtID)
+				err = e.feedbackAdapter.onSentTWCC(time.Now(), hdrExtID, header, len(payload))
+			} else {
+				err = e.feedbackAdapter.OnSent(time.Now(), header, len(payload), attributes)
 			}
-			if err := e.feedbackAdapter.OnSent(time.Now(), header, len(payload), attributes); err != nil {
+			if err != nil {
 				return 0, err
 			}
 
