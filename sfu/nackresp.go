@@ -29,6 +29,16 @@ type nackResponder struct {
 
 	mu      sync.Mutex
 	streams map[uint32]*sendRing
+
+	scratches sync.Pool // of *resendScratch
+}
+
+// scratch returns space to answer a NACK in.
+func (n *nackResponder) scratch() *resendScratch {
+	if s, ok := n.scratches.Get().(*resendScratch); ok {
+		return s
+	}
+	return new(resendScratch)
 }
 
 // ringSize sizes the send rings: minBytes at first, grown towards window
@@ -95,15 +105,10 @@ func (n *nackResponder) Close() error {
 	return nil
 }
 
-// BindRTCPReader answers NACKs as they are read. Each reader (one per
-// RTPSender and RTPReceiver) has its own scratch space: used by its
-// goroutine and, for the reader the RTCP fast path calls, by media
-// readers (rtcpfast.go); hence the lock.
+// BindRTCPReader answers NACKs as they are read, with scratch space from
+// a pool: a reader is called by its goroutine and, for the one the RTCP
+// fast path caught, by the media readers at once (rtcpfast.go).
 func (n *nackResponder) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
-	var (
-		mu      sync.Mutex
-		scratch resendScratch
-	)
 	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		i, attr, err := reader.Read(b, a)
 		if err != nil {
@@ -118,9 +123,9 @@ func (n *nackResponder) BindRTCPReader(reader interceptor.RTCPReader) intercepto
 		}
 		for _, p := range pkts {
 			if nack, ok := p.(*rtcp.TransportLayerNack); ok {
-				mu.Lock()
-				n.resend(nack, &scratch)
-				mu.Unlock()
+				s := n.scratch()
+				n.resend(nack, s)
+				n.scratches.Put(s)
 			}
 		}
 		return i, attr, nil

@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/pion/interceptor"
@@ -31,18 +32,21 @@ import (
 // reading. Every interceptor passes the attributes it is called with to
 // the reader below it (checked for each in rtcpfast_test.go).
 //
-// pion, given a compound packet, hands it to the reader of each SSRC it
-// is addressed to, so its interceptors see it once per SSRC; here they see
-// it once (a NACK is answered once, not once per addressed stream). The
-// tracks are then told as pion's readers would tell them: each track an
-// SSRC of the packet names, once.
+// pion writes each packet of a compound one, marshalled again, to the
+// reader of each SSRC it names, so its interceptors see a packet that
+// names two of the peer's streams (a receiver report with two blocks)
+// twice; here they see the compound packet once. The tracks are then told
+// as pion's readers would tell them (dispatchRTCP).
 //
 // pion still gets, unchanged: RTCP of a peer not registered, or before its
 // chain is bound; and one packet per peer at least every passEvery, so its
 // ICE agent counts traffic from a peer that only receives (its RTP comes
 // to pion the same way: rxfast.go). Our context and pion's keep separate
-// replay windows; SRTCP carries its index, so there is no rollover state
-// to keep in step.
+// replay windows (64 packets per SSRC, pion's default); SRTCP carries its
+// index, so there is no rollover state to keep in step. A packet left to
+// pion takes its five hops and may be handled after newer ones the fast
+// path took: at most one a second per peer, and each consumer takes
+// reports out of order as it would from the network.
 
 // rtcpInjectKey marks the attributes of a chain call with the packet the
 // injector is to return.
@@ -134,33 +138,41 @@ func (p *fastPeer) receiveRTCP(b []byte) bool {
 		if errors.Is(err, srtp.ErrFailedToVerifyAuthTag) {
 			p.tab.stats.rtcpFailures.Add(1)
 		} else {
-			p.tab.stats.dropped.Add(1)
+			p.tab.stats.rtcpDropped.Add(1) // a replay, or too short
 		}
 		return true
 	}
-	p.tab.stats.rtcp.Add(1)
 	n, attrs, err := chain.r.Read(pkt, interceptor.Attributes{rtcpInjectKey{}: &pkt})
 	if err != nil {
-		return true // it does not parse: pion's readers would drop it too
+		p.tab.stats.rtcpDropped.Add(1) // it does not parse: pion would drop it too
+		return true
 	}
 	pkts, err := attrs.GetRTCPPackets(pkt[:n])
 	if err != nil {
+		p.tab.stats.rtcpDropped.Add(1)
 		return true
 	}
+	p.tab.stats.rtcp.Add(1)
 	p.dispatchRTCP(pkt[:n], pkts, now)
 	return true
 }
 
-// dispatchRTCP tells each track an SSRC of pkts names about them, once.
+// dispatchRTCP tells the tracks pkts name about them, as pion's readers
+// would: a down track gets the packets that name its SSRC (pion writes
+// each packet of a compound one to the streams it names), an up track
+// the raw compound packet, whose sender reports it picks by SSRC itself;
+// each track once.
 func (p *fastPeer) dispatchRTCP(raw []byte, pkts []rtcp.Packet, now time.Time) {
-	var told [4]any // a compound packet names a few SSRCs of a peer at most
+	var told [4]*upTrack // a compound packet names a few SSRCs of a peer at most
 	seen := told[:0]
+	for _, d := range p.rtcp.down {
+		if mine := packetsFor(pkts, d.boundSSRC()); len(mine) > 0 {
+			d.onRTCP(mine, now)
+		}
+	}
 	for _, pk := range pkts {
 		for _, ssrc := range pk.DestinationSSRC() {
-			if d := p.rtcp.downFor(ssrc); d != nil && !toldAlready(seen, d) {
-				seen = append(seen, d)
-				d.onRTCP(pkts, now)
-			} else if st := p.stream(ssrc); st != nil && !st.rtx && !toldAlready(seen, st.up) {
+			if st := p.stream(ssrc); st != nil && !st.rtx && !slices.Contains(seen, st.up) {
 				seen = append(seen, st.up)
 				st.up.onRTCP(raw, ssrc, now)
 			}
@@ -168,24 +180,26 @@ func (p *fastPeer) dispatchRTCP(raw []byte, pkts []rtcp.Packet, now time.Time) {
 	}
 }
 
-func toldAlready(s []any, v any) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-// downFor is the track sent with ssrc, or nil.
-func (t *rtcpTargets) downFor(ssrc uint32) *downTrack {
+// packetsFor returns the packets of pkts that name ssrc (none for 0, an
+// unbound track's): pkts itself when all of them do.
+func packetsFor(pkts []rtcp.Packet, ssrc uint32) []rtcp.Packet {
 	if ssrc == 0 {
-		return nil // an unbound track's
+		return nil
 	}
-	for _, d := range t.down {
-		if d.boundSSRC() == ssrc {
-			return d
+	var out []rtcp.Packet
+	for i, pk := range pkts {
+		if slices.Contains(pk.DestinationSSRC(), ssrc) {
+			if out != nil {
+				out = append(out, pk)
+			}
+			continue
+		}
+		if out == nil {
+			out = append(make([]rtcp.Packet, 0, len(pkts)), pkts[:i]...)
 		}
 	}
-	return nil
+	if out == nil {
+		return pkts
+	}
+	return out
 }

@@ -2,6 +2,8 @@ package sfu
 
 import (
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,9 +114,9 @@ func TestRTCPChainCarriesInjectedPacket(t *testing.T) {
 }
 
 // sealRTCP encrypts pkt as the remote peer would.
-func sealRTCP(t *testing.T, ctx *srtp.Context, pkt rtcp.Packet) []byte {
+func sealRTCP(t *testing.T, ctx *srtp.Context, pkts ...rtcp.Packet) []byte {
 	t.Helper()
-	raw, err := pkt.Marshal()
+	raw, err := rtcp.Marshal(pkts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,16 +171,26 @@ func TestRTCPFastPathDispatches(t *testing.T) {
 		t.Errorf("stats %+v, %d PLIs; want 3 fast, 1 failure, none passed, 1 PLI", st, d.stats.plis.Load())
 	}
 
+	// A replay is dropped, as pion's SRTCP context drops it.
+	pli := sealRTCP(t, f.tx, &rtcp.PictureLossIndication{SenderSSRC: fastSSRC, MediaSSRC: 222})
+	replay := append([]byte(nil), pli...)
+	if !f.peer.receiveRTCP(pli) || !f.peer.receiveRTCP(replay) {
+		t.Error("a PLI or its replay went to pion")
+	}
+	if got, dropped := d.stats.plis.Load(), f.tab.snapshot().RTCPDropped; got != 2 || dropped != 1 {
+		t.Errorf("after a PLI and its replay: %d PLIs, %d dropped; want 2, 1", got, dropped)
+	}
+
 	f.tab.rtcpPassEvery = 0
 	if take(&rtcp.PictureLossIndication{SenderSSRC: fastSSRC, MediaSSRC: 222}) {
 		t.Error("with rtcpPassEvery 0 the packet was not left to pion")
 	}
+	f.tab.rtcpPassEvery = time.Hour
 	if got := f.tab.snapshot().RTCPPassed; got != 1 {
 		t.Errorf("RTCPPassed %d, want 1", got)
 	}
 
 	f.peer.rtcp = &rtcpTargets{chain: func() *rtcpChain { return nil }}
-	f.tab.rtcpPassEvery = time.Hour
 	if take(&rtcp.PictureLossIndication{SenderSSRC: fastSSRC, MediaSSRC: 222}) {
 		t.Error("before pion bound a chain the packet was taken")
 	}
@@ -209,4 +221,98 @@ func TestRTCPFastPathInCall(t *testing.T) {
 	}
 	checkClean(t, a)
 	checkClean(t, b)
+}
+
+// Each down track is told only the packets of a compound one that name
+// it (as pion writes them to each stream's reader), each once.
+func TestRTCPFastPathSplitsCompound(t *testing.T) {
+	f := newFastFixture(t, srtp.ProtectionProfileAes128CmHmacSha1_80, &payloadWriter{})
+	chain := newRTCPFixture(t)
+	audio, video := newDownTrack(webrtc.RTPCodecTypeAudio, "s", nil), newDownTrack(webrtc.RTPCodecTypeVideo, "s", nil)
+	audio.ssrc, video.ssrc = 111, 222
+	f.peer.rtcp = &rtcpTargets{chain: chain.hooks.rtcp.Load, down: []*downTrack{audio, video}}
+	compound := []rtcp.Packet{
+		&rtcp.ReceiverReport{SSRC: fastSSRC, Reports: []rtcp.ReceptionReport{{SSRC: 111}, {SSRC: 222}}},
+		&rtcp.TransportLayerNack{SenderSSRC: fastSSRC, MediaSSRC: 222, Nacks: []rtcp.NackPair{{PacketID: 7, LostPackets: 1}}},
+		&rtcp.PictureLossIndication{SenderSSRC: fastSSRC, MediaSSRC: 222},
+	}
+	if !f.peer.receiveRTCP(sealRTCP(t, f.tx, compound...)) {
+		t.Fatal("the compound packet went to pion")
+	}
+	if a, v := &audio.stats, &video.stats; a.nacks.Load() != 0 || a.plis.Load() != 0 || v.nacks.Load() != 2 || v.plis.Load() != 1 {
+		t.Errorf("audio %d NACKed, %d PLIs; video %d NACKed, %d PLIs; want 0, 0, 2, 1",
+			a.nacks.Load(), a.plis.Load(), v.nacks.Load(), v.plis.Load())
+	}
+	if audio.lastRTCP.Load() == 0 || video.lastRTCP.Load() == 0 {
+		t.Error("a track named by the receiver report was not told")
+	}
+}
+
+// The caught chain is called by media readers while pion's reader
+// goroutine reads through the same one: NACKs from both are answered,
+// with no data race (-race).
+func TestRTCPChainConcurrentWithPion(t *testing.T) {
+	est, rep := &estimators{}, &repairCounters{}
+	hooks := &peerHooks{}
+	reg, err := newRegistry(est, rep, hooks, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := reg.Build("race")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = ic.Close()
+		if e := est.take("race"); e != nil {
+			_ = e.Close()
+		}
+	})
+	ic.BindRTCPWriter(discardRTCP{})
+	nack, err := (&rtcp.TransportLayerNack{SenderSSRC: 1, MediaSSRC: 222, Nacks: []rtcp.NackPair{{PacketID: 1, LostPackets: 0b1111}}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pion := ic.BindRTCPReader(interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		return copy(b, nack), a, nil
+	}))
+	var sent atomic.Int64
+	w := ic.BindLocalStream(&interceptor.StreamInfo{SSRC: 222, PayloadType: ptVP8, MimeType: webrtc.MimeTypeVP8, ClockRate: 90000,
+		RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}},
+		interceptor.RTPWriterFunc(func(_ *rtp.Header, payload []byte, _ interceptor.Attributes) (int, error) {
+			sent.Add(1)
+			return len(payload), nil
+		}))
+	for seq := range uint16(8) {
+		if _, err := w.Write(&rtp.Header{Version: 2, PayloadType: ptVP8, SequenceNumber: seq, SSRC: 222}, make([]byte, 500), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caught := hooks.rtcp.Load()
+	const rounds = 200
+	var wg sync.WaitGroup
+	for g := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1500)
+			for range rounds {
+				var err error
+				if g == 0 {
+					_, _, err = pion.Read(buf, nil) // pion's reader goroutine
+				} else {
+					in := append([]byte(nil), nack...)
+					_, _, err = caught.r.Read(buf, interceptor.Attributes{rtcpInjectKey{}: &in})
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := sent.Load() - 8; got == 0 {
+		t.Error("no NACK was answered")
+	}
 }

@@ -81,7 +81,7 @@ type fastTable struct {
 // fastCounters count RTP datagrams by the path they took.
 type fastCounters struct {
 	fast, repairs, fallback, authFailures, dropped, released, passed, overflow atomic.Uint64
-	rtcp, rtcpPassed, rtcpFailures                                             atomic.Uint64
+	rtcp, rtcpPassed, rtcpFailures, rtcpDropped                                atomic.Uint64
 }
 
 // verdict is what handle did with a datagram.
@@ -126,6 +126,9 @@ type ReceivePathStats struct {
 	// RTCPFailures failed SRTCP authentication on the fast path and were
 	// dropped.
 	RTCPFailures uint64
+	// RTCPDropped were replays (or too short) for the fast path's SRTCP
+	// context, or did not parse, and were dropped.
+	RTCPDropped uint64
 }
 
 // newFastTable: disconnected is the ICE disconnected timeout.
@@ -141,7 +144,8 @@ func (t *fastTable) snapshot() ReceivePathStats {
 	return ReceivePathStats{Fast: t.stats.fast.Load(), Repairs: t.stats.repairs.Load(), Fallback: t.stats.fallback.Load(),
 		AuthFailures: t.stats.authFailures.Load(), Dropped: t.stats.dropped.Load(), Released: t.stats.released.Load(),
 		Passed: t.stats.passed.Load(), Overflow: t.stats.overflow.Load(),
-		RTCP: t.stats.rtcp.Load(), RTCPPassed: t.stats.rtcpPassed.Load(), RTCPFailures: t.stats.rtcpFailures.Load()}
+		RTCP: t.stats.rtcp.Load(), RTCPPassed: t.stats.rtcpPassed.Load(), RTCPFailures: t.stats.rtcpFailures.Load(),
+		RTCPDropped: t.stats.rtcpDropped.Load()}
 }
 
 // canonical is the form addresses are kept in (pion's mux unmaps too).
@@ -472,7 +476,8 @@ func (p *fastPeer) setKeys(profile srtp.ProtectionProfile, key, salt []byte, twc
 	if p.ctx != nil {
 		return nil
 	}
-	ctx, err := srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(srtpReplayWindow))
+	ctx, err := srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(srtpReplayWindow),
+		srtp.SRTCPReplayProtection(srtcpReplayWindow))
 	if err != nil {
 		return err
 	}

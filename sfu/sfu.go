@@ -406,6 +406,9 @@ const (
 	nackRepairWindow = time.Second
 	nackRingPackets  = 1024
 	srtpReplayWindow = 1024
+	// srtcpReplayWindow is pion's default for SRTCP (its SessionSRTCP's),
+	// which the RTCP fast path's context keeps too (rtcpfast.go).
+	srtcpReplayWindow = 64
 )
 
 // newRegistry builds the interceptor chain of one PeerConnection (the
