@@ -156,12 +156,20 @@ func (f *FeedbackAdapter) unpackStatusVectorChunk(
 func (f *FeedbackAdapter) OnTransportCCFeedback(
 	_ time.Time, feedback *rtcp.TransportLayerCC,
 ) ([]Acknowledgment, error) {
+	return f.onTransportCCFeedback(nil, feedback)
+}
+
+// onTransportCCFeedback appends the feedback's acknowledgments to dst[:0]
+// (SendSideBWE reuses it from feedback to feedback).
+func (f *FeedbackAdapter) onTransportCCFeedback(dst []Acknowledgment, feedback *rtcp.TransportLayerCC) ([]Acknowledgment, error) {
 	f.lock.Lock()
 	defer f.lock.Unlock()
 
-	// One slice per feedback, sized for its statuses (a malformed count
-	// only costs a regrowth).
-	result := make([]Acknowledgment, 0, min(int(feedback.PacketStatusCount), 1<<12))
+	// Sized for its statuses (a malformed count only costs a regrowth).
+	result := dst[:0]
+	if want := min(int(feedback.PacketStatusCount), 1<<12); cap(result) < want {
+		result = make([]Acknowledgment, 0, want)
+	}
 	index := feedback.BaseSequenceNumber
 	refTime := time.Time{}.Add(time.Duration(feedback.ReferenceTime) * 64 * time.Millisecond)
 	recvDeltas := feedback.RecvDeltas

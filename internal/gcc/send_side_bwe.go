@@ -48,6 +48,8 @@ type SendSideBWE struct {
 
 	onTargetBitrateChange func(bitrate int)
 
+	acks sync.Pool // of *[]Acknowledgment (ackBuffer)
+
 	lock          sync.Mutex
 	latestStats   Stats
 	latestBitrate int
@@ -180,6 +182,16 @@ func (e *SendSideBWE) AddStream(info *interceptor.StreamInfo, writer interceptor
 	return e.pacer
 }
 
+// ackBuffer returns a slice to unpack a feedback's acknowledgments into:
+// the controllers copy what they keep, so one feedback's slice serves the
+// next (feedback arrives on several goroutines at once, hence the pool).
+func (e *SendSideBWE) ackBuffer() *[]Acknowledgment {
+	if b, ok := e.acks.Get().(*[]Acknowledgment); ok {
+		return b
+	}
+	return new([]Acknowledgment)
+}
+
 // WriteRTCP adds some RTCP feedback to the bandwidth estimator.
 //
 //nolint:cyclop
@@ -192,16 +204,19 @@ func (e *SendSideBWE) WriteRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) er
 		return ErrSendSideBWEClosed
 	}
 
+	buf := e.ackBuffer()
+	defer e.acks.Put(buf)
 	for _, pkt := range pkts {
 		var acks []Acknowledgment
 		var err error
 		var feedbackSentTime time.Time
 		switch fb := pkt.(type) {
 		case *rtcp.TransportLayerCC:
-			acks, err = e.feedbackAdapter.OnTransportCCFeedback(now, fb)
+			acks, err = e.feedbackAdapter.onTransportCCFeedback(*buf, fb)
 			if err != nil {
 				return err
 			}
+			*buf = acks[:0] // nothing below keeps the slice
 			for i, ack := range acks {
 				if i == 0 {
 					feedbackSentTime = ack.Arrival
