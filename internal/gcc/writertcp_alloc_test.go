@@ -41,7 +41,7 @@ func TestWriteRTCPReusesAcks(t *testing.T) {
 		i++
 	})
 	t.Logf("%.1f allocations per feedback of 30 packets", allocs)
-	if allocs > 0 {
+	if allocs > 0 && !raceEnabled {
 		t.Errorf("%.1f allocations per feedback, want 0", allocs)
 	}
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package gcc
+
+const raceEnabled = false
