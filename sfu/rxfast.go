@@ -11,6 +11,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
+	"github.com/pion/transport/v4/replaydetector"
 )
 
 // The receive fast path (issue 11). pion hands a received RTP packet
@@ -476,7 +477,10 @@ func (p *fastPeer) setKeys(profile srtp.ProtectionProfile, key, salt []byte, twc
 	if p.ctx != nil {
 		return nil
 	}
-	ctx, err := srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(srtpReplayWindow),
+	ctx, err := srtp.CreateContext(key, salt, profile,
+		srtp.SRTPReplayDetectorFactory(func() replaydetector.ReplayDetector {
+			return newRingReplay(srtpReplayWindow, srtpMaxIndex)
+		}),
 		srtp.SRTCPReplayProtection(srtcpReplayWindow))
 	if err != nil {
 		return err

@@ -409,6 +409,9 @@ const (
 	// srtcpReplayWindow is pion's default for SRTCP (its SessionSRTCP's),
 	// which the RTCP fast path's context keeps too (rtcpfast.go).
 	srtcpReplayWindow = 64
+	// srtpMaxIndex is the largest SRTP packet index (a 32-bit rollover
+	// counter and a 16-bit sequence number), as pion's contexts bound it.
+	srtpMaxIndex = 1<<48 - 1
 )
 
 // newRegistry builds the interceptor chain of one PeerConnection (the
