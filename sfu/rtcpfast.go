@@ -24,13 +24,14 @@ import (
 // The chain: pion binds the PeerConnection's interceptors to one RTCP
 // reader per RTPSender and RTPReceiver, each ending in a read of that
 // stream's SRTCP buffer. None of our interceptors keeps state per reader
-// that this path could disturb (the NACK responder's scratch space is
-// locked), nor cares which reader a packet came through: each looks at
-// the SSRCs inside. So the last interceptor (rtcpCatcher) keeps the first
+// that this path could disturb (the NACK responder takes its scratch space
+// from a pool), nor cares which reader a packet came through: each looks
+// at the SSRCs inside. So the last interceptor (rtcpCatcher) keeps the first
 // chain bound, and the first (rtcpInjector) wraps pion's read so that a
 // call carrying a packet in its attributes returns that packet instead of
 // reading. Every interceptor passes the attributes it is called with to
-// the reader below it (checked for each in rtcpfast_test.go).
+// the reader below it (TestRTCPChainCarriesInjectedPacket fails if one
+// did not).
 //
 // pion writes each packet of a compound one, marshalled again, to the
 // reader of each SSRC it names, so its interceptors see a packet that
@@ -39,7 +40,7 @@ import (
 // as pion's readers would tell them (dispatchRTCP).
 //
 // pion still gets, unchanged: RTCP of a peer not registered, or before its
-// chain is bound; and one packet per peer at least every passEvery, so its
+// chain is bound; and one packet per peer every rtcpPassEvery, so its
 // ICE agent counts traffic from a peer that only receives (its RTP comes
 // to pion the same way: rxfast.go). Our context and pion's keep separate
 // replay windows (64 packets per SSRC, pion's default); SRTCP carries its
