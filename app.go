@@ -89,6 +89,7 @@ func (a *App) build() error {
 	sfuCfg := sfu.Config{
 		UDPPort: cfg.UDPPort, PublicIPs: publicIPs, SocketBuffer: cfg.UDPBuffer, BatchedReads: cfg.UDPBatchRead, PionReceive: cfg.PionReceive, PionSend: cfg.PionSend,
 		PionRTCP:         cfg.PionRTCP,
+		NetSyscalls:      cfg.NetSyscalls,
 		MediaReaders:     cfg.MediaReaders,
 		IncludeLoopback:  cfg.IncludeLoopback || onlyLoopback(),
 		ICEFailedTimeout: cfg.Grace,

@@ -25,6 +25,7 @@ type Config struct {
 	PionReceive    bool   // no receive fast path: all RTP through pion's readers
 	PionSend       bool   // no send fast path: all RTP out through pion's SRTP session
 	PionRTCP       bool   // no RTCP fast path: all RTCP through pion's readers
+	NetSyscalls    bool   // media sockets read and written with net's system calls, not raw ones
 	PublicIP       string // the address clients reach us at (1:1 NAT)
 	TURNAddr       string // embedded TURN (UDP+TCP); empty disables
 	TURNTLSAddr    string // embedded TURN over TLS (turns:), when a certificate is given
@@ -82,6 +83,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.BoolVar(&cfg.UDPBatchRead, "udp-batch-read", false, "read the media sockets in recvmmsg batches of up to 32 datagrams (Linux; see Performance in the README)")
 	fs.IntVar(&cfg.MediaReaders, "media-readers", 0, "sockets per media address (SO_REUSEPORT, Linux), each read by its own goroutine that forwards media; 0 = GOMAXPROCS capped at 4, 1 = one socket (see Performance in the README)")
 	fs.BoolVar(&cfg.PionSend, "pion-send", false, "turn the send fast path off: every RTP packet goes out through pion's SRTP session and ICE connection (for comparison; see Performance in the README)")
+	fs.BoolVar(&cfg.NetSyscalls, "net-syscalls", false, "read and write the media sockets with Go's net system calls instead of raw non-blocking ones (for comparison; see Performance in the README)")
 	fs.BoolVar(&cfg.PionRTCP, "pion-rtcp", false, "turn the RTCP fast path off: every RTCP packet goes through pion's readers (for comparison; see Performance in the README)")
 	fs.BoolVar(&cfg.PionReceive, "pion-receive", false, "turn the receive fast path off: every RTP packet goes through pion's readers (for comparison; see Performance in the README)")
 	fs.StringVar(&cfg.PublicIP, "public-ip", "", "public IP address to advertise when behind 1:1 NAT")

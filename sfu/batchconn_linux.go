@@ -27,6 +27,8 @@ type batchConn struct {
 	*net.UDPConn
 	rc syscall.RawConn
 
+	raw *rawConn // writes, and recvmmsg as a raw system call (nil: net's)
+
 	mu    sync.Mutex // serialises readers; guards all below
 	hdrs  []mmsghdr
 	iovs  []syscall.Iovec
@@ -56,8 +58,9 @@ const (
 	slotSize = 8192
 )
 
-// newBatchConn takes over c: reads through the batch, writes directly.
-func newBatchConn(c *net.UDPConn) (*batchConn, error) {
+// newBatchConn takes over c: reads through the batch, writes directly;
+// with raw, both as raw system calls (rawconn_linux.go).
+func newBatchConn(c *net.UDPConn, raw bool) (*batchConn, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -77,6 +80,9 @@ func newBatchConn(c *net.UDPConn) (*batchConn, error) {
 		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
 		h.Iov = &b.iovs[i]
 		h.Iovlen = 1
+	}
+	if raw {
+		b.raw = newRawConn(c)
 	}
 	b.recvF = b.recv // bound once: RawConn.Read with a method value allocates
 	return b, nil
@@ -135,8 +141,12 @@ func (b *batchConn) fill() error {
 
 // recv is the RawConn.Read callback: false asks to wait for readiness.
 func (b *batchConn) recv(fd uintptr) bool {
+	syscall6 := syscall.Syscall6
+	if b.raw != nil {
+		syscall6 = syscall.RawSyscall6 // never blocks: MSG_DONTWAIT
+	}
 	for {
-		n, _, errno := syscall.Syscall6(sysRecvmmsg, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.vlen),
+		n, _, errno := syscall6(sysRecvmmsg, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.vlen),
 			syscall.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
@@ -233,16 +243,26 @@ func (b *batchConn) ReadMsgUDP(p, _ []byte) (n, oobn, flags int, addr *net.UDPAd
 
 // WriteToAddrPort writes without allocating (ice.AddrPortReaderWriter).
 func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) {
+	if b.raw != nil {
+		return b.raw.WriteToAddrPort(p, addr)
+	}
 	return b.UDPConn.WriteToUDPAddrPort(p, addr)
 }
 
 const sysRecvmmsg = syscall.SYS_RECVMMSG
 
-// wrapMediaConn reads c in batches; if that cannot be set up, plainly.
-func wrapMediaConn(c *net.UDPConn) transport.UDPConn {
-	b, err := newBatchConn(c)
-	if err != nil {
-		return c
+// wrapMediaConn reads c in batches (batched) and with raw system calls
+// (raw; rawconn_linux.go); what cannot be set up, plainly.
+func wrapMediaConn(c *net.UDPConn, batched, raw bool) transport.UDPConn {
+	if batched {
+		if b, err := newBatchConn(c, raw); err == nil {
+			return b
+		}
 	}
-	return b
+	if raw {
+		if r := newRawConn(c); r != nil {
+			return r
+		}
+	}
+	return c
 }

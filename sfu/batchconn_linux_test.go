@@ -19,7 +19,7 @@ func listenBatch(t testing.TB, addr string) *batchConn {
 	if err != nil {
 		t.Skipf("listen %s: %v", addr, err)
 	}
-	b, err := newBatchConn(c)
+	b, err := newBatchConn(c, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,6 +175,7 @@ func BenchmarkMediaSocketRead(b *testing.B) {
 	for _, k := range []int{1, 8, 32} {
 		for _, batched := range []bool{false, true} {
 			b.Run(fmt.Sprintf("queued=%d/batched=%v", k, batched), func(b *testing.B) {
+				raw := false // net's system calls here: BenchmarkRawConn compares raw ones
 				rc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 				if err != nil {
 					b.Fatal(err)
@@ -184,7 +185,7 @@ func BenchmarkMediaSocketRead(b *testing.B) {
 					Close() error
 				} = rc
 				if batched {
-					bc, err := newBatchConn(rc)
+					bc, err := newBatchConn(rc, raw)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -215,7 +216,7 @@ func BenchmarkMediaSocketRead(b *testing.B) {
 
 // The SFU's real network opens its media sockets as batchConns.
 func TestMediaNetOpensBatchConns(t *testing.T) {
-	n, err := newMediaNet(nil, true, nil, 1)
+	n, err := newMediaNet(nil, true, true, nil, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +225,7 @@ func TestMediaNetOpensBatchConns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, ok := c.(*batchConn); !ok {
-		t.Fatalf("media socket is a %T, want *batchConn", c)
+	if b, ok := c.(*batchConn); !ok || b.raw == nil {
+		t.Fatalf("media socket is a %T (%+v), want *batchConn with raw system calls", c, c)
 	}
 }

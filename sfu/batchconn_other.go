@@ -8,5 +8,5 @@ import (
 	"github.com/pion/transport/v4"
 )
 
-// wrapMediaConn: no batched reads on this platform.
-func wrapMediaConn(c *net.UDPConn) transport.UDPConn { return c }
+// wrapMediaConn: no batched reads or raw system calls on this platform.
+func wrapMediaConn(c *net.UDPConn, _, _ bool) transport.UDPConn { return c }

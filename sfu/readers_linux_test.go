@@ -30,7 +30,7 @@ type readersFixture struct {
 func newReadersFixture(t *testing.T, tab *fastTable, k int, batched bool) *readersFixture {
 	t.Helper()
 	verifyNoLeaks(t)
-	n, err := newMediaNet(nil, batched, tab, k)
+	n, err := newMediaNet(nil, batched, true, tab, k)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestMediaNetSingleReader(t *testing.T) {
 		tab     *fastTable
 		readers int
 	}{{"one reader", tab, 1}, {"no fast path", nil, 3}} {
-		n, err := newMediaNet(nil, false, tc.tab, tc.readers)
+		n, err := newMediaNet(nil, false, true, tc.tab, tc.readers)
 		if err != nil {
 			t.Fatal(err)
 		}

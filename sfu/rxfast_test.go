@@ -197,7 +197,7 @@ func TestUnwrapRTX(t *testing.T) {
 // fastConnPair is a fastConn on a loopback socket and a client socket.
 func fastConnPair(t *testing.T, tab *fastTable, batched bool) (*fastConn, *net.UDPConn) {
 	t.Helper()
-	n, err := newMediaNet(nil, batched, tab, 1)
+	n, err := newMediaNet(nil, batched, true, tab, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
