@@ -7,13 +7,16 @@
 // With VIDEOCHAT_MEMPROFILE=file it also writes the allocation profile at
 // the start (file.base) and end (file) of that window: `go tool pprof
 // -sample_index=alloc_space -base file.base binary file` shows what the
-// window allocated.
+// window allocated. With VIDEOCHAT_GOROUTINES=file it writes, at the end
+// of the window, the goroutines grouped by stack (file) and the live heap
+// after a GC (file.heap: `go tool pprof -sample_index=inuse_space`).
 
 package main
 
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"time"
 )
@@ -42,6 +45,7 @@ func init() {
 		time.Sleep(dur)
 		pprof.StopCPUProfile()
 		writeAllocs(mem, "")
+		writeGoroutines(os.Getenv("VIDEOCHAT_GOROUTINES"))
 		fmt.Fprintln(os.Stderr, "cpuprofile: written", path)
 	}()
 }
@@ -60,6 +64,32 @@ func writeAllocs(path, suffix string) {
 	defer f.Close()
 	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 		fmt.Fprintln(os.Stderr, "memprofile:", err)
+	}
+}
+
+// writeGoroutines writes the goroutine dump (debug=1) to path and the
+// live heap to path.heap (nothing without a path).
+func writeGoroutines(path string) {
+	if path == "" {
+		return
+	}
+	for _, p := range []struct{ name, suffix string }{{"goroutine", ""}, {"heap", ".heap"}} {
+		f, err := os.Create(path + p.suffix)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines:", err)
+			return
+		}
+		if p.name == "heap" {
+			runtime.GC()
+		}
+		debug := 1
+		if p.name == "heap" {
+			debug = 0
+		}
+		if err := pprof.Lookup(p.name).WriteTo(f, debug); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines:", err)
+		}
+		_ = f.Close()
 	}
 }
 
