@@ -2,7 +2,6 @@ package sfu
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pion/interceptor"
@@ -21,33 +20,30 @@ const transportCCURI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide
 // packet sent and every RTCP packet received. When a probe shows the link
 // carries more than GCC estimates, GCC is restarted at the probed rate
 // (libwebrtc likewise sets its delay-based estimate from probe results).
+//
+// Packets sent are recorded once, in hist: GCC's writers are not in the
+// write path, and GCC is given each feedback's acknowledgments unpacked
+// from hist (gcc.SendSideBWE.WriteAcks), so a restarted GCC also knows the
+// packets its predecessor sent.
 type probingEstimator struct {
 	newGCC func(initial int) (*gcc.SendSideBWE, error)
 	clock  func() time.Duration // monotonic; injectable
+	base   time.Time            // the clock's zero, for GCC's departure times
+	acks   sync.Pool            // of *[]gcc.Acknowledgment, one feedback's
 
-	mu      sync.Mutex
-	gcc     *gcc.SendSideBWE
-	streams []*estimatorStream
-	hist    sendHistory
-	ctl     probeController
-	padder  padder       // the subscriber's video track; nil until bound
-	lim     *resendLimit // told the round trip and the estimate; may be nil
-	closed  bool
-	stop    chan struct{}
-	wg      sync.WaitGroup // the pacer of the cluster being sent
+	mu     sync.Mutex
+	gcc    *gcc.SendSideBWE
+	hist   sendHistory
+	ctl    probeController
+	padder padder       // the subscriber's video track; nil until bound
+	lim    *resendLimit // told the round trip and the estimate; may be nil
+	closed bool
+	stop   chan struct{}
+	wg     sync.WaitGroup // the pacer of the cluster being sent
 }
 
 // padder sends padding-only packets between frames (downTrack.pad).
 type padder interface{ pad(bytes int) int }
-
-// estimatorStream is one outgoing stream: the writer below the cc
-// interceptor and the current GCC's writer on top of it.
-type estimatorStream struct {
-	info  *interceptor.StreamInfo
-	below interceptor.RTPWriter
-	extID uint8
-	inner atomic.Pointer[interceptor.RTPWriter]
-}
 
 func newGCC(initial int) (*gcc.SendSideBWE, error) {
 	return gcc.NewSendSideBWE(
@@ -65,39 +61,36 @@ func newProbingEstimator() (*probingEstimator, error) {
 	}
 	start := time.Now()
 	return &probingEstimator{
-		newGCC: newGCC, clock: func() time.Duration { return time.Since(start) },
+		newGCC: newGCC, clock: func() time.Duration { return time.Since(start) }, base: start,
 		gcc: g, stop: make(chan struct{}),
 	}, nil
 }
 
-// AddStream implements cc.BandwidthEstimator.
+// AddStream implements cc.BandwidthEstimator: packets with a transport-wide
+// sequence number are recorded on their way down.
 func (e *probingEstimator) AddStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
-	s := &estimatorStream{info: info, below: writer}
+	var extID uint8
 	for _, x := range info.RTPHeaderExtensions {
 		if x.URI == transportCCURI {
-			s.extID = uint8(x.ID) //nolint:gosec // extension ids are 1..255
+			extID = uint8(x.ID) //nolint:gosec // extension ids are 1..255
 		}
 	}
-	e.mu.Lock()
-	w := e.gcc.AddStream(info, writer)
-	s.inner.Store(&w)
-	e.streams = append(e.streams, s)
-	e.mu.Unlock()
+	if extID == 0 {
+		return writer
+	}
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		if s.extID != 0 {
-			if seq, ok := transportSeq(h.GetExtension(s.extID)); ok {
-				e.onSent(seq, h.MarshalSize()+len(payload)+int(h.PaddingSize))
-			}
+		if seq, ok := transportSeq(h.GetExtension(extID)); ok {
+			e.onSent(seq, h.MarshalSize()+len(payload)+int(h.PaddingSize), h.PaddingSize)
 		}
-		return (*s.inner.Load()).Write(h, payload, a)
+		return writer.Write(h, payload, a)
 	})
 }
 
-func (e *probingEstimator) onSent(seq uint16, size int) {
+func (e *probingEstimator) onSent(seq uint16, size int, padding uint8) {
 	e.mu.Lock()
 	now := e.clock()
 	id := e.ctl.activeCluster(now)
-	e.hist.onSent(seq, size, now, id)
+	e.hist.onSent(seq, size, padding, now, id)
 	if id != 0 {
 		e.ctl.onSent(seq, size)
 	}
@@ -106,18 +99,28 @@ func (e *probingEstimator) onSent(seq uint16, size int) {
 
 // WriteRTCP implements cc.BandwidthEstimator. It never fails: an error
 // here would end pion's RTCP reading for the whole PeerConnection.
-func (e *probingEstimator) WriteRTCP(pkts []rtcp.Packet, a interceptor.Attributes) error {
+func (e *probingEstimator) WriteRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) error {
+	buf, _ := e.acks.Get().(*[]gcc.Acknowledgment)
+	if buf == nil {
+		buf = new([]gcc.Acknowledgment)
+	}
+	defer e.acks.Put(buf)
 	feedback := false
-	e.mu.Lock()
 	for _, p := range pkts {
-		if fb, ok := p.(*rtcp.TransportLayerCC); ok {
-			e.hist.onFeedback(fb)
-			feedback = true
+		fb, ok := p.(*rtcp.TransportLayerCC)
+		if !ok {
+			continue
+		}
+		feedback = true
+		*buf = (*buf)[:0]
+		e.mu.Lock()
+		ok = e.hist.feedbackAcks(fb, buf, e.base)
+		g := e.gcc
+		e.mu.Unlock()
+		if ok {
+			_ = g.WriteAcks(e.base.Add(e.clock()), *buf)
 		}
 	}
-	g := e.gcc
-	e.mu.Unlock()
-	_ = g.WriteRTCP(pkts, a)
 	if feedback {
 		e.afterFeedback()
 	}
@@ -182,10 +185,6 @@ func (e *probingEstimator) restartGCC(rate int) {
 	}
 	old := e.gcc
 	e.gcc = g
-	for _, s := range e.streams {
-		w := g.AddStream(s.info, s.below)
-		s.inner.Store(&w)
-	}
 	e.mu.Unlock()
 	_ = old.Close()
 }

@@ -76,7 +76,7 @@ func TestRewriterForgetsShiftsBeyondItsMemory(t *testing.T) {
 func TestSendHistoryFeedback(t *testing.T) {
 	var h sendHistory
 	for i := range 10 {
-		h.onSent(uint16(65530+i), 1000, time.Duration(i)*time.Millisecond, 7)
+		h.onSent(uint16(65530+i), 1000, 0, time.Duration(i)*time.Millisecond, 7)
 	}
 	// 65530..65533 received 1 ms apart, 65534 lost, 65535 and 0..3 received.
 	fb := &rtcp.TransportLayerCC{
@@ -146,7 +146,7 @@ func simulate(t *testing.T, c *probeController, h *sendHistory, link *simLink, s
 	var pending []inflight
 	send := func(now time.Duration, size int) {
 		id := c.activeCluster(now)
-		h.onSent(link.seq, size, now, id)
+		h.onSent(link.seq, size, 0, now, id)
 		if id != 0 {
 			c.onSent(link.seq, size)
 		}

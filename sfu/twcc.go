@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/pion/rtcp"
+
+	"videochat/internal/gcc"
 )
 
 // sendHistory remembers, per transport-wide sequence number, when a packet
@@ -12,7 +14,9 @@ import (
 // feedback when it arrived. The prober reads it to measure what a probe
 // cluster delivered. Times are durations on the sender's monotonic clock
 // (sent) and on the receiver's clock (arrived); only differences within
-// each clock are meaningful. Not safe for concurrent use.
+// each clock are meaningful. It is also congestion control's history: a
+// feedback's acknowledgments for GCC are unpacked from it (feedbackAcks),
+// so a packet sent is recorded once. Not safe for concurrent use.
 type sendHistory struct {
 	ring [historySize]sentPacket
 }
@@ -30,6 +34,7 @@ type sentPacket struct {
 	size    int32         // bytes on the wire (header + payload + padding)
 	seq     uint16
 	cluster uint16 // probe cluster id, 0 when not probing
+	padding uint8  // of size, RTP padding (GCC counts the rest)
 	valid   bool
 	acked   bool
 	lost    bool // reported as not received
@@ -37,17 +42,32 @@ type sentPacket struct {
 
 func (h *sendHistory) slot(seq uint16) *sentPacket { return &h.ring[seq&(historySize-1)] }
 
-// onSent records a packet sent with transport-wide sequence number seq.
-func (h *sendHistory) onSent(seq uint16, size int, at time.Duration, cluster uint16) {
-	*h.slot(seq) = sentPacket{seq: seq, valid: true, cluster: cluster, size: int32(min(size, 1<<20)), sent: at} //nolint:gosec // clamped
+// onSent records a packet sent with transport-wide sequence number seq:
+// size bytes on the wire, padding of them RTP padding.
+func (h *sendHistory) onSent(seq uint16, size int, padding uint8, at time.Duration, cluster uint16) {
+	*h.slot(seq) = sentPacket{seq: seq, valid: true, cluster: cluster, size: int32(min(size, 1<<20)), padding: padding, sent: at} //nolint:gosec // clamped
 }
 
 // onFeedback applies one transport-cc feedback packet.
 func (h *sendHistory) onFeedback(fb *rtcp.TransportLayerCC) {
+	h.feedbackAcks(fb, nil, time.Time{})
+}
+
+// feedbackAcks applies one transport-cc feedback packet and appends to *acks
+// (acks non-nil) GCC's acknowledgment of each status it reports, as
+// gcc.FeedbackAdapter unpacks them from its own history: departure times
+// are base (the sender clock's zero) plus the time sent, arrival times
+// time.Time{} plus the receiver's clock, and a packet not received, or
+// not in the history, has a zero arrival (a zero acknowledgment when not
+// in the history). ok is false for a malformed feedback (more received
+// statuses than arrival deltas): what it reported before that is applied,
+// but GCC is not to see it (the adapter rejected such feedback whole).
+func (h *sendHistory) feedbackAcks(fb *rtcp.TransportLayerCC, acks *[]gcc.Acknowledgment, base time.Time) (ok bool) {
 	seq := fb.BaseSequenceNumber
 	remaining := int(fb.PacketStatusCount)
 	arrival := time.Duration(fb.ReferenceTime) * 64 * time.Millisecond
 	deltas := fb.RecvDeltas
+	malformed := false
 	status := func(symbol uint16) bool {
 		if remaining <= 0 {
 			return false
@@ -55,20 +75,29 @@ func (h *sendHistory) onFeedback(fb *rtcp.TransportLayerCC) {
 		remaining--
 		p := h.slot(seq)
 		mine := p.valid && p.seq == seq
+		var ack gcc.Acknowledgment
+		if mine {
+			ack = gcc.Acknowledgment{SequenceNumber: seq, Size: int(p.size) - int(p.padding), Departure: base.Add(p.sent)}
+		}
 		switch symbol {
 		case rtcp.TypeTCCPacketReceivedSmallDelta, rtcp.TypeTCCPacketReceivedLargeDelta:
 			if len(deltas) == 0 {
-				return false // malformed: stop
+				malformed = true
+				return false // stop
 			}
 			arrival += time.Duration(deltas[0].Delta) * time.Microsecond
 			deltas = deltas[1:]
 			if mine {
 				p.arrived, p.acked, p.lost = arrival, true, false
+				ack.Arrival = time.Time{}.Add(arrival)
 			}
 		case rtcp.TypeTCCPacketNotReceived:
 			if mine && !p.acked {
 				p.lost = true
 			}
+		}
+		if acks != nil {
+			*acks = append(*acks, ack)
 		}
 		seq++
 		return true
@@ -78,7 +107,7 @@ func (h *sendHistory) onFeedback(fb *rtcp.TransportLayerCC) {
 		case *rtcp.RunLengthChunk:
 			for i := uint16(0); i < c.RunLength; i++ {
 				if !status(c.PacketStatusSymbol) {
-					return
+					return !malformed
 				}
 			}
 		case *rtcp.StatusVectorChunk:
@@ -87,11 +116,12 @@ func (h *sendHistory) onFeedback(fb *rtcp.TransportLayerCC) {
 					s = rtcp.TypeTCCPacketReceivedSmallDelta
 				}
 				if !status(s) {
-					return
+					return !malformed
 				}
 			}
 		}
 	}
+	return true
 }
 
 // transportSeq reads the transport-wide sequence number from a raw

@@ -199,6 +199,14 @@ func (f *FeedbackAdapter) onTransportCCFeedback(dst []Acknowledgment, feedback *
 			return nil, errInvalidFeedback
 		}
 	}
+	// Changed from pion: a status vector chunk always holds 7 or 14
+	// symbols, and the last one is padded with "not received" past the
+	// feedback's packet status count. Those are not statuses: pion
+	// reported them as packets lost (packets sent after the feedback was
+	// built were in the history by the time it arrived).
+	if n := int(feedback.PacketStatusCount); len(result) > n {
+		result = result[:n]
+	}
 
 	return result, nil
 }

@@ -98,3 +98,35 @@ func TestFeedbackHistoryAddAllocatesNothing(t *testing.T) {
 		t.Errorf("%v allocations per packet sent", n)
 	}
 }
+
+// The padding of the last status vector chunk (past PacketStatusCount)
+// reports nothing: packets sent after the feedback was built are not
+// counted as lost.
+func TestFeedbackPaddingIsNotLoss(t *testing.T) {
+	f := NewFeedbackAdapter()
+	start := time.Unix(1000, 0)
+	sendTWCC(t, f, start, 10, 30) // 10..29 sent; the feedback covers 10..12
+	recv := uint16(rtcp.TypeTCCPacketReceivedSmallDelta)
+	fb := &rtcp.TransportLayerCC{
+		BaseSequenceNumber: 10, PacketStatusCount: 3, ReferenceTime: 1,
+		PacketChunks: []rtcp.PacketStatusChunk{&rtcp.StatusVectorChunk{
+			SymbolSize: rtcp.TypeTCCSymbolSizeOneBit,
+			SymbolList: []uint16{recv, recv, recv, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		}},
+		RecvDeltas: []*rtcp.RecvDelta{
+			{Type: recv, Delta: 1000}, {Type: recv, Delta: 1000}, {Type: recv, Delta: 1000},
+		},
+	}
+	acks, err := f.OnTransportCCFeedback(time.Now(), fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acks) != 3 {
+		t.Fatalf("%d acknowledgments for 3 statuses", len(acks))
+	}
+	for i, a := range acks {
+		if a.SequenceNumber != uint16(10+i) || a.Arrival.IsZero() {
+			t.Errorf("ack %d: %+v", i, a)
+		}
+	}
+}

@@ -193,8 +193,6 @@ func (e *SendSideBWE) ackBuffer() *[]Acknowledgment {
 }
 
 // WriteRTCP adds some RTCP feedback to the bandwidth estimator.
-//
-//nolint:cyclop
 func (e *SendSideBWE) WriteRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) error {
 	now := time.Now()
 	e.closeLock.RLock()
@@ -207,54 +205,74 @@ func (e *SendSideBWE) WriteRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) er
 	buf := e.ackBuffer()
 	defer e.acks.Put(buf)
 	for _, pkt := range pkts {
-		var acks []Acknowledgment
-		var err error
-		var feedbackSentTime time.Time
 		switch fb := pkt.(type) {
 		case *rtcp.TransportLayerCC:
-			acks, err = e.feedbackAdapter.onTransportCCFeedback(*buf, fb)
+			acks, err := e.feedbackAdapter.onTransportCCFeedback(*buf, fb)
 			if err != nil {
 				return err
 			}
 			*buf = acks[:0] // nothing below keeps the slice
-			for i, ack := range acks {
-				if i == 0 {
-					feedbackSentTime = ack.Arrival
-
-					continue
-				}
-				if ack.Arrival.After(feedbackSentTime) {
-					feedbackSentTime = ack.Arrival
-				}
-			}
+			e.onAcks(now, acks, latestArrival(acks))
 		case *rtcp.CCFeedbackReport:
-			acks = e.feedbackAdapter.OnRFC8888Feedback(now, fb)
-			feedbackSentTime = ntpToTime(uint64(fb.ReportTimestamp) << 16)
-		default:
-			continue
+			acks := e.feedbackAdapter.OnRFC8888Feedback(now, fb)
+			e.onAcks(now, acks, ntpToTime(uint64(fb.ReportTimestamp)<<16))
 		}
-
-		feedbackMinRTT := time.Duration(math.MaxInt)
-		for _, ack := range acks {
-			if ack.Arrival.IsZero() {
-				continue
-			}
-			pendingTime := feedbackSentTime.Sub(ack.Arrival)
-			rtt := now.Sub(ack.Departure) - pendingTime
-			feedbackMinRTT = time.Duration(min(int(rtt), int(feedbackMinRTT)))
-		}
-		if feedbackMinRTT < math.MaxInt {
-			e.delayController.updateRTT(feedbackMinRTT)
-			e.lock.Lock()
-			e.latestRTT = feedbackMinRTT
-			e.lock.Unlock()
-		}
-
-		e.lossController.updateLossEstimate(now, acks)
-		e.delayController.updateDelayEstimate(acks)
 	}
 
 	return nil
+}
+
+// WriteAcks feeds one transport-wide feedback's acknowledgments, received
+// at now, that the caller unpacked from a send history of its own (one
+// per reported status, as FeedbackAdapter unpacks them: a packet not
+// received has a zero Arrival). Then the estimator's own history (fed
+// by the writer AddStream returns) is not used. acks is not kept.
+func (e *SendSideBWE) WriteAcks(now time.Time, acks []Acknowledgment) error {
+	e.closeLock.RLock()
+	defer e.closeLock.RUnlock()
+
+	if e.isClosed() {
+		return ErrSendSideBWEClosed
+	}
+	e.onAcks(now, acks, latestArrival(acks))
+
+	return nil
+}
+
+// latestArrival is the latest arrival among acks (the feedback's send
+// time on the receiver's clock, as far as the sender can tell).
+func latestArrival(acks []Acknowledgment) time.Time {
+	var latest time.Time
+	for i, ack := range acks {
+		if i == 0 || ack.Arrival.After(latest) {
+			latest = ack.Arrival
+		}
+	}
+
+	return latest
+}
+
+// onAcks runs one feedback's acknowledgments through the controllers;
+// e.closeLock is read-held.
+func (e *SendSideBWE) onAcks(now time.Time, acks []Acknowledgment, feedbackSentTime time.Time) {
+	feedbackMinRTT := time.Duration(math.MaxInt)
+	for _, ack := range acks {
+		if ack.Arrival.IsZero() {
+			continue
+		}
+		pendingTime := feedbackSentTime.Sub(ack.Arrival)
+		rtt := now.Sub(ack.Departure) - pendingTime
+		feedbackMinRTT = time.Duration(min(int(rtt), int(feedbackMinRTT)))
+	}
+	if feedbackMinRTT < math.MaxInt {
+		e.delayController.updateRTT(feedbackMinRTT)
+		e.lock.Lock()
+		e.latestRTT = feedbackMinRTT
+		e.lock.Unlock()
+	}
+
+	e.lossController.updateLossEstimate(now, acks)
+	e.delayController.updateDelayEstimate(acks)
 }
 
 // GetTargetBitrate returns the current target bitrate in bits per second.
