@@ -247,8 +247,11 @@ func (f *FeedbackAdapter) OnRFC8888Feedback(_ time.Time, feedback *rtcp.CCFeedba
 // feedback, which is per SSRC and RTP sequence number.
 const feedbackHistorySize = 256 // pion keeps 250; a power of two
 
+// The ring (22 KiB) is allocated by the first packet recorded: an
+// estimator fed acknowledgments from its user's own history
+// (SendSideBWE.WriteAcks) never records any.
 type feedbackHistory struct {
-	twcc  [feedbackHistorySize]twccSlot
+	twcc  *[feedbackHistorySize]twccSlot
 	other *lruHistory
 }
 
@@ -267,12 +270,18 @@ func (f *feedbackHistory) add(ack Acknowledgment) {
 
 		return
 	}
+	if f.twcc == nil {
+		f.twcc = new([feedbackHistorySize]twccSlot)
+	}
 	f.twcc[ack.SequenceNumber%feedbackHistorySize] = twccSlot{ack: ack, valid: true}
 }
 
 func (f *feedbackHistory) get(key feedbackHistoryKey) (Acknowledgment, bool) {
 	if key.ssrc != 0 {
 		return f.other.get(key)
+	}
+	if f.twcc == nil {
+		return Acknowledgment{}, false
 	}
 	slot := &f.twcc[key.sequenceNumber%feedbackHistorySize]
 	if !slot.valid || slot.ack.SequenceNumber != key.sequenceNumber {
