@@ -41,6 +41,7 @@ type batchConn struct {
 	rn    int   // recvmmsg's result, set in recvF
 	rerr  error // recvmmsg's error, set in recvF
 	idle  bool  // the last read found the socket empty and waited
+	zones zoneCache
 }
 
 // mmsghdr is struct mmsghdr of <sys/socket.h>; Go pads it as C does
@@ -107,7 +108,7 @@ func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 		n = slotSize
 	}
 	n = copy(p, b.bufs[i*slotSize:i*slotSize+n])
-	return n, sockaddrAddrPort(&b.names[i], h.hdr.Namelen), nil
+	return n, sockaddrAddrPort(&b.names[i], h.hdr.Namelen, &b.zones), nil
 }
 
 // fill reads a new batch; b.mu is held.
@@ -141,13 +142,16 @@ func (b *batchConn) fill() error {
 
 // recv is the RawConn.Read callback: false asks to wait for readiness.
 func (b *batchConn) recv(fd uintptr) bool {
-	syscall6 := syscall.Syscall6
-	if b.raw != nil {
-		syscall6 = syscall.RawSyscall6 // never blocks: MSG_DONTWAIT
-	}
 	for {
-		n, _, errno := syscall6(sysRecvmmsg, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.vlen),
-			syscall.MSG_DONTWAIT, 0, 0)
+		var n uintptr
+		var errno syscall.Errno
+		if b.raw != nil { // never blocks: MSG_DONTWAIT (rawconn_linux.go)
+			n, _, errno = syscall.RawSyscall6(sysRecvmmsg, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.vlen),
+				syscall.MSG_DONTWAIT, 0, 0)
+		} else {
+			n, _, errno = syscall.Syscall6(sysRecvmmsg, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.vlen),
+				syscall.MSG_DONTWAIT, 0, 0)
+		}
 		switch errno {
 		case 0:
 			b.rn = int(n)
@@ -165,8 +169,9 @@ func (b *batchConn) recv(fd uintptr) bool {
 }
 
 // sockaddrAddrPort decodes the sender's address as net.UDPConn's
-// ReadFromUDPAddrPort would (an IPv4-mapped IPv6 address stays mapped).
-func sockaddrAddrPort(sa *syscall.RawSockaddrInet6, namelen uint32) netip.AddrPort {
+// ReadFromUDPAddrPort would (an IPv4-mapped IPv6 address stays mapped);
+// zones names interface indexes (link-local senders).
+func sockaddrAddrPort(sa *syscall.RawSockaddrInet6, namelen uint32, zones *zoneCache) netip.AddrPort {
 	port := func(p uint16) uint16 {
 		b := (*[2]byte)(unsafe.Pointer(&p))
 		return uint16(b[0])<<8 | uint16(b[1])
@@ -178,19 +183,31 @@ func sockaddrAddrPort(sa *syscall.RawSockaddrInet6, namelen uint32) netip.AddrPo
 	case sa.Family == syscall.AF_INET6 && namelen >= syscall.SizeofSockaddrInet6:
 		ip := netip.AddrFrom16(sa.Addr)
 		if sa.Scope_id != 0 {
-			ip = ip.WithZone(zoneName(int(sa.Scope_id)))
+			ip = ip.WithZone(zones.name(int(sa.Scope_id)))
 		}
 		return netip.AddrPortFrom(ip, port(sa.Port))
 	}
 	return netip.AddrPort{} // pion's mux rejects an invalid address
 }
 
-// zoneName names an interface index as net does (rare: link-local peers).
-func zoneName(index int) string {
-	if ifi, err := net.InterfaceByIndex(index); err == nil {
-		return ifi.Name
+// zoneCache names interface indexes as net does, remembering the last
+// one: a link-local sender's datagrams all carry the same index, and each
+// lookup is a netlink query. Owned by one reader (under its lock).
+type zoneCache struct {
+	index int
+	zone  string
+}
+
+func (z *zoneCache) name(index int) string {
+	if index == z.index && z.zone != "" {
+		return z.zone
 	}
-	return itoa(index)
+	zone := itoa(index)
+	if ifi, err := net.InterfaceByIndex(index); err == nil {
+		zone = ifi.Name
+	}
+	z.index, z.zone = index, zone
+	return zone
 }
 
 func itoa(n int) string {

@@ -229,3 +229,21 @@ func TestMediaNetOpensBatchConns(t *testing.T) {
 		t.Fatalf("media socket is a %T (%+v), want *batchConn with raw system calls", c, c)
 	}
 }
+
+// Interface indexes are named as net names them, and the last one is
+// remembered.
+func TestZoneCache(t *testing.T) {
+	ifs, err := net.Interfaces()
+	if err != nil || len(ifs) == 0 {
+		t.Skip("no interfaces")
+	}
+	var z zoneCache
+	for range 2 {
+		if got := z.name(ifs[0].Index); got != ifs[0].Name {
+			t.Fatalf("index %d named %q, want %q", ifs[0].Index, got, ifs[0].Name)
+		}
+	}
+	if got := z.name(1 << 30); got != "1073741824" {
+		t.Fatalf("unknown index named %q", got)
+	}
+}

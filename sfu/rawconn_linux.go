@@ -28,10 +28,18 @@ import (
 // for readiness as net does (RawConn.Read/Write with a false return). That
 // is the case syscall.RawSyscall is for.
 //
-// Reads are serialised (pion's mux has one reader per socket); writes
-// run concurrently, each with its own state from a pool. Nothing
-// allocates: the RawConn callbacks are bound once per state, and RawConn
-// holds the descriptor open (and waits on deadlines) as net does.
+// The cost: the kernel may still sleep inside such a call (direct memory
+// reclaim when allocating the datagram, a page fault on the buffer), and
+// then the goroutine keeps its P, where net's call would have handed it
+// to another thread after ~20 µs, and a stop-the-world GC waits for the
+// call. Under memory pressure that bad the host stalls anyway;
+// Config.NetSyscalls (-net-syscalls) goes back to net's calls.
+//
+// Reads are serialised (pion's mux has one reader per socket); so are
+// writes, by net's own write lock on the descriptor, but each prepares
+// its destination before taking it, in its own state from a pool.
+// Nothing allocates: the RawConn callbacks are bound once per state, and
+// RawConn holds the descriptor open (and waits on deadlines) as net does.
 type rawConn struct {
 	*net.UDPConn
 	rc     syscall.RawConn
@@ -43,6 +51,7 @@ type rawConn struct {
 }
 
 type rawRecv struct {
+	zones zoneCache
 	p     []byte
 	sa    syscall.RawSockaddrInet6
 	salen uint32
@@ -102,7 +111,7 @@ func (r *rawConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	if err != nil {
 		return 0, netip.AddrPort{}, &net.OpError{Op: "read", Net: "udp", Source: r.UDPConn.LocalAddr(), Err: err}
 	}
-	return d.n, sockaddrAddrPort(&d.sa, d.salen), nil
+	return d.n, sockaddrAddrPort(&d.sa, d.salen, &d.zones), nil
 }
 
 func (d *rawRecv) recv(fd uintptr) bool {

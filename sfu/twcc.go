@@ -64,7 +64,10 @@ func (h *sendHistory) onFeedback(fb *rtcp.TransportLayerCC) {
 // but GCC is not to see it (the adapter rejected such feedback whole).
 func (h *sendHistory) feedbackAcks(fb *rtcp.TransportLayerCC, acks *[]gcc.Acknowledgment, base time.Time) (ok bool) {
 	seq := fb.BaseSequenceNumber
-	remaining := int(fb.PacketStatusCount)
+	// Statuses past the history's length could only be matched against
+	// packets it no longer holds: a hostile count (up to 65,535) must not
+	// build megabytes of acknowledgments under the estimator's lock.
+	remaining := min(int(fb.PacketStatusCount), historySize)
 	arrival := time.Duration(fb.ReferenceTime) * 64 * time.Millisecond
 	deltas := fb.RecvDeltas
 	malformed := false

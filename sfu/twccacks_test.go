@@ -136,3 +136,18 @@ func TestFeedbackAcksUnknownAndMalformed(t *testing.T) {
 		t.Error("a feedback short of deltas was not taken as malformed")
 	}
 }
+
+// A feedback claiming more statuses than the history holds is cut at the
+// history's length: a hostile count builds no megabytes of acknowledgments.
+func TestFeedbackAcksBounded(t *testing.T) {
+	var h sendHistory
+	fb := &rtcp.TransportLayerCC{BaseSequenceNumber: 0, PacketStatusCount: 65535,
+		PacketChunks: []rtcp.PacketStatusChunk{&rtcp.RunLengthChunk{PacketStatusSymbol: rtcp.TypeTCCPacketNotReceived, RunLength: 8191}}}
+	for range 8 {
+		fb.PacketChunks = append(fb.PacketChunks, fb.PacketChunks[0])
+	}
+	var acks []gcc.Acknowledgment
+	if !h.feedbackAcks(fb, &acks, time.Now()) || len(acks) != historySize {
+		t.Fatalf("%d acknowledgments, want %d", len(acks), historySize)
+	}
+}

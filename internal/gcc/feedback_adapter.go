@@ -247,7 +247,7 @@ func (f *FeedbackAdapter) OnRFC8888Feedback(_ time.Time, feedback *rtcp.CCFeedba
 // feedback, which is per SSRC and RTP sequence number.
 const feedbackHistorySize = 256 // pion keeps 250; a power of two
 
-// The ring (22 KiB) is allocated by the first packet recorded: an
+// The ring (20 KiB) is allocated by the first packet recorded: an
 // estimator fed acknowledgments from its user's own history
 // (SendSideBWE.WriteAcks) never records any.
 type feedbackHistory struct {
